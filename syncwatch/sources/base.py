@@ -1,0 +1,318 @@
+"""What every source shares: typed failures, the listing result, and the retrying GET."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import enum
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+import orjson
+import stamina
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from syncwatch.models import ParagonSync, Source, TimbalSync
+
+log = structlog.get_logger("syncwatch.sources")
+
+# Retry-After beyond this would stall the whole cycle; fail now and try next cycle instead.
+MAX_RETRY_AFTER = 30.0
+
+
+class Reason(enum.StrEnum):
+    """Why a tenant's listing failed: the `reason` label of SourceUnreachable and metrics."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect_error"
+    TLS = "tls"
+    HTTP_401 = "http_401"
+    HTTP_403 = "http_403"
+    HTTP_404 = "http_404"
+    HTTP_429 = "http_429"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    INVALID_RESPONSE = "invalid_response"
+    SCHEMA_MISMATCH = "schema_mismatch"
+
+
+_HINTS = {
+    Reason.TIMEOUT: "the upstream did not answer within daemon.request_timeout",
+    Reason.CONNECT: "check base_url and network reachability (DNS, firewall, proxy)",
+    Reason.TLS: "certificate verification failed; set daemon.ca_bundle for a private CA",
+    Reason.HTTP_404: "check base_url and the tenant id",
+    Reason.HTTP_429: "rate limited; lower daemon.concurrency or raise daemon.poll_interval",
+    Reason.HTTP_4XX: "the upstream rejected the request",
+    Reason.HTTP_5XX: "the upstream is failing; nothing to fix on our side if it persists briefly",
+    Reason.INVALID_RESPONSE: "the body is not JSON (a proxy error page or a truncated body?)",
+    Reason.SCHEMA_MISMATCH: "valid JSON but not the documented listing; check base_url",
+}
+
+RETRYABLE = frozenset({Reason.TIMEOUT, Reason.CONNECT, Reason.HTTP_429, Reason.HTTP_5XX})
+
+
+class SourceError(Exception):
+    """A tenant's listing failed; the message names source, tenant, status and a hint."""
+
+    def __init__(
+        self,
+        source: Source,
+        tenant: str,
+        reason: Reason,
+        detail: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.source = source
+        self.tenant = tenant
+        self.reason = reason
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.hint = hint or _HINTS.get(reason, "")
+        message = f"{source} {tenant}: {detail}"
+        super().__init__(f"{message} ({self.hint})" if self.hint else message)
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in RETRYABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One tenant's syncs from one poll; `error` set means the listing failed as a whole."""
+
+    source: Source
+    tenant: str
+    syncs: Sequence[TimbalSync | ParagonSync] = ()
+    invalid_records: int = 0
+    error: SourceError | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class Upstream:
+    """GETs with a global concurrency bound, a per-attempt deadline and stamina retries."""
+
+    client: httpx.AsyncClient
+    retries: int
+    timeout: float
+    semaphore: asyncio.Semaphore
+    wait_initial: float = 0.2
+    wait_max: float = 5.0
+    _clock: Callable[[], float] = field(default=time.time)
+
+    async def get(
+        self,
+        source: Source,
+        tenant: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        auth_hint: str = "",
+    ) -> bytes:
+        """The body of a 200 answer, or SourceError; retried on connect/timeout/5xx/429."""
+        async for attempt in stamina.retry_context(
+            on=_backoff_hook,
+            attempts=self.retries + 1,
+            timeout=None,
+            wait_initial=self.wait_initial,
+            wait_max=self.wait_max,
+            wait_jitter=self.wait_initial,
+        ):
+            with attempt:
+                return await self._attempt(
+                    source=source,
+                    tenant=tenant,
+                    url=url,
+                    headers=headers,
+                    params=params,
+                    auth_hint=auth_hint,
+                )
+        raise AssertionError("unreachable: stamina re-raises the last failure")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        *,
+        source: Source,
+        tenant: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        auth_hint: str,
+    ) -> bytes:
+        where = f"GET {url}"
+        async with self.semaphore:
+            try:
+                # One deadline for headers and body: a trickling body must not hang a cycle.
+                async with asyncio.timeout(self.timeout):
+                    response = await self.client.get(url, headers=headers, params=params)
+            except TimeoutError:
+                raise SourceError(
+                    source, tenant, Reason.TIMEOUT, f"{where} took over {self.timeout:g}s"
+                ) from None
+            except httpx.TimeoutException:
+                raise SourceError(source, tenant, Reason.TIMEOUT, f"{where} timed out") from None
+            except httpx.TransportError as exc:
+                reason = Reason.TLS if _is_tls_error(exc) else Reason.CONNECT
+                raise SourceError(
+                    source, tenant, reason, f"{where} failed: {type(exc).__name__}: {exc}"
+                ) from None
+        status = response.status_code
+        if status == 200:
+            return response.content
+        detail = f"HTTP {status} from {where}"
+        if status == 401:
+            raise SourceError(
+                source,
+                tenant,
+                Reason.HTTP_401,
+                detail,
+                status_code=status,
+                hint=f"unauthorized: {auth_hint}" if auth_hint else None,
+            )
+        if status == 403:
+            raise SourceError(
+                source,
+                tenant,
+                Reason.HTTP_403,
+                detail,
+                status_code=status,
+                hint=f"forbidden: {auth_hint}" if auth_hint else None,
+            )
+        if status == 404:
+            raise SourceError(source, tenant, Reason.HTTP_404, detail, status_code=status)
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+            reason = Reason.HTTP_429 if status == 429 else Reason.HTTP_5XX
+            raise SourceError(
+                source, tenant, reason, detail, status_code=status, retry_after=retry_after
+            )
+        raise SourceError(source, tenant, Reason.HTTP_4XX, detail, status_code=status)
+
+
+def _backoff_hook(exc: Exception) -> bool | float:
+    if not isinstance(exc, SourceError) or not exc.retryable:
+        return False
+    if exc.retry_after is not None:
+        return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else False
+    return True
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
+            return True
+        if "certificate" in str(seen).lower() or "ssl" in type(seen).__name__.lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRecords(Generic[M]):
+    records: list[M]
+    invalid: int
+
+
+def parse_listing(
+    body: bytes,
+    *,
+    source: Source,
+    tenant: str,
+    listing_model: type[BaseModel],
+    key: str,
+    record_model: type[M],
+) -> ParsedRecords[M]:
+    """Validate a listing body; a bad record is logged, counted and skipped, never fatal."""
+    try:
+        whole = listing_model.model_validate_json(body)
+    except ValidationError:
+        pass
+    else:
+        return ParsedRecords(list(getattr(whole, key)), 0)
+
+    # Slow path, only for a listing with at least one bad record: find which ones.
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SourceError(
+            source, tenant, Reason.INVALID_RESPONSE, f"body is not JSON ({exc}): {_peek(body)}"
+        ) from None
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        shape = sorted(data)[:5] if isinstance(data, dict) else type(data).__name__
+        raise SourceError(
+            source,
+            tenant,
+            Reason.SCHEMA_MISMATCH,
+            f"expected an object with a {key!r} array, got {shape}",
+        )
+    records: list[M] = []
+    invalid = 0
+    for index, item in enumerate(items):
+        try:
+            records.append(record_model.model_validate_json(orjson.dumps(item)))
+        except ValidationError as exc:
+            invalid += 1
+            log.warning(
+                "invalid_record",
+                source=str(source),
+                tenant=tenant,
+                index=index,
+                sync_id=item.get("id") if isinstance(item, dict) else None,
+                errors=_summarise(exc),
+            )
+    return ParsedRecords(records, invalid)
+
+
+def _summarise(exc: ValidationError) -> str:
+    # Locations and messages only: upstream values could be anything, keep them out of logs.
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<record>'}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False)
+    )
+
+
+def _peek(body: bytes) -> str:
+    text = body[:80].decode("utf-8", "replace").replace("\n", " ")
+    return repr(text + ("…" if len(body) > 80 else ""))
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """RFC 3339 says an offset is required; a naive upstream timestamp is taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

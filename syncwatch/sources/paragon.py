@@ -1,0 +1,226 @@
+"""Paragon: `GET /api/syncs` per Connected User, with static or minted RS256 user tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from syncwatch.config import ParagonConfig, ParagonUser, secret_value
+from syncwatch.models import ParagonStatus, ParagonSync, Source
+from syncwatch.sources.base import (
+    Listing,
+    Reason,
+    SourceError,
+    Upstream,
+    aware,
+    parse_listing,
+)
+
+_Date = Annotated[datetime, Field(strict=False)]
+
+
+class SyncSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    lastSyncedAt: _Date | None = None  # noqa: N815 - upstream spelling
+
+
+class ParagonRecord(BaseModel):
+    """One item of `SyncsResponse.data`; unknown fields are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    id: str
+    integration: str
+    pipeline: str
+    status: str
+    reason: str | None = None
+    configurationName: str | None = None  # noqa: N815
+    dateCreated: _Date | None = None  # noqa: N815
+    dateUpdated: _Date | None = None  # noqa: N815
+    credentialId: str | None = None  # noqa: N815
+    summary: SyncSummary | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        # Older Paragon docs spelled statuses in lower case; both mean the same.
+        return value.strip().upper()
+
+    def to_sync(self, user_id: str, last_synced_at: datetime | None = None) -> ParagonSync:
+        if last_synced_at is None and self.summary is not None:
+            last_synced_at = self.summary.lastSyncedAt
+        return ParagonSync(
+            user_id=user_id,
+            id=self.id,
+            integration=self.integration,
+            pipeline=self.pipeline,
+            status=self.status,
+            reason=self.reason,
+            configuration_name=self.configurationName,
+            credential_id=self.credentialId,
+            date_created=aware(self.dateCreated),
+            date_updated=aware(self.dateUpdated),
+            last_synced_at=aware(last_synced_at),
+        )
+
+
+class ParagonListing(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    data: list[ParagonRecord]
+
+
+class TokenMinter:
+    """Mints Paragon User Tokens (RS256 JWT) and caches each until shortly before expiry."""
+
+    def __init__(
+        self,
+        signing_key: str,
+        project_id: str,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        key = load_pem_private_key(signing_key.encode(), password=None)
+        if not isinstance(key, RSAPrivateKey):
+            raise TypeError("Paragon user tokens are RS256: the signing key must be RSA")
+        self._key = key
+        self.audience = f"useparagon.com/{project_id}"
+        self.ttl = int(ttl)
+        # Renew with a margin so a token never expires in flight.
+        self.margin = min(300, self.ttl // 10)
+        self._clock = clock
+        self._cache: dict[str, tuple[str, int]] = {}
+
+    def token(self, user_id: str) -> str:
+        now = int(self._clock())
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[1] - self.margin > now:
+            return cached[0]
+        exp = now + self.ttl
+        claims = {"sub": user_id, "aud": self.audience, "iat": now, "exp": exp}
+        token = jwt.encode(claims, self._key, algorithm="RS256")
+        self._cache[user_id] = (token, exp)
+        return token
+
+    def invalidate(self, user_id: str) -> None:
+        self._cache.pop(user_id, None)
+
+
+class ParagonClient:
+    """Lists every Connected User's syncs; Get Sync for IDLE ones when idle_stale_after is set."""
+
+    def __init__(
+        self,
+        config: ParagonConfig,
+        upstream: Upstream,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.minter: TokenMinter | None = None
+        if config.signing_key is not None and config.project_id:
+            self.minter = TokenMinter(
+                config.signing_key.get_secret_value(), config.project_id, config.token_ttl, clock
+            )
+
+    def users(self) -> list[ParagonUser]:
+        return self.config.all_users()
+
+    def _token(self, user: ParagonUser) -> str:
+        static = secret_value(user.token)
+        if static is not None:
+            return static
+        assert self.minter is not None, "config validation requires signing_key without tokens"
+        return self.minter.token(user.id)
+
+    async def _get(self, user: ParagonUser, path: str, params: dict[str, str] | None) -> bytes:
+        url = f"{self.config.base_url}{path}"
+        for first_try in (True, False):
+            try:
+                return await self.upstream.get(
+                    Source.PARAGON,
+                    user.id,
+                    url,
+                    headers={"Authorization": f"Bearer {self._token(user)}"},
+                    params=params,
+                    auth_hint=(
+                        "check the user's static token"
+                        if user.token is not None
+                        else "check paragon.signing_key_file and project_id, and that the "
+                        "user exists in this project"
+                    ),
+                )
+            except SourceError as exc:
+                # A minted token may have been revoked or the clock skewed: re-mint once.
+                if first_try and exc.reason is Reason.HTTP_401 and user.token is None:
+                    assert self.minter is not None
+                    self.minter.invalidate(user.id)
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def list_user(self, user: ParagonUser) -> Listing:
+        started = time.perf_counter()
+        try:
+            params = {"credentialId": user.credential_id} if user.credential_id else None
+            body = await self._get(user, "/api/syncs", params)
+            parsed = parse_listing(
+                body,
+                source=Source.PARAGON,
+                tenant=user.id,
+                listing_model=ParagonListing,
+                key="data",
+                record_model=ParagonRecord,
+            )
+            syncs = await asyncio.gather(*(self._complete(user, r) for r in parsed.records))
+        except SourceError as exc:
+            return Listing(
+                Source.PARAGON, user.id, error=exc, duration=time.perf_counter() - started
+            )
+        return Listing(
+            Source.PARAGON, user.id, syncs, parsed.invalid, duration=time.perf_counter() - started
+        )
+
+    async def _complete(self, user: ParagonUser, record: ParagonRecord) -> ParagonSync:
+        """The sync, with `summary.lastSyncedAt` from Get Sync when it is needed and missing."""
+        needs_summary = (
+            self.config.idle_stale_after is not None
+            and record.status == ParagonStatus.IDLE
+            and (record.summary is None or record.summary.lastSyncedAt is None)
+        )
+        if not needs_summary:
+            return record.to_sync(user.id)
+        body = await self._get(user, f"/api/syncs/{record.id}", None)
+        return record.to_sync(user.id, _last_synced_at(body, user.id))
+
+    async def poll(self) -> list[Listing]:
+        return list(await asyncio.gather(*(self.list_user(u) for u in self.users())))
+
+
+def _last_synced_at(body: bytes, user_id: str) -> datetime | None:
+    """`summary.lastSyncedAt` from a Get Sync body (bare, or wrapped in `data`)."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise SourceError(
+            Source.PARAGON, user_id, Reason.INVALID_RESPONSE, "Get Sync body is not JSON"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]
+    summary = data.get("summary") if isinstance(data, dict) else None
+    if summary is None:
+        return None
+    try:
+        return SyncSummary.model_validate(summary).lastSyncedAt
+    except ValidationError:
+        raise SourceError(
+            Source.PARAGON, user_id, Reason.SCHEMA_MISMATCH, "Get Sync summary is malformed"
+        ) from None
