@@ -1,0 +1,742 @@
+"""Configuration: TOML file + `SYNCWATCH_` environment, validated into frozen models."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from syncwatch.models import Severity
+
+EX_CONFIG = 78
+DEFAULT_PATHS = (Path("syncwatch.toml"), Path("/etc/syncwatch/config.toml"))
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- durations --------------------------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90s`, `5m`, `1h30m`, `2d`, `250ms` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '90s', '5m', '1h30m' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not text or "".join(n + u for n, u in parts) != text:
+                raise ValueError(
+                    f"invalid duration {value!r}: use e.g. '90s', '5m', '1h30m', '2d' "
+                    "or a number of seconds"
+                ) from None
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    else:
+        raise ValueError("expected a duration like '90s', '5m', '1h30m' or a number of seconds")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest `1h30m`-style spelling of a number of seconds."""
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest = int(seconds)
+    if rest == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            out.append(f"{count}{unit}")
+    return "".join(out)
+
+
+Duration = Annotated[
+    float,
+    PlainValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+def _empty_to_none(value: object) -> object:
+    """TOML has no null; an empty string means "not set"."""
+    return None if value == "" else value
+
+
+OptionalDuration = Annotated[Duration | None, BeforeValidator(_empty_to_none)]
+
+
+# --- secrets and files ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A `*_file` twin: the path (shown) and the secret read from it (never shown)."""
+
+    path: Path
+    value: SecretStr
+
+
+def _resolve_credential_path(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    # systemd LoadCredential= puts files in $CREDENTIALS_DIRECTORY; relative names go there.
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and cred_dir:
+        path = Path(cred_dir) / path
+    return path
+
+
+def _read_secret_file(value: object) -> SecretFile:
+    if isinstance(value, SecretFile):
+        return value
+    if not isinstance(value, str | Path):
+        raise ValueError("expected a file path")  # noqa: TRY004 - pydantic wants ValueError
+    path = _resolve_credential_path(str(value))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path} is not UTF-8 text") from None
+    secret = text.strip()
+    if not secret:
+        raise ValueError(f"secret file {path} is empty")
+    return SecretFile(path=path, value=SecretStr(secret))
+
+
+SecretFilePath = Annotated[
+    SecretFile | None,
+    BeforeValidator(_empty_to_none),
+    PlainValidator(lambda v: None if v is None else _read_secret_file(v)),
+    PlainSerializer(lambda s: None if s is None else str(s.path), return_type=str | None),
+]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
+
+
+def _readable_file(value: Path) -> Path:
+    path = value.expanduser()
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist or is not a regular file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
+ReadableFile = Annotated[
+    Path | None,
+    BeforeValidator(_empty_to_none),
+    AfterValidator(lambda p: None if p is None else _readable_file(p)),
+]
+
+
+# --- small validated strings ------------------------------------------------------------
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid URL {value!r}: expected http(s)://host[:port][/path]")
+    return value.rstrip("/")
+
+
+def _check_secret_url(value: SecretStr | None) -> SecretStr | None:
+    # Validate the shape without ever echoing the value: webhook URLs carry tokens.
+    if value is not None:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("invalid URL: expected http(s)://host/... (value not shown)")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+SecretUrl = Annotated[OptionalSecret, AfterValidator(_check_secret_url)]
+
+
+def _check_glob(value: str) -> str:
+    # fnmatch silently treats an unclosed '[' as a literal; that is never what was meant.
+    depth_open = value.rfind("[")
+    if depth_open != -1 and "]" not in value[depth_open + 1 :]:
+        raise ValueError(f"invalid glob {value!r}: unclosed '['")
+    return value
+
+
+Glob = Annotated[str, AfterValidator(_check_glob)]
+
+
+def glob_match(value: str, pattern: str) -> bool:
+    """Case-sensitive shell-style glob match, as used by every `match` table."""
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9875")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"invalid listen address {value!r}: IPv6 hosts look like [::]:9875")
+    return value
+
+
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+def _check_shard(value: str) -> str:
+    if value == "auto":
+        return value
+    m = _SHARD.match(value)
+    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]):
+        raise ValueError(f"invalid shard {value!r}: expected 'i/n' with 0 <= i < n, or 'auto'")
+    return value
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _WithSecrets(_Model):
+    """Fills each secret in `_secrets` from its `*_file` twin when that is set."""
+
+    _secrets: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Self:
+        for name in self._secrets:
+            file: SecretFile | None = getattr(self, f"{name}_file")
+            if file is None:
+                continue
+            if getattr(self, name) is not None:
+                raise ValueError(f"set either {name} or {name}_file, not both")
+            # Frozen model: filled once, during validation.
+            object.__setattr__(self, name, file.value)
+        return self
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The plain value of an optional secret, for the one place that sends it."""
+    return None if secret is None else secret.get_secret_value()
+
+
+class DaemonConfig(_Model):
+    poll_interval: Duration = Field(default=60.0, gt=0)
+    listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:9875"
+    state_path: Path = Path("syncwatch-state.db")
+    concurrency: int = Field(default=32, ge=1, le=4096)
+    request_timeout: Duration = Field(default=10.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
+    shard: Annotated[str, AfterValidator(_check_shard)] = "0/1"
+    shard_count: int | None = Field(default=None, ge=1)
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ca_bundle: ReadableFile = None
+
+    @model_validator(mode="after")
+    def _auto_shard_needs_count(self) -> Self:
+        if self.shard == "auto" and self.shard_count is None:
+            raise ValueError("shard = 'auto' needs shard_count (the StatefulSet replica count)")
+        return self
+
+    def resolved_state_path(self) -> Path:
+        """`state_path`, under `$STATE_DIRECTORY` (systemd StateDirectory=) when relative."""
+        state_dir = os.environ.get("STATE_DIRECTORY")
+        if state_dir and not self.state_path.is_absolute():
+            # systemd may pass several colon-separated directories; the first is ours.
+            return Path(state_dir.split(":")[0]) / self.state_path
+        return self.state_path
+
+
+class Thresholds(_Model):
+    warn_ratio: float = Field(default=1.5, gt=0)
+    critical_ratio: float = Field(default=3.0, gt=0)
+    min_stale_seconds: Duration = 300.0
+    alert_on_disabled: bool = False
+
+    @model_validator(mode="after")
+    def _warn_below_critical(self) -> Self:
+        if self.warn_ratio >= self.critical_ratio:
+            raise ValueError(
+                f"warn_ratio ({self.warn_ratio:g}) must be below critical_ratio "
+                f"({self.critical_ratio:g})"
+            )
+        return self
+
+
+class TimbalMatch(_Model):
+    org_id: Glob = "*"
+    connector_id: Glob = "*"
+    sync_id: Glob = "*"
+    name: Glob = "*"
+
+
+class TimbalOverride(_Model):
+    match: TimbalMatch = TimbalMatch()
+    ignore: bool = False
+    warn_ratio: float | None = Field(default=None, gt=0)
+    critical_ratio: float | None = Field(default=None, gt=0)
+    min_stale_seconds: Duration | None = None
+    alert_on_disabled: bool | None = None
+
+    def apply(self, base: Thresholds) -> Thresholds:
+        """`base` refined by the threshold keys this override sets."""
+        changes = self.model_dump(
+            exclude={"match", "ignore"}, exclude_none=True, mode="python", round_trip=True
+        )
+        return base.model_validate({**base.model_dump(round_trip=True), **changes})
+
+
+class TimbalOrg(_WithSecrets):
+    _secrets = ("api_key",)
+    id: str = Field(min_length=1)
+    connector_ids: list[str] = []
+    api_key: OptionalSecret = None
+    api_key_file: SecretFilePath = None
+
+
+class TimbalConfig(_WithSecrets):
+    _secrets = ("api_key",)
+    base_url: HttpUrl = "https://api.timbal.ai"
+    api_key: OptionalSecret = None
+    api_key_file: SecretFilePath = None
+    orgs: list[TimbalOrg] = []
+    thresholds: Thresholds = Thresholds()
+    overrides: list[TimbalOverride] = []
+
+    @model_validator(mode="after")
+    def _check_orgs(self) -> Self:
+        seen: set[str] = set()
+        for i, org in enumerate(self.orgs):
+            if org.id in seen:
+                raise ValueError(f"orgs[{i}].id: org {org.id!r} is listed twice")
+            seen.add(org.id)
+            if org.api_key is None and self.api_key is None:
+                raise ValueError(
+                    f"orgs[{i}] ({org.id}) has no API key: set timbal.api_key_file "
+                    "(or timbal.api_key, or a per-org api_key)"
+                )
+        for i, override in enumerate(self.overrides):
+            try:
+                override.apply(self.thresholds)
+            except ValidationError as exc:
+                raise ValueError(
+                    f"overrides[{i}]: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                ) from None
+        return self
+
+
+class ParagonUser(_WithSecrets):
+    _secrets = ("token",)
+    id: str = Field(min_length=1)
+    token: OptionalSecret = None
+    token_file: SecretFilePath = None
+    credential_id: str | None = None
+
+
+def _users_from_strings(value: object) -> object:
+    if isinstance(value, list):
+        return [{"id": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class ParagonConfig(_WithSecrets):
+    _secrets = ("signing_key",)
+    base_url: HttpUrl = "https://sync.useparagon.com"
+    project_id: str | None = None
+    signing_key: OptionalSecret = None
+    signing_key_file: SecretFilePath = None
+    token_ttl: Duration = Field(default=3600.0, ge=60)
+    users: Annotated[list[ParagonUser], BeforeValidator(_users_from_strings)] = []
+    users_file: ReadableFile = None
+    disabled_severity: Literal["warning", "critical", "none"] = "warning"
+    initializing_grace: Duration = 3600.0
+    idle_stale_after: OptionalDuration = None
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.signing_key is not None:
+            _check_rsa_private_key(self.signing_key)
+            if not self.project_id:
+                raise ValueError(
+                    "project_id is required to mint user tokens with signing_key "
+                    "(the token audience is useparagon.com/<project_id>)"
+                )
+        elif any(user.token is None for user in self.users) or self.users_file is not None:
+            raise ValueError(
+                "users without a static token need paragon.signing_key_file "
+                "(the RS256 signing key from the Paragon dashboard)"
+            )
+        seen: set[str] = set()
+        for i, user in enumerate(self.users):
+            if user.id in seen:
+                raise ValueError(f"users[{i}].id: user {user.id!r} is listed twice")
+            seen.add(user.id)
+        return self
+
+    def all_users(self) -> list[ParagonUser]:
+        """`users` plus those in `users_file` (re-read on every call: one id per line)."""
+        users = list(self.users)
+        if self.users_file is not None:
+            known = {u.id for u in users}
+            for line in self.users_file.read_text(encoding="utf-8").splitlines():
+                user_id = line.split("#", 1)[0].strip()
+                if user_id and user_id not in known:
+                    known.add(user_id)
+                    users.append(ParagonUser(id=user_id))
+        return users
+
+
+def _check_rsa_private_key(key: SecretStr) -> None:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        load_pem_private_key,
+    )
+
+    try:
+        loaded = load_pem_private_key(key.get_secret_value().encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "signing_key is not an unencrypted PEM private key (value not shown)"
+        ) from None
+    if not isinstance(loaded, RSAPrivateKey):
+        raise ValueError("signing_key must be an RSA key: Paragon user tokens are RS256")
+
+
+class AlertingConfig(_Model):
+    for_: Duration = Field(default=0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
+    send_resolved: bool = True
+    source_failure_threshold: int = Field(default=3, ge=1)
+    external_url: Annotated[str, AfterValidator(lambda v: v and _check_url(v))] = ""
+
+
+class _NotifierBase(_WithSecrets):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_severity: Severity = Severity.WARNING
+    match: dict[str, Glob] = {}
+
+
+class SlackNotifier(_NotifierBase):
+    _secrets = ("webhook_url",)
+    type: Literal["slack"]
+    webhook_url: SecretUrl = None
+    webhook_url_file: SecretFilePath = None
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> Self:
+        if self.webhook_url is None:
+            raise ValueError("a slack notifier needs webhook_url_file (or webhook_url)")
+        _check_secret_url(self.webhook_url)
+        return self
+
+
+class WebhookNotifier(_NotifierBase):
+    _secrets = ("url", "secret")
+    type: Literal["webhook"]
+    url: SecretUrl = None
+    url_file: SecretFilePath = None
+    secret: OptionalSecret = None
+    secret_file: SecretFilePath = None
+    headers: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> Self:
+        if self.url is None:
+            raise ValueError("a webhook notifier needs url (or url_file)")
+        _check_secret_url(self.url)
+        return self
+
+
+class AlertmanagerNotifier(_NotifierBase):
+    type: Literal["alertmanager"]
+    urls: list[HttpUrl] = Field(min_length=1)
+
+
+class ConsoleNotifier(_NotifierBase):
+    type: Literal["console"]
+
+
+Notifier = Annotated[
+    SlackNotifier | WebhookNotifier | AlertmanagerNotifier | ConsoleNotifier,
+    Field(discriminator="type"),
+]
+
+
+class Config(BaseSettings):
+    """The whole configuration; env (`SYNCWATCH_A__B`) overrides the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    daemon: DaemonConfig = DaemonConfig()
+    timbal: TimbalConfig | None = None
+    paragon: ParagonConfig | None = None
+    alerting: AlertingConfig = AlertingConfig()
+    notifiers: list[Notifier] = []
+
+    # Set per load by `load_config`; a class attribute because sources are classmethods.
+    _toml_path: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - *_file twins instead
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_whole(self) -> Self:
+        if self.timbal is None and self.paragon is None:
+            raise ValueError("nothing to watch: configure [timbal] orgs and/or [paragon] users")
+        names = [n.name for n in self.notifiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"notifier names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+# --- loading and reporting --------------------------------------------------------------
+
+
+def find_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """`-c`, else `$SYNCWATCH_CONFIG`, else ./syncwatch.toml, else /etc/syncwatch/config.toml."""
+    for origin, value in (
+        ("-c/--config", explicit),
+        ("SYNCWATCH_CONFIG", environ.get("SYNCWATCH_CONFIG")),
+    ):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ConfigError([f"{origin}: config file {path} does not exist"])
+            return path
+    return next((p for p in DEFAULT_PATHS if p.is_file()), None)
+
+
+def load_config(path: Path | None, **overrides: Any) -> Config:
+    """Load and validate; raises ConfigError with one line per problem."""
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    Config._toml_path = path
+    try:
+        return Config(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc)) from None
+    finally:
+        Config._toml_path = None
+
+
+def _loc_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _UNION_TAGS:
+            # Discriminated-union branch names are internal; the key path skips them.
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_UNION_TAGS = {"slack", "webhook", "alertmanager", "console"}
+
+
+def _all_keys() -> set[str]:
+    keys: set[str] = set()
+    todo: list[type[BaseModel]] = [Config]
+    while todo:
+        model = todo.pop()
+        for name, info in model.model_fields.items():
+            keys.add(info.alias or name)
+            for arg in _model_args(info.annotation):
+                if arg not in todo:
+                    todo.append(arg)
+    return keys
+
+
+def _model_args(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _model_args(arg)]
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One `key.path: problem` line per validation error, never echoing secret values."""
+    known = _all_keys()
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        path = _loc_path(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, known, n=1)
+            msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+        elif err["type"] == "missing":
+            msg = "field required"
+        elif err["type"] == "union_tag_invalid":
+            msg = "unknown notifier type; expected one of slack, webhook, alertmanager, console"
+        elif msg and msg[0].isupper() and not msg[:2].isupper():
+            msg = msg[0].lower() + msg[1:]
+        lines.append(f"{path}: {msg}" if path else msg)
+    return lines
+
+
+# --- `validate` output ------------------------------------------------------------------
+
+
+def redacted_dump(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data, every secret replaced by asterisks."""
+    data: dict[str, Any] = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """A small TOML writer for the resolved config (tables, arrays of tables, scalars)."""
+    lines: list[str] = []
+    _emit_table(lines, [], data)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _emit_table(lines: list[str], prefix: list[str], table: Mapping[str, Any]) -> None:
+    def is_table(v: object) -> bool:
+        return isinstance(v, Mapping)
+
+    def is_table_array(v: object) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(i, Mapping) for i in v)
+
+    for key, value in table.items():
+        if not is_table(value) and not is_table_array(value):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in table.items():
+        if is_table(value):
+            if prefix == [] or any(
+                not is_table(v) and not is_table_array(v) for v in value.values()
+            ):
+                lines.extend(["", f"[{'.'.join(_toml_key(k) for k in [*prefix, key])}]"])
+            _emit_table(lines, [*prefix, key], value)
+        elif is_table_array(value):
+            for item in value:
+                lines.extend(["", f"[[{'.'.join(_toml_key(k) for k in [*prefix, key])}]]"])
+                _emit_table(lines, [*prefix, key], item)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_value(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def effective_thresholds(
+    timbal: TimbalConfig,
+) -> Callable[[str, str, str, str], Thresholds | None]:
+    """A resolver (org_id, connector_id, sync_id, name) → thresholds, or None if ignored."""
+    resolved = [(o, None if o.ignore else o.apply(timbal.thresholds)) for o in timbal.overrides]
+
+    def resolve(org_id: str, connector_id: str, sync_id: str, name: str) -> Thresholds | None:
+        for override, thresholds in resolved:
+            m = override.match
+            if (
+                glob_match(org_id, m.org_id)
+                and glob_match(connector_id, m.connector_id)
+                and glob_match(sync_id, m.sync_id)
+                and glob_match(name, m.name)
+            ):
+                return thresholds
+        return timbal.thresholds
+
+    return resolve
+
+
+def secrets_of(model: BaseModel) -> list[str]:
+    """Every secret value in a config, so the log scrubber can mask any that slip out."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, SecretStr):
+                found.append(item.get_secret_value())
+            elif isinstance(item, BaseModel):
+                found.extend(secrets_of(item))
+    return found
