@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syncwatch.config import ParagonConfig, ParagonUser, secret_value
