@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from syncwatch import __version__, logs
@@ -30,6 +31,47 @@ def _config(path_arg: str | None) -> Config:
 
 def _setup_logs(config: Config) -> None:
     logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from syncwatch.daemon import run_daemon
+
+    path = find_config_path(args.config, os.environ)
+    return run_daemon(load_config(path), path)
+
+
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    from syncwatch.dispatch import send_test
+    from syncwatch.http import make_http_client
+    from syncwatch.notifiers import make_notifier
+
+    config = _config(args.config)
+    _setup_logs(config)
+    chosen = [n for n in config.notifiers if args.notifier in (None, n.name)]
+    if not chosen:
+        known = ", ".join(n.name for n in config.notifiers) or "none configured"
+        print(f"syncwatch: no notifier named {args.notifier!r} (known: {known})", file=sys.stderr)
+        return 1
+
+    async def send() -> dict[str, str | None]:
+        async with make_http_client(
+            timeout=config.daemon.request_timeout,
+            max_connections=8,
+            ca_bundle=config.daemon.ca_bundle,
+        ) as client:
+            notifiers = {
+                n.name: make_notifier(n, client, poll_interval=config.daemon.poll_interval)
+                for n in chosen
+            }
+            return await send_test(notifiers, datetime.now(UTC), config.alerting.external_url)
+
+    results = asyncio.run(send())
+    for name, error in results.items():
+        if error is None:
+            print(f"{name}: delivered")
+        else:
+            print(f"{name}: FAILED: {error}")
+    return 0 if all(e is None for e in results.values()) else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -98,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
+    p = with_config(sub.add_parser("run", help="the daemon"))
+    p.set_defaults(func=cmd_run)
+
     p = with_config(
         sub.add_parser(
             "check", help="poll once, print every sync and alert, exit with a Nagios status"
@@ -112,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p.set_defaults(func=cmd_validate)
+
+    p = with_config(
+        sub.add_parser("test-notify", help="send a marked test alert through each notifier")
+    )
+    p.add_argument("--notifier", help="only this notifier (by name)")
+    p.set_defaults(func=cmd_test_notify)
 
     p = sub.add_parser("simulate", help="serve simulated Timbal + Paragon APIs over HTTP")
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")

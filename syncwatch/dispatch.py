@@ -140,6 +140,11 @@ class Dispatcher:
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (notifier, sent|failed|dropped)
         self._wake = asyncio.Event()
         self._last_sent: dict[str, float] = {}
+        self.pending_counts: dict[str, int] = {}
+
+    def refresh_pending(self) -> None:
+        """Re-count the outbox per notifier (read by the metrics collector)."""
+        self.pending_counts = self.store.pending()
 
     def wake(self) -> None:
         """New rows were committed: look at the outbox now rather than at the next timer."""
@@ -163,6 +168,7 @@ class Dispatcher:
         if not heads:
             return None
         results = await asyncio.gather(*(self._drain(row.notifier) for row in heads))
+        self.refresh_pending()
         pending = [r for r in results if r is not None]
         return min(pending) if pending else None
 
@@ -245,3 +251,54 @@ class Dispatcher:
         self.store.drop(row.delivery_id)
         self.outcomes[(row.notifier, "dropped")] += 1
         log.error("notification_dropped", error=why, **fields)
+
+
+def make_test_batch(notifier: str, now: datetime, external_url: str = "") -> Batch:
+    """A clearly marked test alert: `syncwatch test-notify` sends it through one notifier."""
+    labels = {
+        "alertname": "SyncwatchTestNotification",
+        "severity": "warning",
+        "source": "syncwatch",
+        "tenant": "test",
+        "sync_id": "test",
+        "test": "true",
+    }
+    alert = AlertPayload(
+        status=AlertStatus.FIRING,
+        event=EventKind.FIRING,
+        labels=labels,
+        annotations={
+            "summary": "[TEST] syncwatch test notification: no action needed",
+            "description": f"Sent by `syncwatch test-notify` to the notifier {notifier!r} "
+            "to check that delivery works.",
+        },
+        starts_at=now,
+        ends_at=None,
+        fingerprint="test",
+        generator_url=external_url,
+    )
+    return Batch(
+        delivery_id=f"test-{uuid.uuid4().hex}",
+        notifier=notifier,
+        created_at=now,
+        reason=NotificationReason.FIRST,
+        alerts=(alert,),
+        external_url=external_url,
+        test=True,
+    )
+
+
+async def send_test(
+    notifiers: Mapping[str, Notifier], now: datetime, external_url: str = ""
+) -> dict[str, str | None]:
+    """Send a test batch through each notifier at once; name → None (delivered) or the error."""
+
+    async def one(name: str, notifier: Notifier) -> str | None:
+        try:
+            await notifier.send(make_test_batch(name, now, external_url))
+        except DeliveryError as exc:
+            return str(exc)
+        return None
+
+    results = await asyncio.gather(*(one(n, x) for n, x in notifiers.items()))
+    return dict(zip(notifiers, results, strict=True))

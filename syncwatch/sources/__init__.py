@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import httpx
 import structlog
@@ -21,7 +22,12 @@ log = structlog.get_logger("syncwatch.sources")
 class Poller:
     """Polls every tenant of every configured source, all sharing one concurrency bound."""
 
-    def __init__(self, config: Config, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        config: Config,
+        client: httpx.AsyncClient,
+        owns: Callable[[str, str], bool] = lambda _source, _tenant: True,
+    ) -> None:
         upstream = Upstream(
             client=client,
             retries=config.daemon.retries,
@@ -30,10 +36,11 @@ class Poller:
         )
         self.timbal = TimbalClient(config.timbal, upstream) if config.timbal else None
         self.paragon = ParagonClient(config.paragon, upstream) if config.paragon else None
+        self.owns = owns
 
     async def poll(self) -> list[Listing]:
         """One listing per tenant; failures are listings with `error` set, never raised."""
-        polls = [c.poll() for c in (self.timbal, self.paragon) if c is not None]
+        polls = [c.poll(self.owns) for c in (self.timbal, self.paragon) if c is not None]
         listings = list(itertools.chain.from_iterable(await asyncio.gather(*polls)))
         for listing in listings:
             if listing.error is not None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import jwt
 import orjson
+import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +25,8 @@ from syncwatch.sources.base import (
     aware,
     parse_listing,
 )
+
+log = structlog.get_logger("syncwatch.sources")
 
 _Date = Annotated[datetime, Field(strict=False)]
 
@@ -201,8 +204,16 @@ class ParagonClient:
         body = await self._get(user, f"/api/syncs/{record.id}", None)
         return record.to_sync(user.id, _last_synced_at(body, user.id))
 
-    async def poll(self) -> list[Listing]:
-        return list(await asyncio.gather(*(self.list_user(u) for u in self.users())))
+    async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:
+        """Every Connected User this replica owns; `users_file` is re-read each time."""
+        try:
+            users = self.users()
+        except OSError as exc:
+            # Keep watching the users we can name rather than nobody at all.
+            log.error("users_file_unreadable", path=str(self.config.users_file), error=str(exc))
+            users = list(self.config.users)
+        users = [u for u in users if owns(Source.PARAGON, u.id)]
+        return list(await asyncio.gather(*(self.list_user(u) for u in users)))
 
 
 def _last_synced_at(body: bytes, user_id: str) -> datetime | None:

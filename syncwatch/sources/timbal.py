@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -116,5 +117,7 @@ class TimbalClient:
         )
         return parsed.records, parsed.invalid
 
-    async def poll(self) -> list[Listing]:
-        return list(await asyncio.gather(*(self.list_org(org) for org in self.config.orgs)))
+    async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:
+        """Every org this replica owns (see daemon.shard)."""
+        orgs = [org for org in self.config.orgs if owns(Source.TIMBAL, org.id)]
+        return list(await asyncio.gather(*(self.list_org(org) for org in orgs)))

@@ -1,0 +1,322 @@
+"""The daemon: the polling loop, the dispatcher beside it, HTTP, signals and sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from syncwatch import __version__, logs
+from syncwatch.config import (
+    Config,
+    ConfigError,
+    DaemonConfig,
+    effective_thresholds,
+    load_config,
+    secrets_of,
+)
+from syncwatch.dispatch import Dispatcher
+from syncwatch.engine import Engine
+from syncwatch.evaluate import ParagonRules, evaluate_listings
+from syncwatch.http import make_http_client
+from syncwatch.metrics import Telemetry
+from syncwatch.notifiers import make_notifier
+from syncwatch.notifiers.base import Notifier
+from syncwatch.server import Liveness, build_app
+from syncwatch.sources import Poller
+from syncwatch.state import StateStore
+
+log = structlog.get_logger("syncwatch.daemon")
+
+SHUTDOWN_GRACE = 5.0  # in-flight deliveries get this long before they are cancelled
+
+
+# --- sharding ---------------------------------------------------------------------------
+
+
+def shard_of(daemon: DaemonConfig, hostname: str | None = None) -> tuple[int, int]:
+    """(i, n) from `shard = "i/n"`, or from the StatefulSet ordinal when `shard = "auto"`."""
+    if daemon.shard != "auto":
+        index, count = daemon.shard.split("/")
+        return int(index), int(count)
+    assert daemon.shard_count is not None
+    hostname = hostname or socket.gethostname()
+    match = re.search(r"-(\d+)$", hostname)
+    if match is None:
+        raise ConfigError(
+            [
+                "daemon.shard: 'auto' needs a StatefulSet pod name like syncwatch-0; "
+                f"got {hostname!r}"
+            ]
+        )
+    # Replicas beyond shard_count double up on shards: two per shard is the HA setup.
+    return int(match[1]) % daemon.shard_count, daemon.shard_count
+
+
+def owns(index: int, count: int) -> Callable[[str, str], bool]:
+    """Whether this replica polls a tenant: a stable hash of (source, tenant) mod n."""
+    if count == 1:
+        return lambda _source, _tenant: True
+
+    def check(source: str, tenant: str) -> bool:
+        digest = hashlib.sha256(f"{source}/{tenant}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % count == index
+
+    return check
+
+
+# --- systemd ----------------------------------------------------------------------------
+
+
+def sd_notify(message: str) -> bool:
+    """Send one sd_notify datagram when $NOTIFY_SOCKET is set; never fails the daemon."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify_failed", error=str(exc))
+        return False
+    return True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+# --- the daemon -------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stop = asyncio.Event()
+        self.reload_requested = asyncio.Event()
+        self.store = StateStore(config.daemon.resolved_state_path())
+        self.client = make_http_client(
+            timeout=config.daemon.request_timeout,
+            max_connections=config.daemon.concurrency,
+            ca_bundle=config.daemon.ca_bundle,
+        )
+        self.engine = Engine(config, self.store)
+        self.dispatcher = Dispatcher(
+            self.store, self._notifiers(config), send_timeout=config.daemon.request_timeout * 3
+        )
+        self.telemetry = Telemetry(
+            notifier_outcomes=lambda: self.dispatcher.outcomes,
+            outbox_pending=lambda: self.dispatcher.pending_counts,
+            notifier_names=lambda: list(self.dispatcher.notifiers),
+        )
+        self.liveness = Liveness(poll_interval=config.daemon.poll_interval)
+        self.poller = self._poller(config)
+
+    def _notifiers(self, config: Config) -> dict[str, Notifier]:
+        return {
+            n.name: make_notifier(n, self.client, poll_interval=config.daemon.poll_interval)
+            for n in config.notifiers
+        }
+
+    def _poller(self, config: Config) -> Poller:
+        return Poller(config, self.client, owns=owns(*shard_of(config.daemon)))
+
+    # --- one cycle ----------------------------------------------------------------------
+
+    async def cycle(self) -> None:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        config = self.config
+        listings = await self.poller.poll()
+        report = evaluate_listings(
+            listings,
+            effective_thresholds(config.timbal) if config.timbal else None,
+            ParagonRules.from_config(config.paragon) if config.paragon else None,
+            now,
+        )
+        result = self.engine.apply(report, now)
+        if result.batches:
+            self.dispatcher.refresh_pending()
+            self.dispatcher.wake()
+        self.telemetry.record(report, self.engine.alerts.values(), time.time())
+        elapsed = time.monotonic() - started
+        self.telemetry.cycle_duration.observe(elapsed)
+        self.liveness.cycle_done()
+        log.info(
+            "cycle_complete",
+            duration=round(elapsed, 3),
+            tenants=len(listings),
+            tenants_failed=len(report.failures),
+            syncs=len(report.evaluations),
+            alerts=len(self.engine.alerts),
+            notifications=len(result.batches),
+            rows_written=result.rows_written,
+        )
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+
+        server = await self._start_server()
+        if server is None:
+            return 1
+        dispatch_stop = asyncio.Event()
+        self.dispatcher.refresh_pending()
+        dispatcher = asyncio.create_task(self.dispatcher.run(dispatch_stop), name="dispatcher")
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        sd_notify(f"READY=1\nSTATUS=polling every {self.config.daemon.poll_interval:g}s")
+        log.info(
+            "started",
+            version=__version__,
+            listen=self.config.daemon.listen,
+            state_path=str(self.store.path),
+            notifiers=sorted(self.dispatcher.notifiers),
+            alerts_restored=len(self.engine.alerts),
+        )
+        try:
+            await self._loop()
+        finally:
+            sd_notify("STOPPING=1")
+            log.info("stopping")
+            watchdog.cancel()
+            dispatch_stop.set()
+            try:
+                await asyncio.wait_for(dispatcher, SHUTDOWN_GRACE)
+            except TimeoutError:
+                log.warning("delivery_cancelled", reason="shutdown grace elapsed; will retry")
+            server.should_exit = True
+            await self.client.aclose()
+            self.store.close()
+        log.info("stopped")
+        return 0
+
+    async def _loop(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            cycle = asyncio.create_task(self.cycle(), name="cycle")
+            if not await self._until(cycle, None):
+                cycle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cycle
+                return
+            if (exc := cycle.exception()) is not None:
+                log.error("cycle_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            deadline = started + self.config.daemon.poll_interval
+            if time.monotonic() > deadline:
+                self.telemetry.cycle_overruns.inc()
+                log.warning(
+                    "cycle_overrun",
+                    duration=round(time.monotonic() - started, 3),
+                    poll_interval=self.config.daemon.poll_interval,
+                )
+            while not self.stop.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                waiter = asyncio.create_task(self.reload_requested.wait())
+                await self._until(waiter, remaining)
+                waiter.cancel()
+
+    async def _until(
+        self, task: asyncio.Task[None] | asyncio.Task[bool], limit: float | None
+    ) -> bool:
+        """Wait for `task` (or `limit` seconds); False if a stop was requested first."""
+        stopper = asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        return not self.stop.is_set()
+
+    async def _start_server(self) -> _Server | None:
+        host, _, port = self.config.daemon.listen.rpartition(":")
+        server = _Server(
+            uvicorn.Config(
+                build_app(self.telemetry, self.liveness),
+                host=host.strip("[]"),
+                port=int(port),
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        task = asyncio.create_task(server.serve(), name="http")
+        deadline = time.monotonic() + 10
+        # uvicorn offers no "started" event to await; poll its flag with a deadline.
+        while not server.started and not task.done() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        if not server.started:
+            log.error(
+                "listen_failed",
+                listen=self.config.daemon.listen,
+                hint="is another process using the port? set daemon.listen",
+            )
+            task.cancel()
+            return None
+        return server
+
+    async def _watchdog(self) -> None:
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        if not usec.isdigit():
+            return
+        interval = int(usec) / 2e6
+        while True:
+            # Ping only while the loop is alive, so systemd restarts a wedged daemon.
+            if self.liveness.healthy:
+                sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config and secrets; an invalid config keeps the old one."""
+        sd_notify("RELOADING=1")
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload_failed", problems=exc.problems, kept="previous config")
+            sd_notify("READY=1")
+            return
+        if config.daemon.listen != self.config.daemon.listen:
+            log.warning("reload_listen_ignored", hint="changing daemon.listen needs a restart")
+        logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
+        self.config = config
+        self.poller = self._poller(config)
+        self.engine.reconfigure(config)
+        self.dispatcher.notifiers = self._notifiers(config)
+        self.liveness.poll_interval = config.daemon.poll_interval
+        log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))
+        sd_notify("READY=1")
+
+
+def run_daemon(config: Config, config_path: Path | None) -> int:
+    logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
+
+    async def main() -> int:
+        return await Daemon(config, config_path).run()
+
+    return asyncio.run(main())

@@ -1,0 +1,89 @@
+"""HTTP endpoints: /metrics, /healthz, /readyz, /api/v1/alerts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from syncwatch.lifecycle import Alert
+from syncwatch.metrics import Telemetry
+
+
+@dataclass
+class Liveness:
+    """What /healthz and /readyz judge by; the daemon updates it after every cycle."""
+
+    poll_interval: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default_factory=time.monotonic)
+    last_cycle: float | None = None
+
+    def cycle_done(self) -> None:
+        self.last_cycle = self.clock()
+
+    @property
+    def ready(self) -> bool:
+        return self.last_cycle is not None
+
+    @property
+    def healthy(self) -> bool:
+        """A cycle completed within 3 x poll_interval (counted from start before the first)."""
+        reference = self.last_cycle if self.last_cycle is not None else self.started
+        return self.clock() - reference <= 3 * self.poll_interval
+
+
+def alert_json(alert: Alert) -> dict[str, object]:
+    return {
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "state": alert.state,
+        "severity": str(alert.severity),
+        "activeAt": alert.active_since.isoformat(),
+        "startsAt": (alert.fired_at or alert.active_since).isoformat(),
+        "fingerprint": alert.fingerprint,
+    }
+
+
+def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
+    async def metrics(request: Request) -> Response:
+        # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
+        body, content_type = await run_in_threadpool(
+            telemetry.render, request.headers.get("accept", "")
+        )
+        return Response(body, media_type=content_type)
+
+    async def healthz(_: Request) -> Response:
+        if liveness.healthy:
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse("no cycle completed within 3 x poll_interval\n", 503)
+
+    async def readyz(_: Request) -> Response:
+        if liveness.ready:
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse("first cycle not complete\n", 503)
+
+    async def alerts(_: Request) -> Response:
+        snapshot = telemetry.snapshot.alerts
+        body = orjson.dumps([alert_json(a) for a in snapshot])
+        return Response(body, media_type="application/json")
+
+    async def index(_: Request) -> Response:
+        return JSONResponse({"endpoints": ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]})
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/api/v1/alerts", alerts),
+        ]
+    )
