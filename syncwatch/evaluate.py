@@ -127,20 +127,22 @@ def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: dateti
         return Evaluation(sync, SyncState.OK, ratio=ratio)
 
     interval = format_duration(sync.interval_secs)
+    # Whole seconds: an age from created_at has microseconds ("7200.25s" reads badly).
+    lagged = format_duration(int(lag))
     if alertname is AlertName.SYNC_STALE:
         summary = (
-            f"{_timbal_label(sync)} last succeeded {format_duration(lag)} ago, "
+            f"{_timbal_label(sync)} last succeeded {lagged} ago, "
             f"{ratio:.1f}x its {interval} interval"
         )
         description = (
             f"Connector {sync.connector_id} ({sync.source_kind} {sync.source_table} -> "
-            f"{sync.dest_table}) has not completed a run for {format_duration(lag)}; "
+            f"{sync.dest_table}) has not completed a run for {lagged}; "
             f"last state {sync.last_state or 'unknown'}. Threshold: {severity} at "
             f"{_threshold(thresholds, severity):g}x the interval."
         )
     else:
         summary = (
-            f"{_timbal_label(sync)} has never succeeded in the {format_duration(lag)} "
+            f"{_timbal_label(sync)} has never succeeded in the {lagged} "
             f"since it was created, {ratio:.1f}x its {interval} interval"
         )
         description = (
@@ -196,7 +198,8 @@ def _paragon_condition(
 def evaluate_paragon(sync: ParagonSync, rules: ParagonRules, now: datetime) -> Evaluation:
     """SyncErrored / SyncDisabled / SyncStuckInitializing / SyncIdleStale for one Paragon sync."""
     what = f"Paragon {sync.integration} {sync.pipeline} sync {sync.id} of user {sync.user_id}"
-    status = sync.status
+    # PRODUCT §3: statuses match case-insensitively, whoever built the ParagonSync.
+    status = sync.status.strip().upper()
     if status == ParagonStatus.ERRORED:
         condition = _paragon_condition(
             sync,

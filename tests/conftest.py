@@ -1,0 +1,246 @@
+"""Shared fixtures: real processes and servers on 127.0.0.1, polled with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run long soak and kill loops")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll `check` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except (httpx.HTTPError, OSError) as exc:
+            last_exc = exc
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_exc})")
+
+
+@dataclass
+class Proc:
+    """A `python -m syncwatch …` subprocess with its output in a file."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+            raise
+
+
+def start_syncwatch(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
+    # A developer's own systemd session must not leak in; tests pass NOTIFY_SOCKET explicitly.
+    full_env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    full_env.update(env or {})
+    with log_path.open("wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "syncwatch", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    return Proc(popen, log_path)
+
+
+@dataclass(frozen=True)
+class Keys:
+    private_pem: bytes
+    public_pem: bytes
+    private_path: Path
+    public_path: Path
+
+
+@pytest.fixture(scope="session")
+def rsa_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """One RS256 key pair: syncwatch signs Paragon user tokens, the simulator verifies."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    directory = tmp_path_factory.mktemp("keys")
+    (directory / "paragon.pem").write_bytes(private)
+    (directory / "paragon.pub").write_bytes(public)
+    return Keys(private, public, directory / "paragon.pem", directory / "paragon.pub")
+
+
+@dataclass
+class SimProcess:
+    proc: Proc
+    base_url: str
+
+    def control(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10)
+
+    def fleet(self) -> dict[str, Any]:
+        with self.control() as client:
+            data: dict[str, Any] = client.get("/_sim/fleet").raise_for_status().json()
+            return data
+
+    def reset(self) -> None:
+        with self.control() as client:
+            client.delete("/_sim/faults").raise_for_status()
+            client.delete("/_sim/mutate").raise_for_status()
+            client.delete("/_sim/requests").raise_for_status()
+
+
+def start_simulator(tmp_path: Path, keys: Keys, *extra: str) -> SimProcess:
+    port = free_port()
+    proc = start_syncwatch(
+        [
+            "simulate",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--paragon-public-key",
+            str(keys.public_path),
+            *extra,
+        ],
+        tmp_path / f"simulator-{port}.log",
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"simulator exited early:\n{proc.output}")
+        return httpx.get(f"{base_url}/_sim/health", timeout=1).status_code == 200
+
+    wait_until(healthy)
+    return SimProcess(proc, base_url)
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory, rsa_keys: Keys) -> Iterator[SimProcess]:
+    """`syncwatch simulate` in its own process: a static fleet (no churn), seed 7."""
+    sim = start_simulator(
+        tmp_path_factory.mktemp("sim"),
+        rsa_keys,
+        "--orgs",
+        "3",
+        "--syncs-per-org",
+        "12",
+        "--users",
+        "3",
+        "--seed",
+        "7",
+        "--churn",
+        "0",
+    )
+    yield sim
+    sim.proc.stop()
+
+
+@pytest.fixture
+def sim(simulator: SimProcess) -> Iterator[SimProcess]:
+    """The session simulator, with faults, mutations and request counts cleared after use."""
+    simulator.reset()
+    yield simulator
+    simulator.reset()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def sim_config_toml(
+    sim: SimProcess,
+    keys: Keys,
+    *,
+    state_path: Path,
+    listen: str = "127.0.0.1:0",
+    poll_interval: str = "1s",
+    extra: str = "",
+    daemon_extra: str = "",
+    orgs: list[str] | None = None,
+    users: list[str] | None = None,
+) -> str:
+    """A config watching the simulated fleet; `extra` appends tables (e.g. notifiers)."""
+    fleet = sim.fleet()
+    orgs = orgs if orgs is not None else sorted({s["org_id"] for s in fleet["timbal"]})
+    users = users if users is not None else sorted({s["user_id"] for s in fleet["paragon"]})
+    org_tables = "\n".join(f"[[timbal.orgs]]\nid = {toml_value(o)}" for o in orgs)
+    return f"""
+[daemon]
+poll_interval = {toml_value(poll_interval)}
+listen = {toml_value(listen)}
+state_path = {toml_value(str(state_path))}
+request_timeout = "5s"
+retries = 0
+log_format = "json"
+log_level = "debug"
+{daemon_extra}
+
+[timbal]
+base_url = {toml_value(sim.base_url)}
+api_key = "sim-timbal-key"
+{org_tables}
+
+[paragon]
+base_url = {toml_value(sim.base_url)}
+project_id = "sim-project"
+signing_key_file = {toml_value(str(keys.private_path))}
+users = {toml_value(users)}
+
+{extra}
+"""
