@@ -857,7 +857,8 @@ class _Simulator:
         self._public_key = _load_public_key(config.paragon_public_key_pem)
         self._audience = f"useparagon.com/{config.paragon_project_id}"
         self._jwt_cache: dict[str, tuple[str, float]] = {}
-        self._closing = asyncio.Event()
+        # One event per event loop: an app may be served by more than one (e.g. TestClient).
+        self._closing: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -873,7 +874,13 @@ class _Simulator:
 
     def begin_shutdown(self) -> None:
         """Wake every fault that is sleeping, so a server shutdown stays bounded."""
-        self._closing.set()
+        self._closing_event().set()
+
+    def _closing_event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._closing is None or self._closing[0] is not loop:
+            self._closing = (loop, asyncio.Event())
+        return self._closing[1]
 
     def now(self) -> int:
         """The simulated clock, floored to the epoch second."""
@@ -886,7 +893,7 @@ class _Simulator:
         if seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
+            await asyncio.wait_for(self._closing_event().wait(), seconds)
 
     def _count(self, source: str, tenant: str) -> None:
         counts = self.requests[source]
