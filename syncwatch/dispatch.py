@@ -68,6 +68,26 @@ def _reason(events: Sequence[AlertEvent], still_firing: int, was_firing: int) ->
     return NotificationReason.REPEAT
 
 
+def _routed_events(
+    config: NotifierConfig, events: Sequence[AlertEvent], previous: Mapping[Identity, Alert]
+) -> list[AlertEvent]:
+    """The events this notifier hears about.
+
+    An alert whose severity (or labels) changed so that it no longer routes here, while its
+    previous version was firing here, is resolved for this notifier: otherwise a
+    `min_severity = "critical"` receiver would keep a de-escalated alert open forever.
+    """
+    routed = []
+    for e in events:
+        if routes(config, e.alert):
+            routed.append(e)
+            continue
+        before = previous.get(e.alert.identity)
+        if not e.resolved and before is not None and before.firing and routes(config, before):
+            routed.append(AlertEvent(EventKind.RESOLVED, before, e.at))
+    return routed
+
+
 def route(
     transition: Transition,
     previous: Mapping[Identity, Alert],
@@ -85,8 +105,8 @@ def route(
         # Alertmanager must hear about resolution even when humans opted out of it.
         events = [
             e
-            for e in transition.events
-            if routes(config, e.alert) and (send_resolved or is_am or not e.resolved)
+            for e in _routed_events(config, transition.events, previous)
+            if send_resolved or is_am or not e.resolved
         ]
         payloads = [_payload(e.alert, e.kind, e.at, external_url) for e in events]
         firing_now = [a for a in transition.alerts.values() if a.firing and routes(config, a)]
@@ -153,7 +173,12 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; an in-flight delivery finishes or is cancelled."""
         while not stop.is_set():
-            delay = await self.deliver_due()
+            try:
+                delay = await self.deliver_due()
+            except Exception as exc:  # nobody awaits this task until shutdown
+                # A dead dispatcher would silently stop every delivery; log, retry later.
+                log.error("dispatch_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                delay = self.backoff_initial
             self._wake.clear()
             waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
@@ -179,64 +204,82 @@ class Dispatcher:
             if row is None:
                 return None
             now = self.clock()
+            fields = _fields(row)
+            if notifier not in self.notifiers:
+                # Even a row waiting for its retry: nothing will ever deliver it.
+                self._drop(row, "notifier is no longer configured", fields)
+                continue
+            if now - row.created_at.timestamp() > self.max_age:
+                # E.g. syncwatch itself was down: after max_age the notification is stale.
+                self._drop(row, f"older than {self.max_age / 3600:g}h", fields)
+                continue
             wait = row.next_attempt_at.timestamp() - now
             if wait > 0:
                 return wait
             spacing = self._spacing(notifier, now)
             if spacing > 0:
                 await asyncio.sleep(spacing)
-            await self._deliver(row)
+            retry_at = await self._deliver(row)
+            if retry_at is not None:
+                # Rescheduled: one attempt per pass, so `Retry-After: 0` cannot spin here.
+                return max(0.0, retry_at - self.clock())
 
     def _spacing(self, notifier: str, now: float) -> float:
         min_interval = float(getattr(self.notifiers.get(notifier), "min_interval", 0.0))
         last = self._last_sent.get(notifier)
         return 0.0 if last is None else max(0.0, last + min_interval - now)
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(self, row: OutboxRow) -> float | None:
+        """One attempt; the retry time (unix seconds) when the row stays queued, else None."""
         notifier = self.notifiers.get(row.notifier)
-        fields = {
-            "notifier": row.notifier,
-            "delivery_id": row.delivery_id,
-            "attempt": row.attempts + 1,
-        }
+        fields = _fields(row)
         if notifier is None:
             self._drop(row, "notifier is no longer configured", fields)
-            return
-        batch = row.batch()
+            return None
+        try:
+            batch = row.batch()
+        except (ValueError, KeyError, TypeError) as exc:
+            # A payload that cannot be read never will be; it must not block the queue.
+            self._drop(row, f"unreadable payload: {type(exc).__name__}: {exc}", fields)
+            return None
         try:
             async with asyncio.timeout(self.send_timeout):
                 await notifier.send(batch)
         except DeliveryError as exc:
-            self._failed(row, exc, fields)
-            return
+            return self._failed(row, exc, fields)
         except TimeoutError:
-            self._failed(
-                row,
-                DeliveryError(f"no answer within {self.send_timeout:g}s", retryable=True),
-                fields,
-            )
-            return
+            error = DeliveryError(f"no answer within {self.send_timeout:g}s", retryable=True)
+            return self._failed(row, error, fields)
+        except Exception as exc:  # a notifier bug must not kill delivery
+            error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True)
+            return self._failed(row, error, fields)
         self._last_sent[row.notifier] = self.clock()
         self.store.ack(row.delivery_id)
         self.outcomes[(row.notifier, "sent")] += 1
         log.info("notification_sent", alerts=len(batch.alerts), reason=str(batch.reason), **fields)
+        return None
 
-    def _failed(self, row: OutboxRow, exc: DeliveryError, fields: dict[str, object]) -> None:
+    def _failed(
+        self, row: OutboxRow, exc: DeliveryError, fields: dict[str, object]
+    ) -> float | None:
+        """Count the failure; drop the row (None) or reschedule it (the retry time)."""
         self._last_sent[row.notifier] = self.clock()
         self.outcomes[(row.notifier, "failed")] += 1
         now = self.clock()
         if not exc.retryable:
             self._drop(row, f"permanent failure: {exc}", fields)
-            return
+            return None
         if exc.retry_after is not None:
             delay = exc.retry_after
         else:
             # Full jitter: replicas and notifiers recovering together do not stampede.
-            ceiling = min(self.backoff_max, self.backoff_initial * 2**row.attempts)
+            # The exponent is capped: after thousands of Retry-After attempts, 2**attempts
+            # would overflow a float.
+            ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(row.attempts, 64))
             delay = self.rng.uniform(ceiling / 2, ceiling)
         if now + delay - row.created_at.timestamp() > self.max_age:
             self._drop(row, f"still failing after {self.max_age / 3600:g}h: {exc}", fields)
-            return
+            return None
         next_at = datetime.fromtimestamp(now, UTC) + timedelta(seconds=delay)
         self.store.reschedule(row.delivery_id, next_at, str(exc))
         log.warning(
@@ -246,11 +289,16 @@ class Dispatcher:
             retry_in=round(delay, 3),
             **fields,
         )
+        return next_at.timestamp()
 
     def _drop(self, row: OutboxRow, why: str, fields: dict[str, object]) -> None:
         self.store.drop(row.delivery_id)
         self.outcomes[(row.notifier, "dropped")] += 1
         log.error("notification_dropped", error=why, **fields)
+
+
+def _fields(row: OutboxRow) -> dict[str, object]:
+    return {"notifier": row.notifier, "delivery_id": row.delivery_id, "attempt": row.attempts + 1}
 
 
 def make_test_batch(notifier: str, now: datetime, external_url: str = "") -> Batch:
@@ -298,6 +346,8 @@ async def send_test(
             await notifier.send(make_test_batch(name, now, external_url))
         except DeliveryError as exc:
             return str(exc)
+        except Exception as exc:  # one broken notifier must not hide the others' results
+            return f"{type(exc).__name__}: {exc}"
         return None
 
     results = await asyncio.gather(*(one(n, x) for n, x in notifiers.items()))

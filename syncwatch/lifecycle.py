@@ -137,6 +137,12 @@ def _tenants(
     changed: dict[TenantKey, int] = {}
     listed: dict[TenantKey, frozenset[str]] = {}
     unreachable: list[Condition] = []
+    outcomes = list(outcomes)
+    # A tenant no longer polled (config, shard) forgets its failures: were it watched again,
+    # SourceUnreachable must wait for a fresh run of source_failure_threshold failures.
+    for key in failures.keys() - {o.key for o in outcomes}:
+        del new_failures[key]
+        changed[key] = 0
     for outcome in outcomes:
         count = 0 if outcome.ok else failures.get(outcome.key, 0) + 1
         if count != failures.get(outcome.key, 0):
@@ -191,7 +197,9 @@ def transition(
         gone = (
             is_sync_alert and old.tenant_key in listed and old.sync_id not in listed[old.tenant_key]
         )
-        unwatched = is_sync_alert and old.tenant_key not in listed
+        # Neither listed nor failing: the tenant is no longer polled at all. That holds for a
+        # SourceUnreachable too, which would otherwise linger and resolve with its old text.
+        unwatched = old.tenant_key not in listed and old.tenant_key not in held
         if not old.firing:
             removed.append(identity)
             continue
