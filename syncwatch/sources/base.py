@@ -163,8 +163,14 @@ class Upstream:
                 raise SourceError(
                     source, tenant, Reason.TIMEOUT, f"{where} took over {self.timeout:g}s"
                 ) from None
-            except httpx.TimeoutException:
-                raise SourceError(source, tenant, Reason.TIMEOUT, f"{where} timed out") from None
+            except httpx.TimeoutException as exc:
+                if _really_a_timeout(exc):
+                    raise SourceError(
+                        source, tenant, Reason.TIMEOUT, f"{where} timed out"
+                    ) from None
+                raise SourceError(
+                    source, tenant, Reason.CONNECT, f"{where} failed: {exc.__cause__!r}"
+                ) from None
             except httpx.TransportError as exc:
                 reason = Reason.TLS if _is_tls_error(exc) else Reason.CONNECT
                 raise SourceError(
@@ -209,6 +215,13 @@ def _backoff_hook(exc: Exception) -> bool | float:
     if exc.retry_after is not None:
         return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else False
     return True
+
+
+def _really_a_timeout(exc: httpx.TimeoutException) -> bool:
+    # httpx-aiohttp maps every aiohttp connection error (resets included) to ConnectTimeout;
+    # the original exception, kept as the cause, tells a reset from a timeout.
+    cause = exc.__cause__
+    return cause is None or isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__
 
 
 def _is_tls_error(exc: BaseException) -> bool:

@@ -1,0 +1,515 @@
+"""Timbal and Paragon clients against the simulator on 127.0.0.1 (a real HTTP server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from syncwatch.config import Config, load_config
+from syncwatch.http import make_http_client
+from syncwatch.models import ParagonSync, TimbalSync
+from syncwatch.simulator import SimConfig, SimulatorThread
+from syncwatch.sources import Listing, Poller, Reason
+from syncwatch.sources.paragon import TokenMinter
+from tests.conftest import Keys
+
+
+@pytest.fixture(scope="module")
+def thread_sim(rsa_keys: Keys) -> Iterator[SimulatorThread]:
+    """An in-process simulator: static fleet, seed 3, verifying our minted tokens."""
+    sim = SimulatorThread(
+        SimConfig(
+            orgs=3,
+            syncs_per_org=12,
+            users=3,
+            seed=3,
+            churn=0,
+            paragon_public_key_pem=rsa_keys.public_pem,
+        )
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def control(thread_sim: SimulatorThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=thread_sim.base_url, timeout=10) as client:
+        client.delete("/_sim/faults")
+        client.delete("/_sim/mutate")
+        client.delete("/_sim/requests")
+        yield client
+        client.delete("/_sim/faults")
+        client.delete("/_sim/mutate")
+
+
+@pytest.fixture
+def fleet(control: httpx.Client) -> dict[str, Any]:
+    data: dict[str, Any] = control.get("/_sim/fleet").json()
+    return data
+
+
+def make_config(
+    sim: SimulatorThread,
+    keys: Keys,
+    *,
+    timbal: dict[str, Any] | None = None,
+    paragon: dict[str, Any] | None = None,
+    daemon: dict[str, Any] | None = None,
+) -> Config:
+    sections: dict[str, Any] = {
+        "daemon": {"request_timeout": 2, "retries": 2, **(daemon or {})},
+    }
+    if timbal is not None:
+        sections["timbal"] = {"base_url": sim.base_url, "api_key": "sim-timbal-key", **timbal}
+    if paragon is not None:
+        sections["paragon"] = {
+            "base_url": sim.base_url,
+            "project_id": "sim-project",
+            "signing_key_file": str(keys.private_path),
+            **paragon,
+        }
+    return load_config(None, **sections)
+
+
+async def poll(config: Config) -> list[Listing]:
+    async with make_http_client(
+        timeout=config.daemon.request_timeout, max_connections=config.daemon.concurrency
+    ) as client:
+        poller = Poller(config, client)
+        # Fast retries: the behaviour under test is whether we retry, not how long we wait.
+        for c in (poller.timbal, poller.paragon):
+            if c is not None:
+                c.upstream.wait_initial = 0.01
+                c.upstream.wait_max = 0.05
+        return await poller.poll()
+
+
+def run(config: Config) -> list[Listing]:
+    return asyncio.run(poll(config))
+
+
+def fault(control: httpx.Client, **spec: Any) -> None:
+    control.post("/_sim/faults", json=spec).raise_for_status()
+
+
+def requests_for(control: httpx.Client, source: str, tenant: str) -> int:
+    return int(control.get("/_sim/requests").json()[source].get(tenant, 0))
+
+
+# --- Timbal -----------------------------------------------------------------------------
+
+
+def test_timbal_lists_every_sync_of_every_org(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    config = make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": o} for o in fleet["orgs"]]})
+    listings = run(config)
+    assert all(listing.ok for listing in listings)
+    got = {(s.org_id, s.id) for listing in listings for s in listing.syncs}
+    assert got == {(s["org_id"], s["sync_id"]) for s in fleet["timbal"]}
+    assert all(isinstance(s, TimbalSync) for listing in listings for s in listing.syncs)
+
+
+def test_timbal_connector_filter_makes_one_call_per_connector(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    connectors = sorted({s["connector_id"] for s in fleet["timbal"] if s["org_id"] == org})[:2]
+    config = make_config(
+        thread_sim, rsa_keys, timbal={"orgs": [{"id": org, "connector_ids": connectors}]}
+    )
+    [listing] = run(config)
+    assert {s.connector_id for s in listing.syncs} == set(connectors)
+    expected = {
+        s["sync_id"]
+        for s in fleet["timbal"]
+        if s["org_id"] == org and s["connector_id"] in connectors
+    }
+    assert {s.id for s in listing.syncs} == expected
+    assert requests_for(control, "timbal", org) == 2
+
+
+def test_timbal_per_org_key_overrides_the_global_key(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    first, second = fleet["orgs"][:2]
+    config = make_config(
+        thread_sim,
+        rsa_keys,
+        timbal={
+            "api_key": "wrong-global-key",
+            "orgs": [{"id": first, "api_key": "sim-timbal-key"}, {"id": second}],
+        },
+    )
+    by_org = {listing.tenant: listing for listing in run(config)}
+    assert by_org[first].ok
+    assert by_org[second].error is not None
+    assert by_org[second].error.reason is Reason.HTTP_403
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "extra"),
+    [
+        ("http_500", Reason.HTTP_5XX, {}),
+        ("http_502", Reason.HTTP_5XX, {}),
+        ("http_503", Reason.HTTP_5XX, {}),
+        ("http_401", Reason.HTTP_401, {}),
+        ("http_403", Reason.HTTP_403, {}),
+        ("truncated", Reason.INVALID_RESPONSE, {}),
+        ("html", Reason.HTTP_5XX, {}),
+        ("wrong_shape", Reason.SCHEMA_MISMATCH, {}),
+        ("timeout", Reason.TIMEOUT, {"delay": 5}),
+        ("slow_body", Reason.TIMEOUT, {"delay": 5}),
+        ("reset", Reason.CONNECT, {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_timbal_fault_is_a_typed_failure_of_that_org_only(
+    thread_sim: SimulatorThread,
+    rsa_keys: Keys,
+    fleet: dict[str, Any],
+    control: httpx.Client,
+    kind: str,
+    reason: Reason,
+    extra: dict[str, Any],
+) -> None:
+    bad, good = fleet["orgs"][:2]
+    fault(control, source="timbal", tenant=bad, kind=kind, **extra)
+    config = make_config(
+        thread_sim,
+        rsa_keys,
+        timbal={"orgs": [{"id": bad}, {"id": good}]},
+        daemon={"request_timeout": 0.5, "retries": 0},
+    )
+    by_org = {listing.tenant: listing for listing in run(config)}
+    error = by_org[bad].error
+    assert error is not None
+    assert error.reason is reason, str(error)
+    assert by_org[good].ok
+    assert by_org[good].syncs
+
+
+def test_html_error_page_with_status_200_is_an_invalid_response(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    fault(control, source="timbal", tenant=org, kind="html", status=200)
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert listing.error is not None
+    assert listing.error.reason is Reason.INVALID_RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("kind", "retried"),
+    [("http_503", True), ("http_500", True), ("http_403", False), ("wrong_shape", False)],
+)
+def test_retries_only_what_is_worth_retrying(
+    thread_sim: SimulatorThread,
+    rsa_keys: Keys,
+    fleet: dict[str, Any],
+    control: httpx.Client,
+    kind: str,
+    retried: bool,
+) -> None:
+    org = fleet["orgs"][0]
+    fault(control, source="timbal", tenant=org, kind=kind)
+    run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}, daemon={"retries": 2}))
+    assert requests_for(control, "timbal", org) == (3 if retried else 1)
+
+
+def test_a_transient_5xx_is_retried_into_success(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    fault(control, source="timbal", tenant=org, kind="http_502", count=1)
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert listing.ok
+    assert requests_for(control, "timbal", org) == 2
+
+
+def test_429_retry_after_is_honoured(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    fault(control, source="timbal", tenant=org, kind="http_429", count=1, retry_after=1)
+    started = time.monotonic()
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert listing.ok
+    assert time.monotonic() - started >= 1.0  # waited what the server asked, not our 10 ms
+    assert requests_for(control, "timbal", org) == 2
+
+
+def test_429_asking_for_too_long_a_wait_fails_this_cycle(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    fault(control, source="timbal", tenant=org, kind="http_429", retry_after=3600)
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert listing.error is not None
+    assert listing.error.reason is Reason.HTTP_429
+    assert requests_for(control, "timbal", org) == 1
+
+
+@pytest.mark.parametrize(
+    "variant", ["interval_negative", "interval_zero", "bad_date", "missing_id"]
+)
+def test_a_poisoned_record_is_skipped_and_its_neighbours_kept(
+    thread_sim: SimulatorThread,
+    rsa_keys: Keys,
+    fleet: dict[str, Any],
+    control: httpx.Client,
+    variant: str,
+) -> None:
+    org = fleet["orgs"][0]
+    listed = [s["sync_id"] for s in fleet["timbal"] if s["org_id"] == org]
+    fault(control, source="timbal", tenant=org, kind="poison", variant=variant)
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert listing.ok
+    assert listing.invalid_records == 1
+    assert [s.id for s in listing.syncs] == listed[1:]
+
+
+def test_unknown_last_state_is_carried_not_rejected(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    sync = fleet["timbal"][0]
+    control.post(
+        "/_sim/mutate",
+        json={
+            "source": "timbal",
+            "tenant": sync["org_id"],
+            "sync_id": sync["sync_id"],
+            "set": {"last_state": "quantum_superposition"},
+        },
+    ).raise_for_status()
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": sync["org_id"]}]}))
+    [got] = [s for s in listing.syncs if s.id == sync["sync_id"]]
+    assert isinstance(got, TimbalSync)
+    assert got.last_state == "quantum_superposition"
+
+
+def test_error_messages_name_source_tenant_status_and_a_hint(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    org = fleet["orgs"][0]
+    config = make_config(
+        thread_sim, rsa_keys, timbal={"api_key": "k3y-DISTINCT-zz", "orgs": [{"id": org}]}
+    )
+    [listing] = run(config)
+    message = str(listing.error)
+    assert message.startswith(f"timbal {org}: HTTP 403")
+    assert "api_key" in message
+    assert "k3y-DISTINCT-zz" not in message
+
+
+# --- Paragon ----------------------------------------------------------------------------
+
+
+def test_paragon_lists_every_users_syncs_with_minted_tokens(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    config = make_config(thread_sim, rsa_keys, paragon={"users": fleet["users"]})
+    listings = run(config)
+    assert all(listing.ok for listing in listings), [str(x.error) for x in listings]
+    got = {(s.user_id, s.id) for listing in listings for s in listing.syncs}
+    assert got == {(s["user_id"], s["sync_id"]) for s in fleet["paragon"]}
+
+
+def test_paragon_static_tokens_work_without_a_signing_key(
+    thread_sim: SimulatorThread, fleet: dict[str, Any]
+) -> None:
+    user = fleet["users"][0]
+    config = load_config(
+        None,
+        paragon={
+            "base_url": thread_sim.base_url,
+            "users": [{"id": user, "token": f"sim-paragon-token:{user}"}],
+        },
+    )
+    [listing] = run(config)
+    assert listing.ok
+    assert listing.syncs
+
+
+def test_paragon_statuses_are_upper_cased(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    sync = fleet["paragon"][0]
+    control.post(
+        "/_sim/mutate",
+        json={
+            "source": "paragon",
+            "tenant": sync["user_id"],
+            "sync_id": sync["sync_id"],
+            "set": {"status": "errored", "reason": "Token revoked"},
+        },
+    ).raise_for_status()
+    [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [sync["user_id"]]}))
+    [got] = [s for s in listing.syncs if s.id == sync["sync_id"]]
+    assert isinstance(got, ParagonSync)
+    assert got.status == "ERRORED"
+    assert got.reason == "Token revoked"
+
+
+def test_paragon_unknown_status_is_carried_as_its_own_value(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    sync = fleet["paragon"][0]
+    control.post(
+        "/_sim/mutate",
+        json={
+            "source": "paragon",
+            "tenant": sync["user_id"],
+            "sync_id": sync["sync_id"],
+            "set": {"status": "PAUSED"},
+        },
+    ).raise_for_status()
+    [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [sync["user_id"]]}))
+    assert listing.ok
+    assert {s.status for s in listing.syncs if s.id == sync["sync_id"]} == {"PAUSED"}
+
+
+def test_paragon_credential_filter_is_sent(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    sync = fleet["paragon"][0]
+    config = make_config(
+        thread_sim,
+        rsa_keys,
+        paragon={"users": [{"id": sync["user_id"], "credential_id": sync["credential_id"]}]},
+    )
+    [listing] = run(config)
+    assert {s.credential_id for s in listing.syncs} == {sync["credential_id"]}
+
+
+def test_paragon_reminted_once_on_401(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    user = fleet["users"][0]
+    fault(control, source="paragon", tenant=user, kind="http_401", count=1)
+    [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [user]}))
+    assert listing.ok
+    assert requests_for(control, "paragon", user) == 2
+
+
+def test_paragon_persistent_401_fails_after_one_remint(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    user = fleet["users"][0]
+    fault(control, source="paragon", tenant=user, kind="http_401")
+    [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [user]}))
+    assert listing.error is not None
+    assert listing.error.reason is Reason.HTTP_401
+    assert "signing_key" in str(listing.error)
+    assert requests_for(control, "paragon", user) == 2
+
+
+def test_paragon_get_sync_fills_last_synced_at_for_idle_syncs(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    idle = [s for s in fleet["paragon"] if s["status"].upper() == "IDLE"]
+    assert idle, "the fleet should have IDLE syncs"
+    user = idle[0]["user_id"]
+    idle_ids = {s["sync_id"] for s in idle if s["user_id"] == user}
+    listed = sum(1 for s in fleet["paragon"] if s["user_id"] == user)
+    config = make_config(thread_sim, rsa_keys, paragon={"users": [user], "idle_stale_after": "6h"})
+    [listing] = run(config)
+    assert listing.ok
+    for sync in listing.syncs:
+        assert isinstance(sync, ParagonSync)
+        if sync.id in idle_ids:
+            assert sync.last_synced_at is not None
+    # One listing plus one Get Sync per IDLE sync; none without idle_stale_after.
+    assert requests_for(control, "paragon", user) == 1 + len(idle_ids)
+    assert listed >= len(idle_ids)
+
+
+def test_minted_token_verifies_with_the_public_key_and_carries_the_claims(
+    rsa_keys: Keys,
+) -> None:
+    now = [1_700_000_000.0]
+    minter = TokenMinter(rsa_keys.private_pem.decode(), "proj-1", 3600, clock=lambda: now[0])
+    token = minter.token("user-9")
+    claims = jwt.decode(
+        token,
+        rsa_keys.public_pem,
+        algorithms=["RS256"],
+        audience="useparagon.com/proj-1",
+        options={"verify_exp": False},
+    )
+    assert claims == {
+        "sub": "user-9",
+        "aud": "useparagon.com/proj-1",
+        "iat": 1_700_000_000,
+        "exp": 1_700_003_600,
+    }
+
+
+def test_minted_token_is_cached_until_shortly_before_expiry(rsa_keys: Keys) -> None:
+    now = [1_700_000_000.0]
+    minter = TokenMinter(rsa_keys.private_pem.decode(), "p", 3600, clock=lambda: now[0])
+    first = minter.token("u")
+    now[0] += 3000
+    assert minter.token("u") == first
+    now[0] += 300  # within the renewal margin of expiry
+    assert minter.token("u") != first
+
+
+def test_invalidate_forces_a_new_token(rsa_keys: Keys) -> None:
+    now = [1_700_000_000.0]
+    minter = TokenMinter(rsa_keys.private_pem.decode(), "p", 3600, clock=lambda: now[0])
+    first = minter.token("u")
+    now[0] += 1
+    minter.invalidate("u")
+    assert minter.token("u") != first
+
+
+def test_users_file_is_reread_every_poll(
+    tmp_path: Path, thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    users_file = tmp_path / "users.txt"
+    users_file.write_text(f"{fleet['users'][0]}\n")
+    config = make_config(thread_sim, rsa_keys, paragon={"users_file": str(users_file)})
+    assert [listing.tenant for listing in run(config)] == [fleet["users"][0]]
+    users_file.write_text("# two now\n" + "\n".join(fleet["users"][:2]) + "\n")
+    assert sorted(listing.tenant for listing in run(config)) == sorted(fleet["users"][:2])
+
+
+def test_concurrency_bound_is_global_across_sources(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
+) -> None:
+    """With concurrency 1 and 50 ms latency per answer, six tenants take >= 6 x 50 ms."""
+    slow = SimulatorThread(
+        SimConfig(
+            orgs=3,
+            syncs_per_org=2,
+            users=3,
+            seed=3,
+            churn=0,
+            latency=0.05,
+            paragon_public_key_pem=rsa_keys.public_pem,
+        )
+    )
+    slow.start()
+    try:
+        config = make_config(
+            slow,
+            rsa_keys,
+            timbal={"orgs": [{"id": o} for o in fleet["orgs"]]},
+            paragon={"users": fleet["users"]},
+            daemon={"concurrency": 1},
+        )
+        started = time.monotonic()
+        listings = run(config)
+        assert all(listing.ok for listing in listings)
+        assert time.monotonic() - started >= 6 * 0.05
+    finally:
+        slow.stop()
