@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,6 +31,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -46,6 +49,19 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class _KeyProblemError(ValueError):
+    """A cross-field problem raised by a model validator, pinned to a key below that model.
+
+    Pydantic locates model-validator errors at the model itself; `format_errors` appends
+    `subpath` so the line names the key to fix (`timbal.orgs[1].id`, not `timbal`).
+    """
+
+    def __init__(self, subpath: str, problem: str) -> None:
+        super().__init__(f"{subpath}: {problem}")
+        self.subpath = subpath
+        self.problem = problem
+
+
 # --- durations --------------------------------------------------------------------------
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -60,18 +76,23 @@ def parse_duration(value: object) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
+        # A sign applies to the whole duration: "-5m" is negative, not malformed.
+        sign, unsigned = (-1.0, text[1:]) if text.startswith("-") else (1.0, text)
         try:
             seconds = float(text)
         except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not text or "".join(n + u for n, u in parts) != text:
+            parts = _DURATION_PART.findall(unsigned)
+            if not unsigned or "".join(n + u for n, u in parts) != unsigned:
                 raise ValueError(
                     f"invalid duration {value!r}: use e.g. '90s', '5m', '1h30m', '2d' "
                     "or a number of seconds"
                 ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+            seconds = sign * sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     else:
         raise ValueError("expected a duration like '90s', '5m', '1h30m' or a number of seconds")
+    # float() also reads "nan" and "inf"; neither is a duration, and both break formatting.
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -79,8 +100,11 @@ def parse_duration(value: object) -> float:
 
 def format_duration(seconds: float) -> str:
     """The shortest `1h30m`-style spelling of a number of seconds."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"cannot format {seconds!r} as a duration")
     if seconds != int(seconds):
-        return f"{seconds:g}s"
+        # Positional notation: `{:g}` would write 1e-07s, which parse_duration rejects.
+        return f"{Decimal(repr(seconds)):f}s"
     rest = int(seconds)
     if rest == 0:
         return "0s"
@@ -92,9 +116,11 @@ def format_duration(seconds: float) -> str:
     return "".join(out)
 
 
+# A before-validator (not a plain one) keeps the float schema, so Field(gt=..., ge=...) bounds
+# on duration fields are enforced; a plain validator would silently drop them.
 Duration = Annotated[
     float,
-    PlainValidator(parse_duration),
+    BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
 
@@ -131,7 +157,7 @@ def _read_secret_file(value: object) -> SecretFile:
     if isinstance(value, SecretFile):
         return value
     if not isinstance(value, str | Path):
-        raise ValueError("expected a file path")  # noqa: TRY004 - pydantic wants ValueError
+        raise ValueError("expected a file path")  # pydantic wants ValueError, even here
     path = _resolve_credential_path(str(value))
     try:
         text = path.read_text(encoding="utf-8")
@@ -145,10 +171,15 @@ def _read_secret_file(value: object) -> SecretFile:
     return SecretFile(path=path, value=SecretStr(secret))
 
 
+def _optional_secret_file(value: object) -> SecretFile | None:
+    # "" means "not set" (TOML has no null); done here because a plain validator replaces
+    # the whole schema, before-validators included.
+    return None if value is None or value == "" else _read_secret_file(value)
+
+
 SecretFilePath = Annotated[
     SecretFile | None,
-    BeforeValidator(_empty_to_none),
-    PlainValidator(lambda v: None if v is None else _read_secret_file(v)),
+    PlainValidator(_optional_secret_file),
     PlainSerializer(lambda s: None if s is None else str(s.path), return_type=str | None),
 ]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
@@ -198,9 +229,20 @@ SecretUrl = Annotated[OptionalSecret, AfterValidator(_check_secret_url)]
 
 def _check_glob(value: str) -> str:
     # fnmatch silently treats an unclosed '[' as a literal; that is never what was meant.
-    depth_open = value.rfind("[")
-    if depth_open != -1 and "]" not in value[depth_open + 1 :]:
-        raise ValueError(f"invalid glob {value!r}: unclosed '['")
+    # Scan as fnmatch does: a ']' right after '[' or '[!' is a member, not the close.
+    i = 0
+    while i < len(value):
+        if value[i] == "[":
+            j = i + 1
+            if j < len(value) and value[j] == "!":
+                j += 1
+            if j < len(value) and value[j] == "]":
+                j += 1
+            close = value.find("]", j)
+            if close == -1:
+                raise ValueError(f"invalid glob {value!r}: unclosed '['")
+            i = close
+        i += 1
     return value
 
 
@@ -216,7 +258,10 @@ def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9875")
-    if host.startswith("[") != host.endswith("]"):
+    if not host:
+        raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9875")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not bracketed):
         raise ValueError(f"invalid listen address {value!r}: IPv6 hosts look like [::]:9875")
     return value
 
@@ -252,7 +297,9 @@ class _WithSecrets(_Model):
             if file is None:
                 continue
             if getattr(self, name) is not None:
-                raise ValueError(f"set either {name} or {name}_file, not both")
+                raise _KeyProblemError(
+                    f"{name}_file", f"set either {name} or {name}_file, not both"
+                )
             # Frozen model: filled once, during validation.
             object.__setattr__(self, name, file.value)
         return self
@@ -279,7 +326,9 @@ class DaemonConfig(_Model):
     @model_validator(mode="after")
     def _auto_shard_needs_count(self) -> Self:
         if self.shard == "auto" and self.shard_count is None:
-            raise ValueError("shard = 'auto' needs shard_count (the StatefulSet replica count)")
+            raise _KeyProblemError(
+                "shard_count", "required with shard = 'auto' (the StatefulSet replica count)"
+            )
         return self
 
     def resolved_state_path(self) -> Path:
@@ -352,19 +401,23 @@ class TimbalConfig(_WithSecrets):
         seen: set[str] = set()
         for i, org in enumerate(self.orgs):
             if org.id in seen:
-                raise ValueError(f"orgs[{i}].id: org {org.id!r} is listed twice")
+                raise _KeyProblemError(f"orgs[{i}].id", f"org {org.id!r} is listed twice")
             seen.add(org.id)
             if org.api_key is None and self.api_key is None:
-                raise ValueError(
-                    f"orgs[{i}] ({org.id}) has no API key: set timbal.api_key_file "
-                    "(or timbal.api_key, or a per-org api_key)"
+                raise _KeyProblemError(
+                    f"orgs[{i}].api_key",
+                    f"org {org.id!r} has no API key: set timbal.api_key_file "
+                    "(or timbal.api_key, or a per-org api_key)",
                 )
         for i, override in enumerate(self.overrides):
             try:
                 override.apply(self.thresholds)
             except ValidationError as exc:
-                raise ValueError(
-                    f"overrides[{i}]: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+                first = exc.errors(include_url=False, include_input=False)[0]
+                inner = _loc_path(first["loc"])
+                raise _KeyProblemError(
+                    f"overrides[{i}].{inner}" if inner else f"overrides[{i}]",
+                    first["msg"].removeprefix("Value error, "),
                 ) from None
         return self
 
@@ -399,21 +452,37 @@ class ParagonConfig(_WithSecrets):
     @model_validator(mode="after")
     def _check_auth(self) -> Self:
         if self.signing_key is not None:
-            _check_rsa_private_key(self.signing_key)
+            key_name = "signing_key_file" if self.signing_key_file else "signing_key"
+            try:
+                _check_rsa_private_key(self.signing_key)
+            except ValueError as exc:
+                raise _KeyProblemError(key_name, str(exc)) from None
             if not self.project_id:
-                raise ValueError(
-                    "project_id is required to mint user tokens with signing_key "
-                    "(the token audience is useparagon.com/<project_id>)"
+                raise _KeyProblemError(
+                    "project_id",
+                    "required to mint user tokens with signing_key "
+                    "(the token audience is useparagon.com/<project_id>)",
                 )
-        elif any(user.token is None for user in self.users) or self.users_file is not None:
-            raise ValueError(
-                "users without a static token need paragon.signing_key_file "
-                "(the RS256 signing key from the Paragon dashboard)"
-            )
+        else:
+            for i, user in enumerate(self.users):
+                if user.token is None:
+                    raise _KeyProblemError(
+                        f"users[{i}].token",
+                        f"user {user.id!r} has no token: set its token_file (or token), or "
+                        "paragon.signing_key_file (the RS256 signing key from the Paragon "
+                        "dashboard) to mint one",
+                    )
+            if self.users_file is not None:
+                raise _KeyProblemError(
+                    "users_file",
+                    "users listed in a file have no static token: set "
+                    "paragon.signing_key_file (the RS256 signing key from the Paragon "
+                    "dashboard) to mint theirs",
+                )
         seen: set[str] = set()
         for i, user in enumerate(self.users):
             if user.id in seen:
-                raise ValueError(f"users[{i}].id: user {user.id!r} is listed twice")
+                raise _KeyProblemError(f"users[{i}].id", f"user {user.id!r} is listed twice")
             seen.add(user.id)
         return self
 
@@ -470,8 +539,15 @@ class SlackNotifier(_NotifierBase):
     @model_validator(mode="after")
     def _needs_url(self) -> Self:
         if self.webhook_url is None:
-            raise ValueError("a slack notifier needs webhook_url_file (or webhook_url)")
-        _check_secret_url(self.webhook_url)
+            raise _KeyProblemError(
+                "webhook_url", "required: a slack notifier needs webhook_url_file (or webhook_url)"
+            )
+        if self.webhook_url_file is not None:
+            # An inline value was checked as a field; one read from a file is checked here.
+            try:
+                _check_secret_url(self.webhook_url)
+            except ValueError as exc:
+                raise _KeyProblemError("webhook_url_file", str(exc)) from None
         return self
 
 
@@ -487,8 +563,12 @@ class WebhookNotifier(_NotifierBase):
     @model_validator(mode="after")
     def _needs_url(self) -> Self:
         if self.url is None:
-            raise ValueError("a webhook notifier needs url (or url_file)")
-        _check_secret_url(self.url)
+            raise _KeyProblemError("url", "required: a webhook notifier needs url (or url_file)")
+        if self.url_file is not None:
+            try:
+                _check_secret_url(self.url)
+            except ValueError as exc:
+                raise _KeyProblemError("url_file", str(exc)) from None
         return self
 
 
@@ -543,12 +623,24 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _check_whole(self) -> Self:
-        if self.timbal is None and self.paragon is None:
-            raise ValueError("nothing to watch: configure [timbal] orgs and/or [paragon] users")
-        names = [n.name for n in self.notifiers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"notifier names must be unique; repeated: {', '.join(dupes)}")
+        # An empty [timbal] or [paragon] table watches nothing either: tenants are never
+        # discovered, only listed.
+        has_orgs = self.timbal is not None and bool(self.timbal.orgs)
+        has_users = self.paragon is not None and (
+            bool(self.paragon.users) or self.paragon.users_file is not None
+        )
+        if not has_orgs and not has_users:
+            raise ValueError(
+                "nothing to watch: configure [[timbal.orgs]] and/or [paragon] users (or users_file)"
+            )
+        seen: set[str] = set()
+        for i, notifier in enumerate(self.notifiers):
+            if notifier.name in seen:
+                raise _KeyProblemError(
+                    f"notifiers[{i}].name",
+                    f"notifier name {notifier.name!r} is used twice; names must be unique",
+                )
+            seen.add(notifier.name)
         return self
 
 
@@ -584,37 +676,66 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         return Config(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
+    except SettingsError as exc:
+        # e.g. SYNCWATCH_NOTIFIERS that is not JSON; the message names the field, not the value.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        key = field[1] if field else "environment"
+        # Nested variables (SYNCWATCH_TIMBAL__ORGS) are reported under their top-level key.
+        raise ConfigError(
+            [
+                f"{key}: cannot parse $SYNCWATCH_{key.upper()}[__...] from the environment: "
+                "lists and tables must be JSON"
+            ]
+        ) from None
     finally:
         Config._toml_path = None
 
 
 def _loc_path(loc: Iterable[int | str]) -> str:
     out = ""
-    for part in loc:
+    parts = tuple(loc)
+    for i, part in enumerate(parts):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _UNION_TAGS:
+        elif i == 2 and parts[0] == "notifiers" and part in _UNION_TAGS:
             # Discriminated-union branch names are internal; the key path skips them.
             continue
         else:
-            out += f".{part}" if out else str(part)
+            key = part if _BARE_KEY.match(part) else _toml_value(part)
+            out += f".{key}" if out else key
     return out
 
 
 _UNION_TAGS = {"slack", "webhook", "alertmanager", "console"}
 
 
-def _all_keys() -> set[str]:
-    keys: set[str] = set()
-    todo: list[type[BaseModel]] = [Config]
-    while todo:
-        model = todo.pop()
-        for name, info in model.model_fields.items():
-            keys.add(info.alias or name)
-            for arg in _model_args(info.annotation):
-                if arg not in todo:
-                    todo.append(arg)
-    return keys
+def _keys_of(models: Iterable[type[BaseModel]]) -> set[str]:
+    return {info.alias or name for m in models for name, info in m.model_fields.items()}
+
+
+def _models_at(loc: tuple[int | str, ...]) -> list[type[BaseModel]]:
+    """The models whose fields may sit at `loc` (a table's location), for suggestions."""
+    models: list[type[BaseModel]] = [Config]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in _UNION_TAGS and not any(part in m.model_fields for m in models):
+            tagged = [m for m in models if part in get_args(_field_annotation(m, "type"))]
+            models = tagged or models
+            continue
+        models = [
+            arg
+            for m in models
+            for name, info in m.model_fields.items()
+            if part in (name, info.alias)
+            for arg in _model_args(info.annotation)
+        ]
+    return models
+
+
+def _field_annotation(model: type[BaseModel], name: str) -> Any:
+    info = model.model_fields.get(name)
+    return None if info is None else info.annotation
 
 
 def _model_args(annotation: Any) -> list[type[BaseModel]]:
@@ -623,24 +744,48 @@ def _model_args(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in getattr(annotation, "__args__", ()) for m in _model_args(arg)]
 
 
+def _all_models() -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = [Config]
+    for model in found:
+        for info in model.model_fields.values():
+            found.extend(m for m in _model_args(info.annotation) if m not in found)
+    return found
+
+
+_NOTIFIER_TYPES = "slack, webhook, alertmanager, console"
+
+
 def format_errors(exc: ValidationError) -> list[str]:
     """One `key.path: problem` line per validation error, never echoing secret values."""
-    known = _all_keys()
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = tuple(err["loc"])
-        path = _loc_path(loc)
         msg = err["msg"].removeprefix("Value error, ")
+        subpath = ""
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, _KeyProblemError):
+            subpath, msg = cause.subpath, cause.problem
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
-            close = difflib.get_close_matches(key, known, n=1)
+            # Suggest keys of the table the typo is in, else any key syncwatch knows.
+            known = _keys_of(_models_at(loc[:-1])) or _keys_of(_all_models())
+            close = difflib.get_close_matches(key, sorted(known - {key}), n=1)
             msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
         elif err["type"] == "missing":
             msg = "field required"
         elif err["type"] == "union_tag_invalid":
-            msg = "unknown notifier type; expected one of slack, webhook, alertmanager, console"
+            loc = (*loc, "type")
+            tag = err.get("ctx", {}).get("tag", "")
+            msg = f"unknown notifier type {tag!r}; expected one of {_NOTIFIER_TYPES}"
+        elif err["type"] == "union_tag_not_found":
+            loc = (*loc, "type")
+            msg = f"field required (one of {_NOTIFIER_TYPES})"
         elif msg and msg[0].isupper() and not msg[:2].isupper():
             msg = msg[0].lower() + msg[1:]
+        path = _loc_path(loc)
+        if subpath:
+            # A fragment such as `orgs[1].id`, already in key-path spelling.
+            path = f"{path}.{subpath}" if path else subpath
         lines.append(f"{path}: {msg}" if path else msg)
     return lines
 
@@ -709,18 +854,24 @@ def _toml_value(value: object) -> str:
 
 def effective_thresholds(
     timbal: TimbalConfig,
-) -> Callable[[str, str, str, str], Thresholds | None]:
-    """A resolver (org_id, connector_id, sync_id, name) → thresholds, or None if ignored."""
+) -> Callable[[str, str, str, str | None], Thresholds | None]:
+    """A resolver (org_id, connector_id, sync_id, name) → thresholds, or None if ignored.
+
+    A sync without a name (null upstream) matches a `name` glob as the empty string, so
+    only `*`-like patterns select it.
+    """
     resolved = [(o, None if o.ignore else o.apply(timbal.thresholds)) for o in timbal.overrides]
 
-    def resolve(org_id: str, connector_id: str, sync_id: str, name: str) -> Thresholds | None:
+    def resolve(
+        org_id: str, connector_id: str, sync_id: str, name: str | None
+    ) -> Thresholds | None:
         for override, thresholds in resolved:
             m = override.match
             if (
                 glob_match(org_id, m.org_id)
                 and glob_match(connector_id, m.connector_id)
                 and glob_match(sync_id, m.sync_id)
-                and glob_match(name, m.name)
+                and glob_match(name or "", m.name)
             ):
                 return thresholds
         return timbal.thresholds

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -208,7 +209,7 @@ def sim_config_toml(
     keys: Keys,
     *,
     state_path: Path,
-    listen: str = "127.0.0.1:0",
+    listen: str,
     poll_interval: str = "1s",
     extra: str = "",
     daemon_extra: str = "",
@@ -244,3 +245,58 @@ users = {toml_value(users)}
 
 {extra}
 """
+
+
+@dataclass
+class Daemon:
+    proc: Proc
+    url: str
+    config_path: Path
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", timeout=5, **kwargs)
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        text = self.get("/metrics").raise_for_status().text
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return out
+
+    def cycles(self) -> float:
+        for labels, value in self.metrics().get("syncwatch_cycle_duration_seconds_count", []):
+            if not labels:
+                return value
+        return 0.0
+
+    def wait_cycles(self, n: int = 1, timeout: float = 20) -> None:
+        start = self.cycles()
+        wait_until(lambda: self.cycles() >= start + n, timeout=timeout)
+
+
+def launch(
+    tmp_path: Path,
+    sim: SimProcess,
+    keys: Keys,
+    *,
+    env: dict[str, str] | None = None,
+    **config: Any,
+) -> Daemon:
+    port = free_port()
+    config_path = tmp_path / "syncwatch.toml"
+    config_path.write_text(
+        sim_config_toml(
+            sim, keys, state_path=tmp_path / "state.db", listen=f"127.0.0.1:{port}", **config
+        )
+    )
+    proc = start_syncwatch(["run", "-c", str(config_path)], tmp_path / "daemon.log", env=env)
+    daemon = Daemon(proc, f"http://127.0.0.1:{port}", config_path)
+
+    def ready() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"daemon exited early ({proc.popen.returncode}):\n{proc.output}")
+        return daemon.get("/readyz").status_code == 200
+
+    wait_until(ready, timeout=30)
+    return daemon

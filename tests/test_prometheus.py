@@ -1,0 +1,118 @@
+"""A real Prometheus (Debian's package) scrapes a real `syncwatch run`; promtool lints it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Daemon, Keys, SimProcess, free_port, launch, wait_until
+
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+def _require(binary: str | None, name: str) -> str:
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing on CI: .ci/run must apt-get install it")
+        pytest.skip(f"{name} not installed (apt-get install prometheus) - NOT TESTED")
+    return binary
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> Iterator[Daemon]:
+    d = launch(tmp_path, sim, rsa_keys)
+    yield d
+    d.proc.stop()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, daemon: Daemon) -> Iterator[str]:
+    binary = _require(PROMETHEUS, "prometheus")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: syncwatch\n"
+        f"    static_configs:\n      - targets: ['{daemon.url.removeprefix('http://')}']\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, timeout=60)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+def query(url: str, promql: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5)
+    body = response.raise_for_status().json()
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def test_prometheus_scrapes_the_daemon_up(prometheus: str) -> None:
+    result = wait_until(lambda: query(prometheus, 'up{job="syncwatch"} == 1'), timeout=30)
+    assert len(result) == 1
+
+
+def test_promql_finds_the_stale_syncs(prometheus: str, daemon: Daemon, sim: SimProcess) -> None:
+    page = {
+        (labels["org_id"], labels["sync_id"])
+        for labels, value in daemon.metrics()["syncwatch_timbal_sync_staleness_ratio"]
+        if value > 1.5
+    }
+    stale = {
+        (s["org_id"], s["sync_id"])
+        for s in sim.fleet()["timbal"]
+        if s["alertname"] in ("SyncStale", "SyncNeverSucceeded")
+    }
+    assert stale <= page
+
+    def found() -> set[tuple[str, str]]:
+        result = query(prometheus, "syncwatch_timbal_sync_staleness_ratio > 1.5")
+        return {(r["metric"]["org_id"], r["metric"]["sync_id"]) for r in result}
+
+    wait_until(lambda: found() == page, timeout=30)
+
+
+def test_prometheus_sees_alerts_and_source_health(prometheus: str, sim: SimProcess) -> None:
+    def errored() -> list[dict[str, Any]]:
+        return query(prometheus, 'syncwatch_alert{alertname="SyncErrored",state="firing"}')
+
+    result = wait_until(errored, timeout=30)
+    expected = {s["sync_id"] for s in sim.fleet()["paragon"] if s["alertname"] == "SyncErrored"}
+    assert {r["metric"]["sync_id"] for r in result} == expected
+    down = query(prometheus, "syncwatch_source_up == 0")
+    assert down == []
+
+
+def test_promtool_check_metrics_finds_no_problems(daemon: Daemon) -> None:
+    binary = _require(PROMTOOL, "promtool")
+    page = daemon.get("/metrics").raise_for_status().content
+    result = subprocess.run(
+        [binary, "check", "metrics"], input=page, capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.strip() == b""
