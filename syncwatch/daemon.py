@@ -108,8 +108,14 @@ class _Server(uvicorn.Server):
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.config_path = config_path
         self.stop = asyncio.Event()
         self.reload_requested = asyncio.Event()
@@ -144,7 +150,7 @@ class Daemon:
 
     async def cycle(self) -> None:
         started = time.monotonic()
-        now = datetime.now(UTC)
+        now = self.clock()
         config = self.config
         listings = await self.poller.poll()
         report = evaluate_listings(
@@ -174,8 +180,11 @@ class Daemon:
 
     # --- the loop -----------------------------------------------------------------------
 
-    async def run(self) -> int:
+    async def run(self, duration: float | None = None) -> int:
+        """Until SIGTERM/SIGINT (or `duration` seconds); 0 on a clean stop."""
         loop = asyncio.get_running_loop()
+        if duration is not None:
+            loop.call_later(duration, self.stop.set)
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGINT, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)

@@ -1,26 +1,27 @@
-"""`syncwatch demo`: syncwatch against built-in simulated Timbal and Paragon APIs."""
+"""`syncwatch demo`: the whole daemon against built-in simulated Timbal and Paragon APIs."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncwatch import logs
-from syncwatch.check import nagios_status, poll_and_evaluate, render_table
-from syncwatch.config import Config, load_config
-from syncwatch.simulator import SimConfig, SimulatorThread
+from syncwatch.config import Config, load_config, secrets_of
+from syncwatch.daemon import Daemon
+from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread
 
-# Simulated seconds per real second: a 1 h stall plays out in under a minute.
+# Simulated seconds per real second: an hour-long stall plays out in half a minute.
 DEMO_TIME_SCALE = 120.0
-DEMO_REFRESH = 5.0
+DEMO_POLL_INTERVAL = 3.0
+DEMO_LISTEN_PORT = 9875
 
 
 def _keypair() -> tuple[bytes, bytes]:
@@ -36,61 +37,82 @@ def _keypair() -> tuple[bytes, bytes]:
     return private, public
 
 
-def demo_config(base_url: str, fleet: dict[str, Any], signing_key_file: Path) -> Config:
-    """A config watching every tenant of the simulated fleet, minting Paragon tokens."""
-    orgs = sorted({s["org_id"] for s in fleet["timbal"]})
-    users = sorted({s["user_id"] for s in fleet["paragon"]})
+def _listen_port() -> int:
+    """The usual port when it is free, else any free one: a demo should just start."""
+    for port in (DEMO_LISTEN_PORT, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def demo_config(
+    base_url: str, fleet: dict[str, Any], workdir: Path, signing_key_file: Path, port: int
+) -> Config:
+    """Watch every simulated tenant; mint Paragon tokens; alert on the console."""
     return load_config(
         None,
-        daemon={"poll_interval": DEMO_REFRESH, "log_format": "console", "log_level": "warning"},
-        timbal={"base_url": base_url, "api_key": "sim-timbal-key",
-                "orgs": [{"id": o} for o in orgs]},
+        daemon={
+            "poll_interval": DEMO_POLL_INTERVAL,
+            "listen": f"127.0.0.1:{port}",
+            "state_path": str(workdir / "state.db"),
+            "log_format": "console",
+            "log_level": "warning",
+        },
+        timbal={
+            "base_url": base_url,
+            "api_key": "sim-timbal-key",
+            "orgs": [{"id": o} for o in fleet["orgs"]],
+        },
         paragon={
             "base_url": base_url,
             "project_id": "sim-project",
             "signing_key_file": str(signing_key_file),
-            "users": users,
+            "users": fleet["users"],
         },
+        # In simulated time: re-notify a still-firing alert every 2 real minutes.
+        alerting={"repeat_interval": "4h"},
         notifiers=[{"name": "console", "type": "console"}],
     )
 
 
-def run_demo(duration: float | None, out: Any = None) -> int:
-    """Start the simulator in-process and print the evaluated fleet every few seconds."""
+def run_demo(duration: float | None, out: TextIO | None = None) -> int:
+    """Start the simulator in-process and run the daemon against it."""
     out = out or sys.stdout
     private, public = _keypair()
+    # The daemon and the simulator share one compressed clock, so ages agree.
+    clock = ScaledClock(DEMO_TIME_SCALE)
     with tempfile.TemporaryDirectory(prefix="syncwatch-demo-") as tmp:
-        key_file = Path(tmp) / "paragon-signing-key.pem"
+        workdir = Path(tmp)
+        key_file = workdir / "paragon-signing-key.pem"
         key_file.write_bytes(private)
         key_file.chmod(0o600)
         sim = SimulatorThread(
-            SimConfig(time_scale=DEMO_TIME_SCALE, churn=0.3, paragon_public_key_pem=public)
+            SimConfig(time_scale=DEMO_TIME_SCALE, churn=0.3, paragon_public_key_pem=public),
+            clock=clock,
         )
         sim.start()
         try:
             fleet = httpx.get(f"{sim.base_url}/_sim/fleet", timeout=5).json()
-            config = demo_config(sim.base_url, fleet, key_file)
-            logs.configure("warning", "console")
+            port = _listen_port()
+            config = demo_config(sim.base_url, fleet, workdir, key_file, port)
+            logs.configure("warning", "console", secrets_of(config))
+            syncs = len(fleet["timbal"]) + len(fleet["paragon"])
             print(
-                f"syncwatch demo: simulated Timbal + Paragon APIs at {sim.base_url} "
-                f"(time runs {DEMO_TIME_SCALE:g}x faster); Ctrl-C to stop.",
+                f"syncwatch demo: watching {syncs} simulated syncs of {len(fleet['orgs'])} "
+                f"Timbal orgs and {len(fleet['users'])} Paragon users at {sim.base_url}\n"
+                f"  time runs {DEMO_TIME_SCALE:g}x faster; polling every "
+                f"{DEMO_POLL_INTERVAL:g}s; alerts print below as they fire and resolve.\n"
+                f"  metrics: http://127.0.0.1:{port}/metrics\n"
+                f"  alerts:  http://127.0.0.1:{port}/api/v1/alerts\n"
+                "  Ctrl-C to stop.\n",
                 file=out,
+                flush=True,
             )
-            return _loop(config, duration, out)
+            daemon = Daemon(config, None, clock=clock)
+            return asyncio.run(daemon.run(duration))
         finally:
             sim.stop()
-
-
-def _loop(config: Config, duration: float | None, out: Any) -> int:
-    deadline = None if duration is None else time.monotonic() + duration
-    try:
-        while True:
-            report = asyncio.run(poll_and_evaluate(config))
-            stamp = time.strftime("%H:%M:%S")
-            print(f"\n── {stamp} ── {nagios_status(report).name}", file=out)
-            print(render_table(report), file=out, flush=True)
-            if deadline is not None and time.monotonic() + DEMO_REFRESH > deadline:
-                return 0
-            time.sleep(DEMO_REFRESH)
-    except KeyboardInterrupt:
-        return 0

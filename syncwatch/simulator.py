@@ -176,7 +176,7 @@ class SimConfig:
             raise ValueError("SimConfig.latency must be >= 0")
 
 
-class _ScaledClock:
+class ScaledClock:
     """Real UTC time at creation, then `scale` simulated seconds per real (monotonic) second."""
 
     def __init__(self, scale: float) -> None:
@@ -1283,7 +1283,7 @@ class _SimApp(Starlette):
 
 
 def _build(config: SimConfig, clock: Clock | None) -> _SimApp:
-    return _SimApp(_Simulator(config, clock or _ScaledClock(config.time_scale)))
+    return _SimApp(_Simulator(config, clock or ScaledClock(config.time_scale)))
 
 
 def build_app(config: SimConfig, clock: Callable[[], datetime] | None = None) -> Starlette:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import httpx
 import orjson
 
 from syncwatch.models import Severity
+from syncwatch.sources.base import parse_retry_after
 
 
 class AlertStatus(enum.StrEnum):
@@ -159,3 +163,47 @@ class Notifier(Protocol):
     async def send(self, batch: Batch) -> None:
         """Deliver the batch, or raise DeliveryError."""
         ...
+
+
+DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
+
+
+def rfc3339(value: datetime | None) -> str:
+    """Alertmanager's time format; an unset endsAt is Go's zero time, as Alertmanager sends."""
+    if value is None:
+        return "0001-01-01T00:00:00Z"
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    what: str,
+    clock: Callable[[], float] = time.time,
+) -> httpx.Response:
+    """POST and map the outcome to DeliveryError; `what` names the target (never a secret URL)."""
+    try:
+        response = await client.post(
+            url, content=body, headers={"Content-Type": "application/json", **headers}
+        )
+    except httpx.TimeoutException as exc:
+        raise DeliveryError(f"{what}: timed out ({type(exc).__name__})", retryable=True) from None
+    except httpx.TransportError as exc:
+        raise DeliveryError(
+            f"{what}: connection failed ({type(exc).__name__})", retryable=True
+        ) from None
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), clock())
+    detail = response.text[:200].strip().replace("\n", " ")
+    retryable = status in (408, 429) or status >= 500
+    raise DeliveryError(
+        f"{what}: HTTP {status}" + (f" {detail!r}" if detail else ""),
+        retryable=retryable,
+        retry_after=retry_after if retryable else None,
+        status_code=status,
+    )

@@ -1,0 +1,87 @@
+"""Prometheus Alertmanager: `POST /api/v2/alerts` to every replica, as Prometheus does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+
+from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
+from syncwatch.notifiers.base import (
+    DELIVERY_ID_HEADER,
+    AlertStatus,
+    Batch,
+    DeliveryError,
+    post,
+    rfc3339,
+)
+
+# Firing alerts are re-sent every cycle; a few missed cycles must not resolve them.
+ENDS_AT_CYCLES = 4
+
+
+class AlertmanagerNotifier:
+    def __init__(
+        self,
+        config: AlertmanagerConfig,
+        client: httpx.AsyncClient,
+        poll_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.urls = config.urls
+        self.client = client
+        self.poll_interval = poll_interval
+        self.clock = clock
+
+    def body(self, batch: Batch) -> bytes:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        ends_firing = now + timedelta(seconds=ENDS_AT_CYCLES * self.poll_interval)
+        alerts = []
+        for a in batch.alerts:
+            labels = {**a.labels, "test": "true"} if batch.test else a.labels
+            resolved = a.status is AlertStatus.RESOLVED
+            alerts.append(
+                {
+                    "labels": labels,
+                    "annotations": a.annotations,
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": rfc3339((a.ends_at or now) if resolved else ends_firing),
+                    "generatorURL": a.generator_url,
+                }
+            )
+        return orjson.dumps(alerts)
+
+    async def send(self, batch: Batch) -> None:
+        """Success when any replica accepts: the cluster gossips and de-duplicates."""
+        body = self.body(batch)
+        headers = {DELIVERY_ID_HEADER: batch.delivery_id}
+        results = await asyncio.gather(
+            *(
+                post(
+                    self.client,
+                    f"{url}/api/v2/alerts",
+                    body,
+                    headers,
+                    what=f"alertmanager {url}",
+                    clock=self.clock,
+                )
+                for url in self.urls
+            ),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if len(errors) < len(results):
+            return
+        delivery = [e for e in errors if isinstance(e, DeliveryError)]
+        if len(delivery) != len(errors):
+            raise errors[0]
+        raise DeliveryError(
+            "; ".join(str(e) for e in delivery),
+            retryable=any(e.retryable for e in delivery),
+            retry_after=max((e.retry_after or 0.0 for e in delivery), default=0.0) or None,
+        )

@@ -1,0 +1,96 @@
+"""Any webhook: Alertmanager webhook format version 4, optionally HMAC-signed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from syncwatch.config import WebhookNotifier as WebhookConfig
+from syncwatch.config import secret_value
+from syncwatch.notifiers.base import (
+    DELIVERY_ID_HEADER,
+    AlertPayload,
+    AlertStatus,
+    Batch,
+    post,
+    rfc3339,
+)
+
+
+def _common(maps: list[dict[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first = maps[0]
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
+
+
+def _alert(a: AlertPayload, test: bool) -> dict[str, Any]:
+    labels = {**a.labels, "test": "true"} if test else a.labels
+    annotations = a.annotations
+    if test:
+        annotations = {**annotations, "summary": "[TEST] " + annotations.get("summary", "")}
+    return {
+        "status": str(a.status),
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": rfc3339(a.starts_at),
+        "endsAt": rfc3339(a.ends_at),
+        "generatorURL": a.generator_url,
+        "fingerprint": a.fingerprint,
+    }
+
+
+def webhook_payload(batch: Batch) -> dict[str, Any]:
+    """The Alertmanager webhook v4 body, so existing Alertmanager receivers accept it."""
+    alerts = [_alert(a, batch.test) for a in batch.alerts]
+    firing = any(a.status is AlertStatus.FIRING for a in batch.alerts)
+    return {
+        "version": "4",
+        "groupKey": f'{{}}/{{notifier="{batch.notifier}"}}:{{}}',
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": batch.notifier,
+        "groupLabels": batch.group_labels,
+        "commonLabels": _common([a["labels"] for a in alerts]),
+        "commonAnnotations": _common([a["annotations"] for a in alerts]),
+        "externalURL": batch.external_url,
+        "notification_reason": str(batch.reason),
+        "alerts": alerts,
+    }
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+class WebhookNotifier:
+    def __init__(
+        self,
+        config: WebhookConfig,
+        client: httpx.AsyncClient,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.client = client
+        self.clock = clock
+
+    async def send(self, batch: Batch) -> None:
+        body = orjson.dumps(webhook_payload(batch))
+        headers = {**self.config.headers, DELIVERY_ID_HEADER: batch.delivery_id}
+        secret = secret_value(self.config.secret)
+        if secret is not None:
+            timestamp = str(int(self.clock()))
+            headers["X-Syncwatch-Timestamp"] = timestamp
+            headers["X-Syncwatch-Signature"] = signature(secret, timestamp, body)
+        url = secret_value(self.config.url)
+        assert url is not None, "config validation requires a url"
+        await post(self.client, url, body, headers, what=f"webhook {self.name}", clock=self.clock)
