@@ -127,7 +127,11 @@ class Daemon:
         )
         self.engine = Engine(config, self.store)
         self.dispatcher = Dispatcher(
-            self.store, self._notifiers(config), send_timeout=config.daemon.request_timeout * 3
+            self.store,
+            self._notifiers(config),
+            send_timeout=config.daemon.request_timeout * 3,
+            # One time source: outbox rows are stamped with the cycle's clock.
+            clock=lambda: self.clock().timestamp(),
         )
         self.telemetry = Telemetry(
             notifier_outcomes=lambda: self.dispatcher.outcomes,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import TextIO
 
 from syncwatch.config import ConsoleNotifier as ConsoleConfig
@@ -17,13 +18,16 @@ _WORDS = {
 }
 
 
-def console_line(alert: AlertPayload, test: bool = False) -> str:
+def console_line(alert: AlertPayload, at: datetime, test: bool = False) -> str:
     labels = alert.labels
     where = "/".join(
         x for x in (labels.get("source"), labels.get("tenant"), labels.get("sync_id")) if x
     )
-    when = rfc3339(alert.ends_at if alert.event is EventKind.RESOLVED else alert.starts_at)
+    when = rfc3339(at)
     summary = alert.annotations.get("summary", "")
+    if alert.event is EventKind.RESOLVED:
+        # Annotations are the last ones seen while firing, as Alertmanager keeps them.
+        summary = f"was: {summary}"
     prefix = "[TEST] " if test else ""
     return (
         f"{when} {prefix}{_WORDS[alert.event]:<8} {alert.severity:<8} {alert.alertname} "
@@ -39,5 +43,5 @@ class ConsoleNotifier:
     async def send(self, batch: Batch) -> None:
         stream = self.stream or sys.stdout
         for alert in batch.alerts:
-            print(console_line(alert, batch.test), file=stream)
+            print(console_line(alert, batch.created_at, batch.test), file=stream)
         stream.flush()
