@@ -10,31 +10,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncwatch import logs
 from syncwatch.config import Config, load_config, secrets_of
 from syncwatch.daemon import Daemon
-from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread
+from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
 
 # Simulated seconds per real second: an hour-long stall plays out in half a minute.
 DEMO_TIME_SCALE = 120.0
 DEMO_POLL_INTERVAL = 3.0
 DEMO_LISTEN_PORT = 9875
-
-
-def _keypair() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
 
 
 def _listen_port() -> int:
@@ -82,7 +67,7 @@ def demo_config(
 def run_demo(duration: float | None, out: TextIO | None = None) -> int:
     """Start the simulator in-process and run the daemon against it."""
     out = out or sys.stdout
-    private, public = _keypair()
+    private, public = rsa_keypair()
     # The daemon and the simulator share one compressed clock, so ages agree.
     clock = ScaledClock(DEMO_TIME_SCALE)
     with tempfile.TemporaryDirectory(prefix="syncwatch-demo-") as tmp:

@@ -23,6 +23,8 @@ from typing import Any, Final, TypeGuard
 import jwt
 import orjson
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from starlette.applications import Starlette
@@ -1417,3 +1419,17 @@ class SimulatorThread:
         if thread.is_alive():
             self._server.force_exit = True
             thread.join(_STOP_TIMEOUT)
+
+
+def rsa_keypair() -> tuple[bytes, bytes]:
+    """A fresh RS256 key pair (private PKCS8 PEM, public SPKI PEM) for minting user tokens."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public

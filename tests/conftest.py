@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
+
+from syncwatch.simulator import rsa_keypair
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -102,15 +102,7 @@ class Keys:
 @pytest.fixture(scope="session")
 def rsa_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     """One RS256 key pair: syncwatch signs Paragon user tokens, the simulator verifies."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    private, public = rsa_keypair()
     directory = tmp_path_factory.mktemp("keys")
     (directory / "paragon.pem").write_bytes(private)
     (directory / "paragon.pub").write_bytes(public)
