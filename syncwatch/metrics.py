@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -52,6 +52,8 @@ class Telemetry:
         outbox_pending: Callable[[], Mapping[str, int]] = dict,
         notifier_names: Callable[[], Iterable[str]] = tuple,
     ) -> None:
+        # `*_created` series double the counters' cardinality for no alerting value.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot = Snapshot()
         self.last_success: dict[tuple[str, str], float] = {}

@@ -1,0 +1,120 @@
+"""The /metrics page for a fixed simulated fleet, against a golden file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncwatch.check import poll_and_evaluate
+from syncwatch.config import load_config
+from syncwatch.engine import Engine
+from syncwatch.evaluate import Report
+from syncwatch.metrics import Telemetry
+from syncwatch.simulator import SimConfig, SimulatorThread
+from syncwatch.state import StateStore
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "metrics.txt"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# Durations and process metrics vary run to run; everything else is fixed by seed and clock.
+VARYING = ("syncwatch_poll_duration_seconds", "process_", "python_")
+
+
+@pytest.fixture(scope="module")
+def frozen_sim() -> Iterator[SimulatorThread]:
+    sim = SimulatorThread(
+        SimConfig(orgs=2, syncs_per_org=12, users=2, seed=11, churn=0), clock=lambda: NOW
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def _report(sim: SimulatorThread) -> Report:
+    config = load_config(
+        None,
+        timbal={
+            "base_url": sim.base_url,
+            "api_key": "sim-timbal-key",
+            "orgs": [{"id": "org_0001"}, {"id": "org_0002"}],
+        },
+        paragon={
+            "base_url": sim.base_url,
+            "users": [
+                {"id": u, "token": f"sim-paragon-token:{u}"} for u in ("user-0001", "user-0002")
+            ],
+        },
+    )
+    return asyncio.run(poll_and_evaluate(config, now=NOW))
+
+
+def _page(report: Report, tmp_path: Path) -> str:
+    config = load_config(
+        None,
+        timbal={"api_key": "k", "orgs": [{"id": "org_0001"}]},
+        notifiers=[{"name": "console", "type": "console"}],
+    )
+    engine = Engine(config, StateStore(tmp_path / "state.db"))
+    engine.apply(report, NOW)
+    telemetry = Telemetry(notifier_names=lambda: ["console"])
+    telemetry.record(report, engine.alerts.values(), NOW.timestamp())
+    body, _ = telemetry.render("text/plain")
+    lines = body.decode().splitlines()
+    return "\n".join(line for line in lines if not any(v in line for v in VARYING)) + "\n"
+
+
+def test_metrics_page_matches_the_golden_file(frozen_sim: SimulatorThread, tmp_path: Path) -> None:
+    page = _page(_report(frozen_sim), tmp_path)
+    if os.environ.get("SYNCWATCH_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(page)
+    assert page == GOLDEN.read_text()
+
+
+def test_every_contract_family_is_on_the_page(frozen_sim: SimulatorThread, tmp_path: Path) -> None:
+    families = {
+        f.name for f in text_string_to_metric_families(_page(_report(frozen_sim), tmp_path))
+    }
+    contract = {
+        "syncwatch_timbal_sync_seconds_since_success",
+        "syncwatch_timbal_sync_interval_seconds",
+        "syncwatch_timbal_sync_staleness_ratio",
+        "syncwatch_timbal_sync_enabled",
+        "syncwatch_timbal_sync_last_success_timestamp_seconds",
+        "syncwatch_timbal_sync_info",
+        "syncwatch_paragon_sync_status",
+        "syncwatch_paragon_sync_info",
+        "syncwatch_alert",
+        "syncwatch_source_up",
+        "syncwatch_source_last_success_timestamp_seconds",
+        "syncwatch_poll_errors",
+        "syncwatch_invalid_records",
+        "syncwatch_notifications",
+        "syncwatch_outbox_pending",
+        "syncwatch_cycle_duration_seconds",
+        "syncwatch_last_cycle_timestamp_seconds",
+        "syncwatch_build_info",
+    }
+    assert contract <= families
+
+
+def test_never_succeeded_sync_has_no_last_success_series(
+    frozen_sim: SimulatorThread, tmp_path: Path
+) -> None:
+    report = _report(frozen_sim)
+    never = {
+        e.sync.id for e in report.evaluations if getattr(e.sync, "seconds_since_success", 0) is None
+    }
+    assert never, "the fleet should include never-succeeded syncs"
+    page = _page(report, tmp_path)
+    for sync_id in never:
+        assert not any(
+            line.startswith("syncwatch_timbal_sync_last_success_timestamp_seconds{")
+            and f'sync_id="{sync_id}"' in line
+            for line in page.splitlines()
+        )
