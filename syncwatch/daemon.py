@@ -310,6 +310,7 @@ class Daemon:
         sd_notify("RELOADING=1")
         try:
             config = load_config(self.config_path)
+            poller = self._poller(config)
         except ConfigError as exc:
             log.error("reload_failed", problems=exc.problems, kept="previous config")
             sd_notify("READY=1")
@@ -318,7 +319,7 @@ class Daemon:
             log.warning("reload_listen_ignored", hint="changing daemon.listen needs a restart")
         logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
         self.config = config
-        self.poller = self._poller(config)
+        self.poller = poller
         self.engine.reconfigure(config)
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval

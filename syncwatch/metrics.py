@@ -53,7 +53,7 @@ class Telemetry:
         notifier_names: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         # `*_created` series double the counters' cardinality for no alerting value.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot = Snapshot()
         self.last_success: dict[tuple[str, str], float] = {}
