@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -189,17 +190,19 @@ async def post(
         response = await client.post(
             url, content=body, headers={"Content-Type": "application/json", **headers}
         )
-    except httpx.TimeoutException as exc:
-        raise DeliveryError(f"{what}: timed out ({type(exc).__name__})", retryable=True) from None
     except httpx.TransportError as exc:
-        raise DeliveryError(
-            f"{what}: connection failed ({type(exc).__name__})", retryable=True
-        ) from None
+        if isinstance(exc, httpx.TimeoutException) and _really_a_timeout(exc):
+            raise DeliveryError(
+                f"{what}: timed out ({type(exc).__name__})", retryable=True
+            ) from None
+        raise DeliveryError(f"{what}: connection failed ({_why(exc)})", retryable=True) from None
     status = response.status_code
     if 200 <= status < 300:
         return response
     retry_after = parse_retry_after(response.headers.get("Retry-After"), clock())
-    detail = response.text[:200].strip().replace("\n", " ")
+    # Receivers' error pages often echo the request path, and a Slack or webhook URL's path
+    # is its secret.
+    detail = _scrub(response.text[: 200 + len(url)], url)[:200].strip().replace("\n", " ")
     retryable = status in (408, 429) or status >= 500
     raise DeliveryError(
         f"{what}: HTTP {status}" + (f" {detail!r}" if detail else ""),
@@ -207,3 +210,52 @@ async def post(
         retry_after=retry_after if retryable else None,
         status_code=status,
     )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first (bounded: chains can loop)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < 16 and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _really_a_timeout(exc: httpx.TimeoutException) -> bool:
+    # httpx-aiohttp maps every aiohttp connection error (refused, reset…) to ConnectTimeout;
+    # the original exception, kept as the cause, tells them apart.
+    causes = _chain(exc)[1:]
+    return not causes or any(
+        isinstance(c, TimeoutError) or "Timeout" in type(c).__name__ for c in causes
+    )
+
+
+_OS_ERRORS = {
+    ConnectionRefusedError: "connection refused",
+    ConnectionResetError: "connection reset",
+    ConnectionAbortedError: "connection aborted",
+}
+
+
+def _why(exc: httpx.TransportError) -> str:
+    """A short cause for a failed connection, without the URL (it may hold a secret)."""
+    chain = _chain(exc)
+    for cause in chain:
+        for kind, words in _OS_ERRORS.items():
+            if isinstance(cause, kind):
+                return words
+    for cause in reversed(chain):
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{type(cause).__name__}: {cause.strerror}"
+    return type(chain[-1]).__name__
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` without the URL's path, query or password (the parts that carry tokens)."""
+    parts = urlsplit(url)
+    secrets = {url, parts.path, parts.query, parts.password or ""}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) > 1:  # never blank out "/" everywhere
+            text = text.replace(secret, "[redacted]")
+    return text

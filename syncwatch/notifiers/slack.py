@@ -37,6 +37,7 @@ MAX_TEXT = 40_000
 # per-block limits; stay well under it.
 MAX_BLOCKS_TEXT = 12_000
 MAX_LINE = 280
+_MORE_ROOM = 40  # "…and N more"
 
 _ICON = {Severity.CRITICAL: ":red_circle:", Severity.WARNING: ":large_orange_circle:"}
 _RESOLVED_ICON = ":white_check_mark:"
@@ -81,9 +82,12 @@ def slack_message(batch: Batch) -> dict[str, Any]:
 
     blocks: list[Block] = [HeaderBlock(text=title)]
     used = len(title)
-    # Room for the trailing "…and N more" context and the link context.
-    budget = MAX_BLOCKS_TEXT - 300
+    link = f"<{batch.external_url}|Open syncwatch> · {batch.reason}" if batch.external_url else ""
+    # Room for the trailing "…and N more" context and the link context: a long external_url
+    # must not push the message over the limit.
+    budget = MAX_BLOCKS_TEXT - _MORE_ROOM - len(link)
     shown = 0
+    full = False  # once one alert is left out, none after it (less bad) may be shown
     for group, label in ((AlertStatus.FIRING, "Firing"), (AlertStatus.RESOLVED, "Resolved")):
         members = [a for a in alerts if a.status is group]
         if not members:
@@ -92,9 +96,11 @@ def slack_message(batch: Batch) -> dict[str, Any]:
         for a in members:
             line = _line(a)
             if used + len(chunk) + len(line) + 1 > budget:
+                full = True
                 break
             if len(chunk) + len(line) + 1 > MAX_SECTION:
                 if len(blocks) >= MAX_BLOCKS - 4:
+                    full = True
                     break
                 blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
                 used += len(chunk)
@@ -104,20 +110,22 @@ def slack_message(batch: Batch) -> dict[str, Any]:
         if chunk and len(blocks) < MAX_BLOCKS - 3:
             blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
             used += len(chunk)
-        if used >= budget or len(blocks) >= MAX_BLOCKS - 3:
+        if full or used >= budget or len(blocks) >= MAX_BLOCKS - 3:
             break
     if shown < len(alerts):
         blocks.append(
             ContextBlock(elements=[MarkdownTextObject(text=f"…and {len(alerts) - shown} more")])
         )
-    if batch.external_url:
+    if link:
         blocks.append(DividerBlock())
-        link = f"<{batch.external_url}|Open syncwatch> · {batch.reason}"
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=link)]))
     for block in blocks:
         block.validate_json()
+    # The fallback is mrkdwn too: upstream text must not become a mention or a link here either.
     fallback = (
-        title + "\n" + "\n".join(a.annotations.get("summary", a.alertname) for a in alerts[:50])
+        title
+        + "\n"
+        + "\n".join(_escape(a.annotations.get("summary", a.alertname)) for a in alerts[:50])
     )
     return {"text": _truncate(fallback, 3000), "blocks": [b.to_dict() for b in blocks]}
 

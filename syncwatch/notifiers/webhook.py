@@ -33,8 +33,10 @@ def _common(maps: list[dict[str, str]]) -> dict[str, str]:
 def _alert(a: AlertPayload, test: bool) -> dict[str, Any]:
     labels = {**a.labels, "test": "true"} if test else a.labels
     annotations = a.annotations
-    if test:
-        annotations = {**annotations, "summary": "[TEST] " + annotations.get("summary", "")}
+    summary = annotations.get("summary", "")
+    if test and not summary.startswith("[TEST]"):
+        # make_test_batch already marks its own summary; say it once.
+        annotations = {**annotations, "summary": f"[TEST] {summary}"}
     return {
         "status": str(a.status),
         "labels": labels,
