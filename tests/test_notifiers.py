@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -807,3 +808,20 @@ def test_test_notify_with_notifier_name_sends_only_to_that_one(
     assert result.stdout.splitlines() == ["two: delivered"]
     assert [r.path for r in capture.wait_for(1)] == ["/two"]
     assert [r.path for r in capture.requests] == ["/two"]
+
+
+async def test_alertmanager_url_credentials_become_basic_auth_and_stay_out_of_errors() -> None:
+    """`http://user:pass@host` works (as basic auth) and the password is never echoed."""
+    with CaptureServer() as capture:
+        capture.reply(status=500)
+        url = capture.url.replace("http://", "http://am-user:s3cr3t-PASS@")
+        config = AlertmanagerConfig(name="am", type="alertmanager", urls=[url])
+        async with make_http_client(timeout=5, max_connections=4) as client:
+            notifier = AlertmanagerNotifier(config, client, poll_interval=60)
+            with pytest.raises(DeliveryError) as failed:
+                await notifier.send(make_test_batch("am", datetime.now(UTC)))
+            await notifier.send(make_test_batch("am", datetime.now(UTC)))
+        assert "s3cr3t-PASS" not in str(failed.value)
+        [_, delivered] = capture.wait_for(2)
+        expected = "Basic " + base64.b64encode(b"am-user:s3cr3t-PASS").decode()
+        assert delivered.header("Authorization") == expected

@@ -18,6 +18,7 @@ from syncwatch.notifiers.base import (
     DeliveryError,
     post,
     rfc3339,
+    split_userinfo,
 )
 
 # Firing alerts are re-sent every cycle; a few missed cycles must not resolve them.
@@ -67,7 +68,7 @@ class AlertmanagerNotifier:
                     f"{url}/api/v2/alerts",
                     body,
                     headers,
-                    what=f"alertmanager {url}",
+                    what=f"alertmanager {split_userinfo(url)[0]}",
                     clock=self.clock,
                 )
                 for url in self.urls

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -176,6 +176,20 @@ def rfc3339(value: datetime | None) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """`http://user:pass@host/` → (`http://host/`, basic auth): the aiohttp transport refuses
+    credentials inside the URL, and a bare URL is safe to name in logs."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    bare = parts._replace(netloc=netloc).geturl()
+    return bare, httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+
+
 async def post(
     client: httpx.AsyncClient,
     url: str,
@@ -186,9 +200,13 @@ async def post(
     clock: Callable[[], float] = time.time,
 ) -> httpx.Response:
     """POST and map the outcome to DeliveryError; `what` names the target (never a secret URL)."""
+    target, auth = split_userinfo(url)
     try:
         response = await client.post(
-            url, content=body, headers={"Content-Type": "application/json", **headers}
+            target,
+            content=body,
+            headers={"Content-Type": "application/json", **headers},
+            auth=auth or httpx.USE_CLIENT_DEFAULT,
         )
     except httpx.TransportError as exc:
         if isinstance(exc, httpx.TimeoutException) and _really_a_timeout(exc):
