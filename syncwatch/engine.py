@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +42,12 @@ def outcomes_of(report: Report) -> list[TenantOutcome]:
 class Engine:
     """Holds the current alerts in memory and the durable copy in the store."""
 
-    def __init__(self, config: Config, store: StateStore, new_id: Callable[[], str] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
         self.config = config
         self.store = store
         self._new_id = new_id
@@ -63,7 +69,6 @@ class Engine:
             rules=Rules.from_config(alerting),
             now=now,
         )
-        extra = {} if self._new_id is None else {"new_id": self._new_id}
         batches = route(
             result,
             self.alerts,
@@ -71,7 +76,7 @@ class Engine:
             send_resolved=alerting.send_resolved,
             external_url=alerting.external_url,
             now=now,
-            **extra,
+            new_id=self._new_id,
         )
         rows = self.store.commit_cycle(result, batches)
         for event in result.events:

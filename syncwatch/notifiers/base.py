@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -167,6 +167,25 @@ class Notifier(Protocol):
 
 
 DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+C = TypeVar("C", bound=_Named)
+
+
+class HttpNotifier(Generic[C]):
+    """What HTTP notifiers share: their config entry, the shared client, a clock."""
+
+    def __init__(
+        self, config: C, client: httpx.AsyncClient, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.client = client
+        self.clock = clock
 
 
 def rfc3339(value: datetime | None) -> str:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 from slack_sdk.models.blocks import (
     Block,
@@ -26,6 +23,7 @@ from syncwatch.notifiers.base import (
     AlertStatus,
     Batch,
     EventKind,
+    HttpNotifier,
     post,
 )
 
@@ -130,20 +128,9 @@ def slack_message(batch: Batch) -> dict[str, Any]:
     return {"text": _truncate(fallback, 3000), "blocks": [b.to_dict() for b in blocks]}
 
 
-class SlackNotifier:
+class SlackNotifier(HttpNotifier[SlackConfig]):
     # Slack allows about one message per second per incoming webhook.
     min_interval = 1.0
-
-    def __init__(
-        self,
-        config: SlackConfig,
-        client: httpx.AsyncClient,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.client = client
-        self.clock = clock
 
     async def send(self, batch: Batch) -> None:
         url = secret_value(self.config.webhook_url)

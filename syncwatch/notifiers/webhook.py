@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 
 from syncwatch.config import WebhookNotifier as WebhookConfig
@@ -18,6 +15,7 @@ from syncwatch.notifiers.base import (
     AlertPayload,
     AlertStatus,
     Batch,
+    HttpNotifier,
     post,
     rfc3339,
 )
@@ -73,18 +71,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-class WebhookNotifier:
-    def __init__(
-        self,
-        config: WebhookConfig,
-        client: httpx.AsyncClient,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.client = client
-        self.clock = clock
-
+class WebhookNotifier(HttpNotifier[WebhookConfig]):
     async def send(self, batch: Batch) -> None:
         body = orjson.dumps(webhook_payload(batch))
         headers = {**self.config.headers, DELIVERY_ID_HEADER: batch.delivery_id}
