@@ -1,0 +1,138 @@
+"""`syncwatch check` as a subprocess against `syncwatch simulate` in another process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Keys, SimProcess, free_port, sim_config_toml
+
+
+def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncwatch", "check", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, sim: SimProcess, keys: Keys, **kwargs: Any) -> Path:
+    path = tmp_path / "syncwatch.toml"
+    path.write_text(
+        sim_config_toml(
+            sim, keys, state_path=tmp_path / "state.db", listen=f"127.0.0.1:{free_port()}", **kwargs
+        )
+    )
+    return path
+
+
+def test_json_lists_every_sync_with_the_state_the_simulator_intended(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    result = check(write_config(tmp_path, sim, rsa_keys), "--format", "json")
+    report = json.loads(result.stdout)
+    fleet = sim.fleet()
+    intended = {("timbal", s["org_id"], s["sync_id"]): s["intended"] for s in fleet["timbal"]}
+    intended |= {("paragon", s["user_id"], s["sync_id"]): s["intended"] for s in fleet["paragon"]}
+    got = {(s["source"], s["tenant"], s["sync_id"]): s["state"] for s in report["syncs"]}
+    assert got == intended
+    alertnames = {(s["sync_id"], s["alertname"]) for s in report["syncs"] if s["alertname"]}
+    expected = {
+        (s["sync_id"], s["alertname"]) for s in fleet["timbal"] + fleet["paragon"] if s["alertname"]
+    }
+    assert alertnames == expected
+
+
+def test_exit_code_is_critical_when_a_critical_alert_holds(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    fleet = sim.fleet()
+    assert any(s["intended"] == "critical" for s in fleet["timbal"] + fleet["paragon"])
+    result = check(write_config(tmp_path, sim, rsa_keys))
+    assert result.returncode == 2, result.stderr
+    assert "CRITICAL:" in result.stdout
+
+
+def test_exit_code_is_ok_for_a_healthy_org(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> None:
+    fleet = sim.fleet()
+    bad = {s["org_id"] for s in fleet["timbal"] if s["intended"] in ("warning", "critical")}
+    healthy = [o for o in fleet["orgs"] if o not in bad]
+    states = {s["intended"] for s in fleet["timbal"] if s["org_id"] in healthy}
+    if not healthy:
+        # Every org has a stale sync: make one healthy by deleting its alerting syncs.
+        org = fleet["orgs"][0]
+        with sim.control() as control:
+            for s in fleet["timbal"]:
+                if s["org_id"] == org and s["intended"] in ("warning", "critical"):
+                    control.post(
+                        "/_sim/mutate",
+                        json={
+                            "source": "timbal",
+                            "tenant": org,
+                            "sync_id": s["sync_id"],
+                            "delete": True,
+                        },
+                    ).raise_for_status()
+        healthy, states = [org], {"ok"}
+    assert states <= {"ok", "disabled"}
+    result = check(write_config(tmp_path, sim, rsa_keys, orgs=healthy[:1], users=[]))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_exit_code_is_unknown_when_a_tenant_is_unreachable(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    fleet = sim.fleet()
+    org = fleet["orgs"][0]
+    with sim.control() as control:
+        control.post(
+            "/_sim/faults", json={"source": "timbal", "tenant": org, "kind": "http_503"}
+        ).raise_for_status()
+        # Only that org, with its alerting syncs gone, so nothing outranks UNKNOWN.
+        for s in fleet["timbal"]:
+            if s["org_id"] == org:
+                control.post(
+                    "/_sim/mutate",
+                    json={
+                        "source": "timbal",
+                        "tenant": org,
+                        "sync_id": s["sync_id"],
+                        "delete": True,
+                    },
+                ).raise_for_status()
+    result = check(write_config(tmp_path, sim, rsa_keys, orgs=[org], users=[]))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "UNREACHABLE" in result.stdout
+    assert "http_5xx" in result.stdout
+
+
+def test_table_has_a_row_per_sync_and_a_summary(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    fleet = sim.fleet()
+    result = check(write_config(tmp_path, sim, rsa_keys))
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["SOURCE", "TENANT", "SYNC", "STATE"]
+    rows = [line for line in lines[1:] if line.startswith(("timbal ", "paragon "))]
+    assert len(rows) == len(fleet["timbal"]) + len(fleet["paragon"])
+    assert lines[-1].startswith("CRITICAL: ")
+
+
+def test_check_sends_nothing(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> None:
+    """A notifier pointed at a port nobody listens on: check must not even try."""
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        sim,
+        rsa_keys,
+        extra=f'[[notifiers]]\nname = "w"\ntype = "webhook"\nurl = "http://127.0.0.1:{port}/"',
+    )
+    result = check(config)
+    assert result.returncode == 2
+    assert "notification" not in result.stderr
+    assert not (tmp_path / "state.db").exists()
