@@ -1,0 +1,82 @@
+"""deploy/prometheus/syncwatch-rules.yml: promtool lints it and runs its unit tests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_prometheus import PROMTOOL, _require
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+RULES = RULES_DIR / "syncwatch-rules.yml"
+RULES_TEST = RULES_DIR / "syncwatch-rules.test.yml"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = _require(PROMTOOL, "promtool")
+    return subprocess.run(
+        [binary, *args], capture_output=True, text=True, timeout=60, check=False, cwd=RULES_DIR
+    )
+
+
+def test_promtool_check_rules_passes() -> None:
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout
+
+
+def test_promtool_test_rules_passes() -> None:
+    result = promtool("test", "rules", str(RULES_TEST))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def _rules() -> list[dict[str, object]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_rule_groups_and_names() -> None:
+    doc = yaml.safe_load(RULES.read_text())
+    groups = {g["name"]: [r["alert"] for r in g["rules"]] for g in doc["groups"]}
+    assert groups == {
+        "syncwatch-self": [
+            "SyncwatchDown",
+            "SyncwatchNoCycle",
+            "SyncwatchSourceDown",
+            "SyncwatchOutboxBacklog",
+            "SyncwatchNotificationsDropped",
+        ],
+        "syncwatch-syncs": ["SyncStale", "SyncStale", "SyncErrored", "SyncDisabled"],
+    }
+
+
+@pytest.mark.parametrize("rule", _rules(), ids=lambda r: f"{r['alert']}-{r['labels']['severity']}")
+def test_every_rule_has_severity_and_templated_annotations(rule: dict[str, object]) -> None:
+    labels = rule["labels"]
+    annotations = rule["annotations"]
+    assert isinstance(labels, dict)
+    assert isinstance(annotations, dict)
+    assert labels["severity"] in {"critical", "warning", "info"}
+    assert set(annotations) == {"summary", "description"}
+    assert "{{" in annotations["summary"]
+    assert "{{" in annotations["description"]
+    assert "runbook" not in str(annotations).lower()
+
+
+def test_unit_tests_cover_every_rule_firing_and_quiet() -> None:
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    firing: set[tuple[str, str]] = set()
+    quiet: set[str] = set()
+    for case in tests:
+        for check in case["alert_rule_test"]:
+            if not check.get("exp_alerts"):
+                quiet.add(check["alertname"])
+            for alert in check.get("exp_alerts") or []:
+                firing.add((check["alertname"], alert["exp_labels"]["severity"]))
+    rules = {(str(r["alert"]), r["labels"]["severity"]) for r in _rules()}
+    assert rules <= firing
+    assert {name for name, _ in rules} <= quiet
