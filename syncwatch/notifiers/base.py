@@ -168,6 +168,7 @@ class Notifier(Protocol):
 
 DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
 
+
 class _Named(Protocol):
     @property
     def name(self) -> str: ...
