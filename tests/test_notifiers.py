@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
@@ -18,12 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
+from slack_sdk.models.blocks import Block
 
 from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
+from syncwatch.config import ConsoleNotifier as ConsoleConfig
 from syncwatch.config import SlackNotifier as SlackConfig
 from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.dispatch import Dispatcher, make_test_batch
 from syncwatch.http import make_http_client
+from syncwatch.notifiers import make_notifier
 from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
 from syncwatch.notifiers.base import (
     DELIVERY_ID_HEADER,
@@ -33,8 +38,9 @@ from syncwatch.notifiers.base import (
     DeliveryError,
     EventKind,
     NotificationReason,
-    post,
+    post_json,
 )
+from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.notifiers.slack import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
@@ -393,7 +399,7 @@ async def test_slack_message_matches_the_golden_file(
     (request,) = capture.wait_for(1)
     assert request.path == f"/services/T000/B000/{URL_TOKEN}"
     assert request.header(DELIVERY_ID_HEADER) == "delivery-0001"
-    check_golden("slack_message.json", request.json())
+    check_golden("slack_blocks.json", request.json())
 
 
 @pytest.mark.parametrize(
@@ -423,6 +429,9 @@ async def test_slack_storm_of_500_alerts_is_one_message_within_every_limit(
         assert len(section["text"]["text"]) <= MAX_SECTION == 3000
     assert len(message["text"]) <= MAX_TEXT == 40_000
     assert sum(len(t) for t in block_texts(blocks)) <= MAX_BLOCKS_TEXT == 12_000
+    for block in Block.parse_all(blocks):
+        block.validate_json()  # slack_sdk's own per-block limits
+    assert re.fullmatch(r"…and \d+ more", blocks[-1]["elements"][0]["text"])
     assert len(capture.requests) == 1
 
 
@@ -433,6 +442,20 @@ def test_slack_storm_lists_firing_critical_before_warning_before_resolved() -> N
     ranks = [order.get(line, 2) for line in shown]
     assert ranks == sorted(ranks), "worse alerts must come first"
     assert ranks[0] == 0
+
+
+def test_slack_orders_alerts_of_equal_severity_by_alertname_then_tenant() -> None:
+    def as_warning(alert: AlertPayload) -> AlertPayload:
+        return dataclasses.replace(alert, labels={**alert.labels, "severity": "warning"})
+
+    b = batch(
+        stale("sync-2"),
+        as_warning(errored(user="user-b")),
+        as_warning(errored(user="user-a")),
+    )
+    (section,) = [blk for blk in slack_message(b)["blocks"] if blk["type"] == "section"]
+    text = section["text"]["text"]
+    assert text.index("of user-a") < text.index("of user-b") < text.index("`SyncStale`")
 
 
 def test_slack_never_shows_a_less_bad_alert_while_leaving_a_worse_one_out() -> None:
@@ -549,7 +572,7 @@ async def test_alertmanager_every_replica_down_is_a_retryable_failure(
 
 async def post_to(capture: CaptureServer, client: httpx.AsyncClient, url: str) -> DeliveryError:
     with pytest.raises(DeliveryError) as info:
-        await post(client, url, b"{}", {}, what="webhook test", clock=Clock())
+        await post_json(client, url, b"{}", {}, what="webhook test", clock=Clock())
     return info.value
 
 
@@ -598,6 +621,72 @@ async def test_post_timeout_is_retryable_and_says_so(capture: CaptureServer) -> 
     assert "timed out" in str(error)
 
 
+async def test_post_408_is_retryable(capture: CaptureServer, client: httpx.AsyncClient) -> None:
+    capture.reply(408, "request timeout")
+    error = await post_to(capture, client, capture.url)
+    assert error.retryable
+    assert error.status_code == 408
+
+
+async def test_post_503_honours_retry_after_when_present(
+    capture: CaptureServer, client: httpx.AsyncClient
+) -> None:
+    capture.reply(503, "maintenance", headers={"Retry-After": "120"})
+    error = await post_to(capture, client, capture.url)
+    assert error.retryable
+    assert error.retry_after == 120.0
+
+
+async def test_post_429_honours_retry_after_as_an_http_date(
+    capture: CaptureServer, client: httpx.AsyncClient
+) -> None:
+    """Clock() is T0; the date is 30 s later."""
+    capture.reply(429, "slow down", headers={"Retry-After": "Mon, 06 Jan 2025 09:00:30 GMT"})
+    error = await post_to(capture, client, capture.url)
+    assert error.retryable
+    assert error.retry_after == 30.0
+
+
+async def test_post_2xx_returns_the_response(
+    capture: CaptureServer, client: httpx.AsyncClient
+) -> None:
+    capture.reply(202, "accepted")
+    response = await post_json(client, capture.url, b"{}", {}, what="webhook test", clock=Clock())
+    assert (response.status_code, response.text) == (202, "accepted")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, "invalid_payload"),
+        (403, "action_prohibited"),
+        (404, "no_service"),
+        (410, "channel_is_archived"),
+    ],
+)
+async def test_slack_error_answers_are_permanent_and_named(
+    status: int, body: str, capture: CaptureServer, client: httpx.AsyncClient
+) -> None:
+    capture.reply(status, body)
+    notifier = SlackNotifier(slack_config(f"{capture.url}/services/T/B/x"), client, Clock())
+    with pytest.raises(DeliveryError) as info:
+        await notifier.send(golden_batch())
+    assert not info.value.retryable
+    assert info.value.status_code == status
+    assert body in str(info.value)
+    assert "slack ops-slack" in str(info.value)
+
+
+async def test_slack_429_is_retryable_after_retry_after(
+    capture: CaptureServer, client: httpx.AsyncClient
+) -> None:
+    capture.reply(429, "rate_limited", headers={"Retry-After": "3"})
+    notifier = SlackNotifier(slack_config(f"{capture.url}/services/T/B/x"), client, Clock())
+    with pytest.raises(DeliveryError) as info:
+        await notifier.send(golden_batch())
+    assert (info.value.retryable, info.value.retry_after) == (True, 3.0)
+
+
 def _failure_scenarios() -> list[Any]:
     return [
         pytest.param("refused", id="refused"),
@@ -632,6 +721,67 @@ async def test_secret_url_token_never_appears_in_a_delivery_error(
     shown = "".join(traceback.format_exception(error)) + repr(error) + str(error.args)
     assert URL_TOKEN not in shown
     assert notifier.name in str(error)  # the notifier is still named
+
+
+# --- console and make_notifier ----------------------------------------------------------
+
+
+async def console_output(b: Batch) -> list[str]:
+    stream = io.StringIO()
+    notifier = ConsoleNotifier(ConsoleConfig(name="console", type="console"), stream)
+    await notifier.send(b)
+    return stream.getvalue().splitlines()
+
+
+async def test_console_prints_one_line_per_alert_event() -> None:
+    assert len(await console_output(golden_batch())) == 2
+
+
+async def test_console_firing_line_reads_time_event_severity_alertname_where_summary() -> None:
+    (line,) = await console_output(batch(stale("sync_12", "critical")))
+    assert line == (
+        "2025-01-06T09:00:00Z FIRING   critical SyncStale timbal/org_123/sync_12  "
+        "Timbal sync sync_12 (billing-daily) is 3.2x its interval"
+    )
+
+
+async def test_console_resolved_line_says_what_the_alert_was() -> None:
+    (line,) = await console_output(batch(stale("sync_12", status=AlertStatus.RESOLVED)))
+    assert line == (
+        "2025-01-06T09:00:00Z RESOLVED warning  SyncStale timbal/org_123/sync_12  "
+        "was: Timbal sync sync_12 (billing-daily) is 3.2x its interval"
+    )
+
+
+async def test_console_marks_a_test_batch() -> None:
+    (line,) = await console_output(batch(errored(), test=True))
+    assert "[TEST] FIRING" in line
+
+
+@pytest.mark.parametrize(
+    ("config", "kind"),
+    [
+        (
+            SlackConfig(name="s", type="slack", webhook_url="https://hooks.slack.com/x"),
+            SlackNotifier,
+        ),
+        (WebhookConfig(name="w", type="webhook", url="https://h.example.com/"), WebhookNotifier),
+        (
+            AlertmanagerConfig(name="a", type="alertmanager", urls=["http://am:9093"]),
+            AlertmanagerNotifier,
+        ),
+        (ConsoleConfig(name="c", type="console"), ConsoleNotifier),
+    ],
+    ids=["slack", "webhook", "alertmanager", "console"],
+)
+async def test_make_notifier_builds_the_notifier_its_config_type_names(
+    config: Any, kind: type, client: httpx.AsyncClient
+) -> None:
+    notifier = make_notifier(config, client, poll_interval=30.0)
+    assert isinstance(notifier, kind)
+    assert notifier.name == config.name
+    if isinstance(notifier, AlertmanagerNotifier):
+        assert notifier.poll_interval == 30.0
 
 
 # --- dispatcher + real webhook + real store ---------------------------------------------

@@ -35,7 +35,7 @@ MAX_TEXT = 40_000
 # per-block limits; stay well under it.
 MAX_BLOCKS_TEXT = 12_000
 MAX_LINE = 280
-_MORE_ROOM = 40  # "…and N more"
+_MORE_ROOM = 40  # room kept for the closing "…and N more"
 
 _ICON = {Severity.CRITICAL: ":red_circle:", Severity.WARNING: ":large_orange_circle:"}
 _RESOLVED_ICON = ":white_check_mark:"
@@ -68,7 +68,7 @@ def _truncate(text: str, limit: int) -> str:
 
 
 def slack_message(batch: Batch) -> dict[str, Any]:
-    """Header, firing then resolved (worst first), '…and N more' when it would not fit."""
+    """Header, link, firing then resolved (worst first), ending '…and N more' if cut short."""
     alerts = sorted(batch.alerts, key=_worst_first)
     firing = sum(1 for a in alerts if a.status is AlertStatus.FIRING)
     resolved = len(alerts) - firing
@@ -78,45 +78,53 @@ def slack_message(batch: Batch) -> dict[str, Any]:
     test = "[TEST] " if batch.test else ""
     title = _truncate(f"{test}syncwatch: {', '.join(parts) or 'no alerts'}", MAX_HEADER)
 
-    blocks: list[Block] = [HeaderBlock(text=title)]
+    head: list[Block] = [HeaderBlock(text=title)]
     used = len(title)
     link = f"<{batch.external_url}|Open syncwatch> · {batch.reason}" if batch.external_url else ""
-    # Room for the trailing "…and N more" context and the link context: a long external_url
-    # must not push the message over the limit.
-    budget = MAX_BLOCKS_TEXT - _MORE_ROOM - len(link)
+    # A link cannot be shortened without breaking it; an absurdly long one is left out.
+    if link and len(link) <= MAX_SECTION:
+        head.append(ContextBlock(elements=[MarkdownTextObject(text=link)]))
+        used += len(link)
+
+    # Greedy, worst first: each line goes into the open section of its group, a new section,
+    # or (first of its group) a new titled section after a divider; the first line that
+    # would break a limit ends the list, so no less bad alert is shown while a worse one is not.
+    text_room = MAX_BLOCKS_TEXT - _MORE_ROOM - used
+    block_room = MAX_BLOCKS - len(head) - 1  # the closing "…and N more" context
+    sections: list[tuple[AlertStatus, str]] = []
+    blocks_used = 0
     shown = 0
-    full = False  # once one alert is left out, none after it (less bad) may be shown
-    for group, label in ((AlertStatus.FIRING, "Firing"), (AlertStatus.RESOLVED, "Resolved")):
-        members = [a for a in alerts if a.status is group]
-        if not members:
-            continue
-        chunk = f"*{label}*"
-        for a in members:
-            line = _line(a)
-            if used + len(chunk) + len(line) + 1 > budget:
-                full = True
-                break
-            if len(chunk) + len(line) + 1 > MAX_SECTION:
-                if len(blocks) >= MAX_BLOCKS - 4:
-                    full = True
-                    break
-                blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
-                used += len(chunk)
-                chunk = ""
-            chunk = f"{chunk}\n{line}" if chunk else line
-            shown += 1
-        if chunk and len(blocks) < MAX_BLOCKS - 3:
-            blocks.append(SectionBlock(text=MarkdownTextObject(text=chunk)))
-            used += len(chunk)
-        if full or used >= budget or len(blocks) >= MAX_BLOCKS - 3:
+    for a in alerts:
+        line = _line(a)
+        last = sections[-1] if sections else None
+        if last is not None and last[0] is a.status:
+            if len(last[1]) + 1 + len(line) <= MAX_SECTION:
+                grown, cost, new_blocks = f"{last[1]}\n{line}", 1 + len(line), 0
+            else:
+                grown, cost, new_blocks = line, len(line), 1
+        else:
+            label = "Firing" if a.status is AlertStatus.FIRING else "Resolved"
+            grown = f"*{label}*\n{line}"
+            cost, new_blocks = len(grown), 1 if last is None else 2  # + divider
+        if cost > text_room or blocks_used + new_blocks > block_room:
             break
+        if new_blocks:
+            sections.append((a.status, grown))
+        else:
+            sections[-1] = (a.status, grown)
+        text_room -= cost
+        blocks_used += new_blocks
+        shown += 1
+
+    blocks = list(head)
+    for i, (status, text) in enumerate(sections):
+        if i and status is not sections[i - 1][0]:
+            blocks.append(DividerBlock())
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
     if shown < len(alerts):
         blocks.append(
             ContextBlock(elements=[MarkdownTextObject(text=f"…and {len(alerts) - shown} more")])
         )
-    if link:
-        blocks.append(DividerBlock())
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=link)]))
     for block in blocks:
         block.validate_json()
     # The fallback is mrkdwn too: upstream text must not become a mention or a link here either.

@@ -1,0 +1,168 @@
+"""End to end: simulator → `syncwatch run` → real Prometheus (rules) → real Alertmanager → capture.
+
+One stalled Timbal sync must reach Alertmanager's webhook twice over: from syncwatch's own
+Alertmanager notifier and from the SyncStale rule Prometheus evaluates on syncwatch's gauges.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests import test_alertmanager as am
+from tests.capture import Captured, CaptureServer
+from tests.conftest import Keys, SimProcess, free_port, launch, wait_until
+from tests.test_prometheus import _require
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy" / "prometheus" / "syncwatch-rules.yml"
+PROMETHEUS = shutil.which("prometheus")
+DEADLINE = 90.0
+
+# Alertmanager (gossip off, group_wait 1s) feeding the capture server, from test_alertmanager.
+capture = am.capture
+am_config = am.am_config
+alertmanager = am.alertmanager
+
+
+def fast_rules(tmp_path: Path) -> Path:
+    """A tmp copy of the shipped rules with every `for:` set to 0s.
+
+    The rules wait 5m (SyncStale) or longer before firing, far beyond a test's deadline; the
+    expressions themselves are left exactly as shipped.
+    """
+    text, count = re.subn(r"(?m)^(\s+)for: \S+$", r"\1for: 0s", RULES.read_text())
+    assert count, "the shipped rules have `for:` clauses to shorten"
+    path = tmp_path / "syncwatch-rules.yml"
+    path.write_text(text)
+    return path
+
+
+@contextmanager
+def prometheus(tmp_path: Path, target: str, rules: Path, alertmanager_url: str) -> Iterator[str]:
+    binary = _require(PROMETHEUS, "prometheus")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files: ['{rules}']\n"
+        "alerting:\n  alertmanagers:\n    - static_configs:\n"
+        f"        - targets: ['{alertmanager_url.removeprefix('http://')}']\n"
+        "scrape_configs:\n  - job_name: syncwatch\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    log_path = tmp_path / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--rules.alert.resend-delay=1s",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited early:\n{log_path.read_text()}")
+        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+
+    try:
+        wait_until(ready, timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def stale_alerts(request: Captured, sync_id: str) -> list[dict[str, Any]]:
+    return [
+        a
+        for a in am.alerts_of(request, sync_id)
+        if a["labels"].get("alertname") == "SyncStale" and a["status"] == "firing"
+    ]
+
+
+def test_a_stalled_sync_reaches_alertmanager_from_syncwatch_and_from_prometheus(
+    tmp_path: Path,
+    sim: SimProcess,
+    rsa_keys: Keys,
+    alertmanager: str,
+    capture: CaptureServer,
+) -> None:
+    started = time.monotonic()
+
+    def left() -> float:
+        return max(1.0, DEADLINE - (time.monotonic() - started))
+
+    healthy = [s for s in sim.fleet()["timbal"] if s["scenario"] == "healthy"]
+    assert healthy, "the seed-7 fleet has healthy Timbal syncs"
+    target = healthy[0]
+
+    daemon = launch(tmp_path, sim, rsa_keys, extra=am.am_notifier(alertmanager))
+    try:
+        daemon.wait_cycles(1, timeout=left())
+        intervals = {
+            labels["sync_id"]: value
+            for labels, value in daemon.metrics()["syncwatch_timbal_sync_interval_seconds"]
+        }
+        interval = int(intervals[target["sync_id"]])
+        target_url = daemon.url.removeprefix("http://")
+        with prometheus(tmp_path, target_url, fast_rules(tmp_path), alertmanager) as prom:
+            # Healthy so far: nobody alerts on the target before the stall.
+            assert not [r for r in capture.requests if stale_alerts(r, target["sync_id"])]
+
+            with sim.control() as control:
+                control.post(
+                    "/_sim/mutate",
+                    json={
+                        "source": "timbal",
+                        "sync_id": target["sync_id"],
+                        "set": {"seconds_since_success": 10 * interval},
+                    },
+                ).raise_for_status()
+
+            def both() -> tuple[dict[str, Any], dict[str, Any]] | None:
+                alerts = [a for r in capture.requests for a in stale_alerts(r, target["sync_id"])]
+                own = [a for a in alerts if "job" not in a["labels"]]
+                ruled = [a for a in alerts if a["labels"].get("job") == "syncwatch"]
+                return (own[0], ruled[0]) if own and ruled else None
+
+            try:
+                own, ruled = wait_until(both, timeout=left(), interval=0.2)
+            except AssertionError:
+                rules = httpx.get(f"{prom}/api/v1/alerts", timeout=5).json()
+                raise AssertionError(
+                    f"SyncStale for {target['sync_id']} did not arrive from both paths; "
+                    f"Prometheus alerts: {rules}; captured: "
+                    f"{[r.json() for r in capture.requests]}"
+                ) from None
+
+        # syncwatch's own push: its labels, without Prometheus' target labels.
+        assert own["labels"]["sync_id"] == target["sync_id"]
+        assert own["labels"]["source"] == "timbal"
+        assert own["labels"]["severity"] == "critical"
+        assert "instance" not in own["labels"]
+
+        # The Prometheus rule on syncwatch's gauges, labelled with the scrape target.
+        assert ruled["labels"]["instance"] == target_url
+        assert ruled["labels"]["org_id"] == target["org_id"]
+        assert ruled["labels"]["severity"] in {"warning", "critical"}
+    finally:
+        daemon.proc.stop()
