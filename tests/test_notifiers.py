@@ -38,7 +38,7 @@ from syncwatch.notifiers.base import (
     DeliveryError,
     EventKind,
     NotificationReason,
-    post_json,
+    post,
 )
 from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.notifiers.slack import (
@@ -572,7 +572,7 @@ async def test_alertmanager_every_replica_down_is_a_retryable_failure(
 
 async def post_to(capture: CaptureServer, client: httpx.AsyncClient, url: str) -> DeliveryError:
     with pytest.raises(DeliveryError) as info:
-        await post_json(client, url, b"{}", {}, what="webhook test", clock=Clock())
+        await post(client, url, b"{}", {}, what="webhook test", clock=Clock())
     return info.value
 
 
@@ -651,7 +651,7 @@ async def test_post_2xx_returns_the_response(
     capture: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     capture.reply(202, "accepted")
-    response = await post_json(client, capture.url, b"{}", {}, what="webhook test", clock=Clock())
+    response = await post(client, capture.url, b"{}", {}, what="webhook test", clock=Clock())
     assert (response.status_code, response.text) == (202, "accepted")
 
 

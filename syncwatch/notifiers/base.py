@@ -250,10 +250,6 @@ async def post(
     )
 
 
-# The same helper under the name that says what it sends: every notifier body is JSON.
-post_json = post
-
-
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and its causes, outermost first (bounded: chains can loop)."""
     seen: list[BaseException] = []
