@@ -796,7 +796,24 @@ def format_errors(exc: ValidationError) -> list[str]:
 def redacted_dump(config: Config) -> dict[str, Any]:
     """The resolved config as plain data, every secret replaced by asterisks."""
     data: dict[str, Any] = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # An Alertmanager URL may carry basic-auth credentials (http://user:pass@host).
+    for notifier in data.get("notifiers", []):
+        if notifier.get("type") == "alertmanager":
+            notifier["urls"] = [_mask_url_password(u) for u in notifier.get("urls", [])]
     return data
+
+
+def _url_password(url: str) -> str | None:
+    return urlsplit(url).password or None
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:**********@{hostport}").geturl()
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
@@ -890,4 +907,6 @@ def secrets_of(model: BaseModel) -> list[str]:
                 found.append(item.get_secret_value())
             elif isinstance(item, BaseModel):
                 found.extend(secrets_of(item))
+    if isinstance(model, AlertmanagerNotifier):
+        found.extend(p for p in map(_url_password, model.urls) if p)
     return found

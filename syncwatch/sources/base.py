@@ -168,8 +168,10 @@ class Upstream:
                     raise SourceError(
                         source, tenant, Reason.TIMEOUT, f"{where} timed out"
                     ) from None
+                # httpx-aiohttp maps certificate failures to ConnectTimeout as well.
+                reason = Reason.TLS if _is_tls_error(exc) else Reason.CONNECT
                 raise SourceError(
-                    source, tenant, Reason.CONNECT, f"{where} failed: {exc.__cause__!r}"
+                    source, tenant, reason, f"{where} failed: {exc.__cause__!r}"
                 ) from None
             except httpx.TransportError as exc:
                 reason = Reason.TLS if _is_tls_error(exc) else Reason.CONNECT
