@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
-import orjson
+import pydantic_core
 import stamina
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -279,10 +279,13 @@ def parse_listing(
     else:
         return ParsedRecords(list(getattr(whole, key)), 0)
 
-    # Slow path, only for a listing with at least one bad record: find which ones.
+    # Slow path, only for a listing with at least one bad record: find which ones. Parsed
+    # with the fast path's parser (jiter), not orjson: orjson rejects numbers beyond a double
+    # (a huge int in one record would have failed the whole listing) and turns ints beyond
+    # 64 bits into floats, so a record's verdict would depend on its neighbours.
     try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        data: Any = pydantic_core.from_json(body)
+    except ValueError as exc:
         raise SourceError(
             source, tenant, Reason.INVALID_RESPONSE, f"body is not JSON ({exc}): {_peek(body)}"
         ) from None
@@ -299,7 +302,7 @@ def parse_listing(
     invalid = 0
     for index, item in enumerate(items):
         try:
-            records.append(record_model.model_validate_json(orjson.dumps(item)))
+            records.append(record_model.model_validate_json(pydantic_core.to_json(item)))
         except ValidationError as exc:
             invalid += 1
             log.warning(

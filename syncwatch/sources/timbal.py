@@ -15,6 +15,9 @@ from syncwatch.models import Source, TimbalSync
 from syncwatch.sources.base import Listing, SourceError, Upstream, aware, parse_listing
 
 _Date = Annotated[datetime, Field(strict=False)]
+# The spec's int32/int64 formats, enforced: a bigger int cannot become a float in evaluation.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 class TimbalRecord(BaseModel):
@@ -27,12 +30,12 @@ class TimbalRecord(BaseModel):
     source_kind: str
     source_table: str
     dest_table: str
-    interval_secs: int = Field(gt=0)
+    interval_secs: int = Field(gt=0, le=INT32_MAX)
     enabled: bool
     created_at: _Date
     updated_at: _Date
     name: str | None = None
-    seconds_since_success: int | None = Field(default=None, ge=0)
+    seconds_since_success: int | None = Field(default=None, ge=0, le=INT64_MAX)
     last_success_at: _Date | None = None
     last_run_at: _Date | None = None
     last_state: str | None = None

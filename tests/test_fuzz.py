@@ -1,0 +1,509 @@
+"""Property-based fuzzing of listing parsing and evaluation.
+
+The JSON Schemas below are derived by hand from the upstream OpenAPI documents (Timbal
+`ListSyncsRes`/`SyncView`, Paragon `SyncsResponse`), tightened only where syncwatch is stricter
+than the spec on purpose (`interval_secs > 0`, `seconds_since_success >= 0`, the int32/int64
+formats as bounds). Valid bodies and bodies with mutated records go through `parse_listing`:
+it may only raise `SourceError`, and only for a body that is not a listing; every item is either
+kept or counted invalid. Parsed records then go through `to_sync` and evaluation.
+
+Small example counts by default; `SYNCWATCH_FUZZ_EXAMPLES=10000` for a full run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from syncwatch.config import ParagonConfig, Thresholds
+from syncwatch.evaluate import Evaluation, ParagonRules, evaluate_paragon, evaluate_timbal
+from syncwatch.models import Source
+from syncwatch.sources.base import ParsedRecords, SourceError, parse_listing
+from syncwatch.sources.paragon import ParagonListing, ParagonRecord
+from syncwatch.sources.timbal import TimbalListing, TimbalRecord
+
+try:
+    from hypothesis_jsonschema import from_schema
+except ImportError:  # pragma: no cover - depends on the environment
+    if os.environ.get("CI"):
+        raise
+    from_schema = None
+
+needs_jsonschema = pytest.mark.skipif(
+    from_schema is None,
+    reason="SKIPPED LOUDLY: hypothesis-jsonschema is not installed, the schema-driven fuzz "
+    "tests did not run (pip install hypothesis-jsonschema; with CI set this is an error)",
+)
+
+EXAMPLES = int(os.environ.get("SYNCWATCH_FUZZ_EXAMPLES", "0") or 0)
+
+
+def fuzz_settings(default: int) -> settings:
+    return settings(
+        max_examples=EXAMPLES or default,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+DATE_TIME = {"type": "string", "format": "date-time"}
+
+TIMBAL_RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id",
+        "connector_id",
+        "source_kind",
+        "connection_ref",
+        "source_schema",
+        "source_table",
+        "cursor_column",
+        "kb_uid",
+        "dest_table",
+        "interval_secs",
+        "enabled",
+        "has_cursor",
+        "created_at",
+        "updated_at",
+    ],
+    "properties": {
+        "connection_ref": {"type": "string"},
+        "connector_id": {"type": "string"},
+        "created_at": DATE_TIME,
+        "cursor_column": {"type": "string"},
+        "dest_table": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "has_cursor": {"type": "boolean"},
+        "id": {"type": "string"},
+        # int32 in the spec; syncwatch requires a positive interval.
+        "interval_secs": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+        "kb_uid": {"type": "string"},
+        "last_run_at": {"anyOf": [DATE_TIME, {"type": "null"}]},
+        "last_state": {"type": ["string", "null"]},
+        "last_success_at": {"anyOf": [DATE_TIME, {"type": "null"}]},
+        "name": {"type": ["string", "null"]},
+        # int64 in the spec; a lag is never negative.
+        "seconds_since_success": {
+            "anyOf": [{"type": "integer", "minimum": 0, "maximum": INT64_MAX}, {"type": "null"}]
+        },
+        "source_kind": {"type": "string"},
+        "source_schema": {"type": "string"},
+        "source_table": {"type": "string"},
+        "updated_at": DATE_TIME,
+    },
+}
+TIMBAL_LISTING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["syncs"],
+    "properties": {"syncs": {"type": "array", "items": TIMBAL_RECORD_SCHEMA, "maxItems": 5}},
+}
+
+PARAGON_RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "integration", "pipeline", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "integration": {"type": "string"},
+        "pipeline": {"type": "string"},
+        "status": {"enum": ["INITIALIZING", "ACTIVE", "IDLE", "DISABLED", "ERRORED"]},
+        "reason": {"type": "string"},
+        "configurationName": {"type": "string"},
+        "dateCreated": DATE_TIME,
+        "dateUpdated": DATE_TIME,
+        "credentialId": {"type": "string"},
+    },
+}
+PARAGON_LISTING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "array", "items": PARAGON_RECORD_SCHEMA, "maxItems": 5}},
+}
+
+# What the models need, by kind: the oracle for "this mutation surely breaks/keeps a record".
+TIMBAL_FIELDS = {
+    "id": "str",
+    "connector_id": "str",
+    "source_kind": "str",
+    "source_table": "str",
+    "dest_table": "str",
+    "interval_secs": "posint",
+    "enabled": "bool",
+    "created_at": "date",
+    "updated_at": "date",
+    "name": "str?",
+    "seconds_since_success": "natint?",
+    "last_success_at": "date?",
+    "last_run_at": "date?",
+    "last_state": "str?",
+    # In the spec, ignored by syncwatch.
+    "connection_ref": "any",
+    "source_schema": "any",
+    "cursor_column": "any",
+    "kb_uid": "any",
+    "has_cursor": "any",
+}
+PARAGON_FIELDS = {
+    "id": "str",
+    "integration": "str",
+    "pipeline": "str",
+    "status": "str",
+    "reason": "str?",
+    "configurationName": "str?",
+    "dateCreated": "date?",
+    "dateUpdated": "date?",
+    "credentialId": "str?",
+}
+
+
+def json_values(max_leaves: int = 10) -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(10**400), max_value=10**400),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(),
+    )
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+HUGE_INTS = st.integers(min_value=2**63, max_value=10**400) | st.integers(
+    min_value=-(10**400), max_value=-(2**63)
+)
+SURELY_BAD_DATES = st.sampled_from(
+    [
+        "",
+        "yesterday",
+        "2024-13-01T00:00:00Z",
+        "2024-02-30T12:00:00Z",
+        "2024-01-01T25:00:00Z",
+        "2024-01-01T00:61:00Z",
+        "2024-01-01T00:00:00+25:00",
+        "01/02/2024 10:00",
+        "2024-01-01T00:00:00ZZ",
+        "\u0662\u0660\u0662\u0664-01-01T00:00:00Z",
+    ]
+)
+NON_STRINGS = st.one_of(
+    st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.just([])
+) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+
+BREAKS, KEEPS, MAYBE = "breaks", "keeps", "maybe"
+
+_SCHEMA_STRATEGIES: dict[int, st.SearchStrategy[Any]] = {}
+
+
+def schema_strategy(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """from_schema compiles the schema each call, which is slow: once per schema."""
+    if id(schema) not in _SCHEMA_STRATEGIES:
+        _SCHEMA_STRATEGIES[id(schema)] = from_schema(schema)
+    return _SCHEMA_STRATEGIES[id(schema)]
+
+
+@st.composite
+def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str) -> str:
+    """Mutate `record[field]` in place; return whether the record surely breaks or keeps."""
+    optional = kind.endswith("?")
+    base = kind.rstrip("?")
+    action = draw(
+        st.sampled_from(["delete", "null", "wrong_type", "huge_int", "unicode", "bad_value"])
+    )
+    if action == "delete":
+        record.pop(field, None)
+        return KEEPS if optional or base == "any" else BREAKS
+    if action == "null":
+        record[field] = None
+        return KEEPS if optional or base == "any" else BREAKS
+    if action == "huge_int":
+        value = draw(HUGE_INTS)
+        record[field] = value
+        if base == "any":
+            return KEEPS
+        if base in ("str", "bool") or (base in ("posint", "natint") and value < 0):
+            return BREAKS
+        return MAYBE  # a huge positive int or a timestamp: the models decide
+    if action == "unicode":
+        record[field] = draw(st.text(max_size=30))
+        if base in ("str", "any"):
+            return KEEPS
+        if base == "date":
+            return MAYBE  # "1700000000" is a valid timestamp
+        return BREAKS
+    if action == "wrong_type":
+        if base == "str":
+            record[field] = draw(NON_STRINGS)
+            return BREAKS
+        if base == "bool":
+            record[field] = draw(NON_STRINGS.filter(lambda v: not isinstance(v, bool)) | st.text())
+            return BREAKS
+        if base in ("posint", "natint"):
+            record[field] = draw(
+                st.text()
+                | st.booleans()
+                | st.floats(allow_nan=False, allow_infinity=False).filter(
+                    lambda f: f != int(f) if abs(f) < 1e300 else True
+                )
+                | st.just({})
+            )
+            return BREAKS
+        if base == "date":
+            value = draw(st.booleans() | st.just([]) | st.just({}) | st.integers() | st.floats())
+            record[field] = value if value == value else 0.5  # JSON has no NaN
+            return (
+                MAYBE if isinstance(value, int | float) and not isinstance(value, bool) else BREAKS
+            )
+        record[field] = draw(json_values(4))
+        return KEEPS
+    # bad_value: out-of-range numbers, bad dates, unknown statuses
+    if base == "posint":
+        record[field] = draw(st.integers(max_value=0))
+        return BREAKS
+    if base == "natint":
+        record[field] = draw(st.integers(max_value=-1))
+        return BREAKS
+    if base == "date":
+        record[field] = draw(SURELY_BAD_DATES)
+        return BREAKS
+    if field == "status":
+        record[field] = draw(st.text(max_size=12))
+        return KEEPS
+    record[field] = draw(json_values(4))
+    return KEEPS if base == "any" else MAYBE
+
+
+@st.composite
+def mutated_record(
+    draw: st.DrawFn, record_schema: dict[str, Any], fields: dict[str, str]
+) -> tuple[dict[str, Any], str]:
+    """A schema-valid record, then 0..3 field mutations and some extra keys."""
+    record = dict(draw(schema_strategy(record_schema)))
+    targets = draw(st.lists(st.sampled_from(sorted(fields)), unique=True, max_size=3))
+    verdicts = [draw(mutate_field(record, f, fields[f])) for f in targets]
+    extra = draw(
+        st.dictionaries(
+            st.text(max_size=10).filter(lambda k: k not in fields and k != "summary"),
+            json_values(4),
+            max_size=3,
+        )
+    )
+    record.update(extra)
+    if record_schema is PARAGON_RECORD_SCHEMA and draw(st.booleans()):
+        # Not in the spec, read by syncwatch: Get Sync's summary, sometimes in the listing.
+        record["summary"] = draw(
+            st.none()
+            | st.fixed_dictionaries({"lastSyncedAt": st.none() | schema_strategy(DATE_TIME)})
+            | json_values(4)
+        )
+        verdicts.append(MAYBE)
+    if BREAKS in verdicts:
+        return record, BREAKS
+    return record, KEEPS if all(v == KEEPS for v in verdicts) else MAYBE
+
+
+SOURCES = {
+    "timbal": (Source.TIMBAL, TimbalListing, "syncs", TimbalRecord),
+    "paragon": (Source.PARAGON, ParagonListing, "data", ParagonRecord),
+}
+
+
+def parse(source: str, body: bytes) -> ParsedRecords[Any]:
+    src, listing_model, key, record_model = SOURCES[source]
+    return parse_listing(
+        body,
+        source=src,
+        tenant="tenant-1",
+        listing_model=listing_model,
+        key=key,
+        record_model=record_model,
+    )
+
+
+def dumps(data: Any, ascii_only: bool) -> bytes:
+    return json.dumps(data, ensure_ascii=ascii_only).encode()
+
+
+def check_listing(source: str, data: Any, body: bytes) -> ParsedRecords[Any] | None:
+    """parse_listing's contract on one body whose decoded value is `data`."""
+    key = SOURCES[source][2]
+    is_listing = isinstance(data, dict) and isinstance(data.get(key), list)
+    try:
+        parsed = parse(source, body)
+    except SourceError:
+        assert not is_listing, "a listing (object with the array) failed as a whole"
+        return None
+    assert is_listing, "a non-listing was accepted"
+    assert len(parsed.records) + parsed.invalid == len(data[key])
+    assert all(isinstance(r, SOURCES[source][3]) for r in parsed.records)
+    return parsed
+
+
+# (1) schema-valid listings, and listings of mutated records --------------------------------
+
+
+@needs_jsonschema
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(25)
+@given(data=st.data(), ascii_only=st.booleans())
+def test_valid_listing_keeps_every_record(source: str, data: st.DataObject, ascii_only: bool):
+    schema = TIMBAL_LISTING_SCHEMA if source == "timbal" else PARAGON_LISTING_SCHEMA
+    listing = data.draw(schema_strategy(schema), label="listing")
+    parsed = check_listing(source, listing, dumps(listing, ascii_only))
+    assert parsed is not None
+    key = SOURCES[source][2]
+    assert parsed.invalid == 0
+    assert [r.id for r in parsed.records] == [item["id"] for item in listing[key]]
+
+
+@needs_jsonschema
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(25)
+@given(data=st.data(), ascii_only=st.booleans())
+def test_mutated_records_are_kept_or_counted(source: str, data: st.DataObject, ascii_only: bool):
+    record_schema, fields = (
+        (TIMBAL_RECORD_SCHEMA, TIMBAL_FIELDS)
+        if source == "timbal"
+        else (PARAGON_RECORD_SCHEMA, PARAGON_FIELDS)
+    )
+    items = data.draw(st.lists(mutated_record(record_schema, fields), max_size=6), label="items")
+    key = SOURCES[source][2]
+    extra = data.draw(
+        st.dictionaries(st.text(max_size=6).filter(lambda k: k != key), json_values(3), max_size=2)
+    )
+    body_data = {**extra, key: [record for record, _ in items]}
+    parsed = check_listing(source, body_data, dumps(body_data, ascii_only))
+    assert parsed is not None
+    verdicts = Counter(verdict for _, verdict in items)
+    assert parsed.invalid >= verdicts[BREAKS]
+    assert len(parsed.records) >= verdicts[KEEPS]
+    kept_ids = Counter(r.id for r in parsed.records)
+    must_keep = Counter(record["id"] for record, verdict in items if verdict == KEEPS)
+    assert not must_keep - kept_ids, "a valid record was dropped"
+
+
+# (2) arbitrary bytes and arbitrary JSON ------------------------------------------------------
+
+JSONISH = st.lists(
+    st.sampled_from(
+        [
+            '{"syncs":',
+            '{"data":',
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ":",
+            '"id"',
+            '"x"',
+            "1",
+            "-0",
+            "1e999",
+            "99999999999999999999999",
+            "NaN",
+            "null",
+            "true",
+            '"\\ud800"',
+            '"\\u00e9"',
+            "\xff",
+            " ",
+        ]
+    ),
+    max_size=30,
+).map(lambda parts: "".join(parts).encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(40)
+@given(body=st.binary(max_size=300) | JSONISH)
+def test_arbitrary_bytes_raise_only_source_error(source: str, body: bytes):
+    try:
+        parsed = parse(source, body)
+    except SourceError:
+        return
+    assert all(isinstance(r, SOURCES[source][3]) for r in parsed.records)
+
+
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(40)
+@given(data=st.data(), ascii_only=st.booleans())
+def test_arbitrary_json_raise_only_source_error(source: str, data: st.DataObject, ascii_only: bool):
+    key = SOURCES[source][2]
+    value = data.draw(
+        json_values(20)
+        | st.dictionaries(st.just(key) | st.text(max_size=6), json_values(20), max_size=3)
+        | st.builds(
+            lambda items, extra: {**extra, key: items},
+            st.lists(json_values(10), max_size=5),
+            st.dictionaries(st.text(max_size=6), json_values(3), max_size=2),
+        ),
+        label="value",
+    )
+    check_listing(source, value, dumps(value, ascii_only))
+
+
+# (3) parsed records through to_sync and evaluation -------------------------------------------
+
+NOW = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+) | st.just(datetime(2025, 6, 1, 12, tzinfo=UTC))
+THRESHOLDS = [Thresholds(), Thresholds(alert_on_disabled=True, min_stale_seconds=0)]
+RULES = [
+    ParagonRules.from_config(ParagonConfig()),
+    ParagonRules.from_config(ParagonConfig(disabled_severity="critical", idle_stale_after=60)),
+    ParagonRules.from_config(ParagonConfig(disabled_severity="none", initializing_grace=0)),
+]
+
+
+def evaluate_all(source: str, records: list[BaseModel], now: datetime) -> list[Evaluation]:
+    out = []
+    for record in records:
+        if source == "timbal":
+            assert isinstance(record, TimbalRecord)
+            sync = record.to_sync("org-1")
+            out += [evaluate_timbal(sync, t, now) for t in THRESHOLDS]
+        else:
+            assert isinstance(record, ParagonRecord)
+            out += [evaluate_paragon(record.to_sync("user-1"), r, now) for r in RULES]
+    return out
+
+
+@needs_jsonschema
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(25)
+@given(data=st.data(), now=NOW)
+def test_parsed_records_evaluate_without_raising(source: str, data: st.DataObject, now: datetime):
+    record_schema, fields = (
+        (TIMBAL_RECORD_SCHEMA, TIMBAL_FIELDS)
+        if source == "timbal"
+        else (PARAGON_RECORD_SCHEMA, PARAGON_FIELDS)
+    )
+    items = data.draw(st.lists(mutated_record(record_schema, fields), max_size=4), label="items")
+    key = SOURCES[source][2]
+    body_data = {key: [record for record, _ in items]}
+    parsed = check_listing(source, body_data, dumps(body_data, ascii_only=False))
+    assert parsed is not None
+    for evaluation in evaluate_all(source, parsed.records, now):
+        if evaluation.condition is not None:
+            # Conditions become alerts, labels and JSON: they must be plain strings.
+            for text in (
+                *evaluation.condition.labels.values(),
+                *evaluation.condition.annotations.values(),
+            ):
+                assert isinstance(text, str)
