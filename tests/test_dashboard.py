@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Daemon, Keys, SimProcess, free_port, launch, wait_until
-from tests.test_prometheus import PROMETHEUS, _require, query
+from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
+from tests.test_prometheus import query, running_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -102,34 +101,8 @@ def daemon(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> Iterator[Daemon]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, daemon: Daemon) -> Iterator[str]:
-    binary = _require(PROMETHEUS, "prometheus")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n  - '{RULES}'\n"
-        "scrape_configs:\n  - job_name: syncwatch\n"
-        f"    static_configs:\n      - targets: ['{daemon.url.removeprefix('http://')}']\n"
-    )
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, timeout=60)
+    with running_prometheus(tmp_path, daemon.url, rules=RULES) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
 
 
 def test_every_panel_query_runs_on_prometheus(prometheus: str) -> None:

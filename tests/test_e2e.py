@@ -7,11 +7,8 @@ Alertmanager notifier and from the SyncStale rule Prometheus evaluates on syncwa
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +16,11 @@ import httpx
 
 from tests import test_alertmanager as am
 from tests.capture import Captured, CaptureServer
-from tests.conftest import Keys, SimProcess, free_port, launch, wait_until
-from tests.test_prometheus import _require
+from tests.conftest import Keys, SimProcess, launch, wait_until
+from tests.test_prometheus import running_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "syncwatch-rules.yml"
-PROMETHEUS = shutil.which("prometheus")
 DEADLINE = 90.0
 
 # Alertmanager (gossip off, group_wait 1s) feeding the capture server, from test_alertmanager.
@@ -46,49 +42,16 @@ def fast_rules(tmp_path: Path) -> Path:
     return path
 
 
-@contextmanager
-def prometheus(tmp_path: Path, target: str, rules: Path, alertmanager_url: str) -> Iterator[str]:
-    binary = _require(PROMETHEUS, "prometheus")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files: ['{rules}']\n"
-        "alerting:\n  alertmanagers:\n    - static_configs:\n"
-        f"        - targets: ['{alertmanager_url.removeprefix('http://')}']\n"
-        "scrape_configs:\n  - job_name: syncwatch\n"
-        f"    static_configs:\n      - targets: ['{target}']\n"
+def prometheus(
+    tmp_path: Path, target: str, rules: Path, alertmanager_url: str
+) -> AbstractContextManager[str]:
+    return running_prometheus(
+        tmp_path,
+        target,
+        rules=rules,
+        alertmanager=alertmanager_url,
+        extra_args=("--rules.alert.resend-delay=1s",),
     )
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--rules.alert.resend-delay=1s",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited early:\n{log_path.read_text()}")
-        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-
-    try:
-        wait_until(ready, timeout=30)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def stale_alerts(request: Captured, sync_id: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +34,68 @@ def daemon(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> Iterator[Daemon]:
     d.proc.stop()
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, daemon: Daemon) -> Iterator[str]:
+@contextmanager
+def running_prometheus(
+    tmp_path: Path,
+    target: str,
+    *,
+    rules: Path | None = None,
+    alertmanager: str | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """A real Prometheus on loopback scraping `target` every second; yields its URL."""
     binary = _require(PROMETHEUS, "prometheus")
     port = free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+    text = "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+    if rules is not None:
+        text += f"rule_files: ['{rules}']\n"
+    if alertmanager is not None:
+        text += (
+            "alerting:\n  alertmanagers:\n    - static_configs:\n"
+            f"        - targets: ['{alertmanager.removeprefix('http://')}']\n"
+        )
+    text += (
         "scrape_configs:\n  - job_name: syncwatch\n"
-        f"    static_configs:\n      - targets: ['{daemon.url.removeprefix('http://')}']\n"
+        f"    static_configs:\n      - targets: ['{target.removeprefix('http://')}']\n"
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    config.write_text(text)
+    log_path = tmp_path / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited early:\n{log_path.read_text()}")
+        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+
     try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, timeout=60)
+        wait_until(ready, timeout=60)
         yield url
     finally:
         proc.terminate()
-        proc.wait(15)
-        log.close()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, daemon: Daemon) -> Iterator[str]:
+    with running_prometheus(tmp_path, daemon.url) as url:
+        yield url
 
 
 def query(url: str, promql: str) -> list[dict[str, Any]]:
