@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,3 +293,26 @@ def launch(
 
     wait_until(ready, timeout=30)
     return daemon
+
+
+@contextmanager
+def ready_process(args: list[str], log_path: Path, url: str, timeout: float = 60) -> Iterator[str]:
+    """A Prometheus-family server: started, awaited on `/-/ready`, always stopped; yields url."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{args[0]} exited early:\n{log_path.read_text()}")
+        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+
+    try:
+        wait_until(ready, timeout=timeout)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

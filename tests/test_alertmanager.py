@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.capture import Captured, CaptureServer
-from tests.conftest import Keys, SimProcess, free_port, launch, wait_until
+from tests.conftest import Keys, SimProcess, free_port, launch, ready_process, wait_until
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 AMTOOL = shutil.which("amtool")
@@ -71,36 +71,19 @@ def alertmanager(tmp_path: Path, am_config: Path) -> Iterator[str]:
     """`prometheus-alertmanager` on a free loopback port, gossip off; yields its URL."""
     binary = _require(ALERTMANAGER, "prometheus-alertmanager")
     port = free_port()
-    log_path = tmp_path / "alertmanager.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={am_config}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"alertmanager exited early:\n{log_path.read_text()}")
-        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-
-    try:
-        wait_until(ready, timeout=30)
+    with ready_process(
+        [
+            binary,
+            f"--config.file={am_config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+        f"http://127.0.0.1:{port}",
+        timeout=30,
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def am_notifier(url: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Daemon, Keys, SimProcess, free_port, launch, wait_until
+from tests.conftest import Daemon, Keys, SimProcess, free_port, launch, ready_process, wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -60,36 +60,18 @@ def running_prometheus(
         f"    static_configs:\n      - targets: ['{target.removeprefix('http://')}']\n"
     )
     config.write_text(text)
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                *extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited early:\n{log_path.read_text()}")
-        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-
-    try:
-        wait_until(ready, timeout=60)
+    with ready_process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *extra_args,
+        ],
+        tmp_path / "prometheus.log",
+        f"http://127.0.0.1:{port}",
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture

@@ -100,6 +100,16 @@ def fault(control: httpx.Client, **spec: Any) -> None:
     control.post("/_sim/faults", json=spec).raise_for_status()
 
 
+def mutate(
+    control: httpx.Client, source: str, tenant: str, sync_id: str, fields: dict[str, Any]
+) -> None:
+    """Override upstream fields of one simulated sync."""
+    control.post(
+        "/_sim/mutate",
+        json={"source": source, "tenant": tenant, "sync_id": sync_id, "set": fields},
+    ).raise_for_status()
+
+
 def requests_for(control: httpx.Client, source: str, tenant: str) -> int:
     return int(control.get("/_sim/requests").json()[source].get(tenant, 0))
 
@@ -281,15 +291,9 @@ def test_unknown_last_state_is_carried_not_rejected(
     thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
 ) -> None:
     sync = fleet["timbal"][0]
-    control.post(
-        "/_sim/mutate",
-        json={
-            "source": "timbal",
-            "tenant": sync["org_id"],
-            "sync_id": sync["sync_id"],
-            "set": {"last_state": "quantum_superposition"},
-        },
-    ).raise_for_status()
+    mutate(
+        control, "timbal", sync["org_id"], sync["sync_id"], {"last_state": "quantum_superposition"}
+    )
     [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": sync["org_id"]}]}))
     [got] = [s for s in listing.syncs if s.id == sync["sync_id"]]
     assert isinstance(got, TimbalSync)
@@ -343,15 +347,13 @@ def test_paragon_statuses_are_upper_cased(
     thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
 ) -> None:
     sync = fleet["paragon"][0]
-    control.post(
-        "/_sim/mutate",
-        json={
-            "source": "paragon",
-            "tenant": sync["user_id"],
-            "sync_id": sync["sync_id"],
-            "set": {"status": "errored", "reason": "Token revoked"},
-        },
-    ).raise_for_status()
+    mutate(
+        control,
+        "paragon",
+        sync["user_id"],
+        sync["sync_id"],
+        {"status": "errored", "reason": "Token revoked"},
+    )
     [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [sync["user_id"]]}))
     [got] = [s for s in listing.syncs if s.id == sync["sync_id"]]
     assert isinstance(got, ParagonSync)
@@ -363,15 +365,7 @@ def test_paragon_unknown_status_is_carried_as_its_own_value(
     thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
 ) -> None:
     sync = fleet["paragon"][0]
-    control.post(
-        "/_sim/mutate",
-        json={
-            "source": "paragon",
-            "tenant": sync["user_id"],
-            "sync_id": sync["sync_id"],
-            "set": {"status": "PAUSED"},
-        },
-    ).raise_for_status()
+    mutate(control, "paragon", sync["user_id"], sync["sync_id"], {"status": "PAUSED"})
     [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [sync["user_id"]]}))
     assert listing.ok
     assert {s.status for s in listing.syncs if s.id == sync["sync_id"]} == {"PAUSED"}
