@@ -277,9 +277,13 @@ class Dispatcher:
             # would overflow a float.
             ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(row.attempts, 64))
             delay = self.rng.uniform(ceiling / 2, ceiling)
-        if now + delay - row.created_at.timestamp() > self.max_age:
+        expires = row.created_at.timestamp() + self.max_age
+        if now >= expires:
             self._drop(row, f"still failing after {self.max_age / 3600:g}h: {exc}", fields)
             return None
+        # The last retry is made at the end of the window, not skipped because it would fall
+        # past it: a sink back in those final minutes still gets the notification.
+        delay = min(delay, expires - now)
         next_at = datetime.fromtimestamp(now, UTC) + timedelta(seconds=delay)
         self.store.reschedule(row.delivery_id, next_at, str(exc))
         log.warning(

@@ -526,7 +526,9 @@ async def test_non_retryable_failure_drops_the_row_at_once(
     [
         pytest.param(24 * HOUR - 1, [], True, False, id="just-inside-max-age-is-sent"),
         pytest.param(24 * HOUR + 1, [], False, True, id="stale-before-any-attempt"),
-        pytest.param(23 * HOUR, [retryable(2 * HOUR)], False, True, id="retry-would-pass-max-age"),
+        pytest.param(
+            23 * HOUR, [retryable(2 * HOUR)], False, False, id="retry-past-max-age-is-kept"
+        ),
     ],
 )
 async def test_row_older_than_max_age_is_dropped(
@@ -544,6 +546,24 @@ async def test_row_older_than_max_age_is_dropped(
     assert bool(ops.delivered) is delivered
     assert d.outcomes[("ops", "dropped")] == int(dropped)
     assert (store.head("ops") is None) is (delivered or dropped)
+
+
+async def test_the_last_retry_is_made_at_the_end_of_the_window(store: StateStore) -> None:
+    # Created at t=0; at 23h a failure asks for 2h: the retry is moved to 24h, not skipped.
+    clock = Clock(at(23 * HOUR))
+    ops = RecordingNotifier("ops", [retryable(2 * HOUR), retryable(2 * HOUR)])
+    store.enqueue([queued("d1")])
+    d = dispatcher(store, clock, ops, max_age=24 * HOUR)
+    assert await d.deliver_due() == pytest.approx(HOUR)
+    head = store.head("ops")
+    assert head is not None
+    assert head.next_attempt_at == at(24 * HOUR)
+    clock.set(at(24 * HOUR))
+    await d.deliver_due()  # the final attempt fails too: now it is dropped
+    assert d.outcomes[("ops", "failed")] == 2
+    assert not ops.delivered
+    assert d.outcomes[("ops", "dropped")] == 1
+    assert store.head("ops") is None
 
 
 @pytest.mark.parametrize("waiting_for_retry", [False, True], ids=["due", "waiting-for-retry"])

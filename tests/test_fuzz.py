@@ -12,9 +12,11 @@ Small example counts by default; `SYNCWATCH_FUZZ_EXAMPLES=10000` for a full run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +34,7 @@ from syncwatch.sources.timbal import TimbalListing, TimbalRecord
 
 try:
     from hypothesis_jsonschema import from_schema
+    from jsonschema import Draft7Validator  # a dependency of hypothesis-jsonschema
 except ImportError:  # pragma: no cover - depends on the environment
     if os.environ.get("CI"):
         raise
@@ -50,7 +53,13 @@ def fuzz_settings(default: int) -> settings:
     return settings(
         max_examples=EXAMPLES or default,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        # Nothing to replay between runs: a failure prints its example and `@reproduce_failure`.
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
     )
 
 
@@ -165,7 +174,9 @@ PARAGON_FIELDS = {
 }
 
 
+@functools.cache
 def json_values(max_leaves: int = 10) -> st.SearchStrategy[Any]:
+    """Arbitrary JSON; built once per size (strategies are reused, never rebuilt per draw)."""
     scalars = st.one_of(
         st.none(),
         st.booleans(),
@@ -207,24 +218,90 @@ NON_STRINGS = st.one_of(
 
 BREAKS, KEEPS, MAYBE = "breaks", "keeps", "maybe"
 
-_SCHEMA_STRATEGIES: dict[int, st.SearchStrategy[Any]] = {}
+_STRATEGIES: dict[tuple[str, int], st.SearchStrategy[Any]] = {}
+
+
+def _once(
+    kind: str, schema: dict[str, Any], build: Callable[[dict[str, Any]], st.SearchStrategy[Any]]
+) -> st.SearchStrategy[Any]:
+    """Strategies are built once per (module-level) schema and reused by every draw."""
+    key = (kind, id(schema))
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = build(schema)
+    return _STRATEGIES[key]
 
 
 def schema_strategy(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """from_schema compiles the schema each call, which is slow: once per schema."""
-    if id(schema) not in _SCHEMA_STRATEGIES:
-        _SCHEMA_STRATEGIES[id(schema)] = from_schema(schema)
-    return _SCHEMA_STRATEGIES[id(schema)]
+    return _once("from_schema", schema, from_schema)
 
 
-@st.composite
+def extra_keys(taken: set[str], max_leaves: int) -> st.SearchStrategy[dict[str, Any]]:
+    """Keys the schema does not name (it allows them), with arbitrary JSON values."""
+    return st.dictionaries(
+        st.text().filter(lambda k: k not in taken), json_values(max_leaves), max_size=3
+    )
+
+
+def _build_object(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    properties, required = schema["properties"], schema["required"]
+    known = st.fixed_dictionaries(
+        {k: schema_strategy(properties[k]) for k in required},
+        optional={k: schema_strategy(v) for k, v in properties.items() if k not in required},
+    )
+    # `summary` is not in the schema but syncwatch reads it: mutated_record owns that key.
+    extra = extra_keys({*properties, "summary"}, 4)
+    return st.builds(lambda extra, known: {**extra, **known}, extra, known)
+
+
+def object_strategy(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """What `from_schema` makes of a flat object schema, but compiled once, not per draw.
+
+    hypothesis-jsonschema's object strategy compiles each property's subschema again on every
+    draw, most of the run time. Here each property is one cached `from_schema` strategy:
+    the required keys always, each optional key or not, and a few keys the schema does not
+    name. `test_object_strategies_follow_the_schemas` checks the output against the schemas.
+    """
+    return _once("object", schema, _build_object)
+
+
+def _build_listing(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    (key,) = schema["required"]
+    array = schema["properties"][key]
+    return st.builds(
+        lambda extra, items: {**extra, key: items},
+        extra_keys({key}, 10),
+        st.lists(object_strategy(array["items"]), max_size=array["maxItems"]),
+    )
+
+
+def listing_strategy(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return _once("listing", schema, _build_listing)
+
+
+# Built once: strategies made inside a draw are rebuilt (and re-validated) on every call.
+ACTIONS = st.sampled_from(["delete", "null", "wrong_type", "huge_int", "unicode", "bad_value"])
+UNICODE = st.text(max_size=30)
+NON_BOOLS = NON_STRINGS.filter(lambda v: not isinstance(v, bool)) | st.text()
+NON_INTS = (
+    st.text()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: f != int(f) if abs(f) < 1e300 else True
+    )
+    | st.just({})
+)
+NON_DATES = st.booleans() | st.just([]) | st.just({}) | st.integers() | st.floats()
+NOT_POSITIVE = st.integers(max_value=0)
+NEGATIVE = st.integers(max_value=-1)
+SHORT_TEXT = st.text(max_size=12)
+
+
 def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str) -> str:
     """Mutate `record[field]` in place; return whether the record surely breaks or keeps."""
     optional = kind.endswith("?")
     base = kind.rstrip("?")
-    action = draw(
-        st.sampled_from(["delete", "null", "wrong_type", "huge_int", "unicode", "bad_value"])
-    )
+    action = draw(ACTIONS)
     if action == "delete":
         record.pop(field, None)
         return KEEPS if optional or base == "any" else BREAKS
@@ -240,7 +317,7 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
             return BREAKS
         return MAYBE  # a huge positive int or a timestamp: the models decide
     if action == "unicode":
-        record[field] = draw(st.text(max_size=30))
+        record[field] = draw(UNICODE)
         if base in ("str", "any"):
             return KEEPS
         if base == "date":
@@ -251,20 +328,13 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
             record[field] = draw(NON_STRINGS)
             return BREAKS
         if base == "bool":
-            record[field] = draw(NON_STRINGS.filter(lambda v: not isinstance(v, bool)) | st.text())
+            record[field] = draw(NON_BOOLS)
             return BREAKS
         if base in ("posint", "natint"):
-            record[field] = draw(
-                st.text()
-                | st.booleans()
-                | st.floats(allow_nan=False, allow_infinity=False).filter(
-                    lambda f: f != int(f) if abs(f) < 1e300 else True
-                )
-                | st.just({})
-            )
+            record[field] = draw(NON_INTS)
             return BREAKS
         if base == "date":
-            value = draw(st.booleans() | st.just([]) | st.just({}) | st.integers() | st.floats())
+            value = draw(NON_DATES)
             record[field] = value if value == value else 0.5  # JSON has no NaN
             return (
                 MAYBE if isinstance(value, int | float) and not isinstance(value, bool) else BREAKS
@@ -273,48 +343,66 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
         return KEEPS
     # bad_value: out-of-range numbers, bad dates, unknown statuses
     if base == "posint":
-        record[field] = draw(st.integers(max_value=0))
+        record[field] = draw(NOT_POSITIVE)
         return BREAKS
     if base == "natint":
-        record[field] = draw(st.integers(max_value=-1))
+        record[field] = draw(NEGATIVE)
         return BREAKS
     if base == "date":
         record[field] = draw(SURELY_BAD_DATES)
         return BREAKS
     if field == "status":
-        record[field] = draw(st.text(max_size=12))
+        record[field] = draw(SHORT_TEXT)
         return KEEPS
     record[field] = draw(json_values(4))
     return KEEPS if base == "any" else MAYBE
 
 
 @st.composite
-def mutated_record(
-    draw: st.DrawFn, record_schema: dict[str, Any], fields: dict[str, str]
+def _mutated_record(
+    draw: st.DrawFn,
+    record_strategy: st.SearchStrategy[dict[str, Any]],
+    fields: dict[str, str],
+    targets_strategy: st.SearchStrategy[list[str]],
+    extra_strategy: st.SearchStrategy[dict[str, Any]],
+    summary_strategy: st.SearchStrategy[Any] | None,
 ) -> tuple[dict[str, Any], str]:
-    """A schema-valid record, then 0..3 field mutations and some extra keys."""
-    record = dict(draw(schema_strategy(record_schema)))
-    targets = draw(st.lists(st.sampled_from(sorted(fields)), unique=True, max_size=3))
-    verdicts = [draw(mutate_field(record, f, fields[f])) for f in targets]
-    extra = draw(
-        st.dictionaries(
-            st.text(max_size=10).filter(lambda k: k not in fields and k != "summary"),
-            json_values(4),
-            max_size=3,
-        )
-    )
-    record.update(extra)
-    if record_schema is PARAGON_RECORD_SCHEMA and draw(st.booleans()):
+    record = dict(draw(record_strategy))
+    targets = draw(targets_strategy)
+    verdicts = [mutate_field(draw, record, f, fields[f]) for f in targets]
+    record.update(draw(extra_strategy))
+    if summary_strategy is not None and draw(st.booleans()):
         # Not in the spec, read by syncwatch: Get Sync's summary, sometimes in the listing.
-        record["summary"] = draw(
-            st.none()
-            | st.fixed_dictionaries({"lastSyncedAt": st.none() | schema_strategy(DATE_TIME)})
-            | json_values(4)
-        )
+        record["summary"] = draw(summary_strategy)
         verdicts.append(MAYBE)
     if BREAKS in verdicts:
         return record, BREAKS
     return record, KEEPS if all(v == KEEPS for v in verdicts) else MAYBE
+
+
+def _build_mutated(record_schema: dict[str, Any]) -> st.SearchStrategy[tuple[dict[str, Any], str]]:
+    fields = TIMBAL_FIELDS if record_schema is TIMBAL_RECORD_SCHEMA else PARAGON_FIELDS
+    summary = (
+        st.none()
+        | st.fixed_dictionaries({"lastSyncedAt": st.none() | schema_strategy(DATE_TIME)})
+        | json_values(4)
+    )
+    return _mutated_record(
+        object_strategy(record_schema),
+        fields,
+        st.lists(st.sampled_from(sorted(fields)), unique=True, max_size=3),
+        st.dictionaries(
+            st.text(max_size=10).filter(lambda k: k not in fields and k != "summary"),
+            json_values(4),
+            max_size=3,
+        ),
+        summary if record_schema is PARAGON_RECORD_SCHEMA else None,
+    )
+
+
+def mutated_record(record_schema: dict[str, Any]) -> st.SearchStrategy[tuple[dict[str, Any], str]]:
+    """A schema-valid record, then 0..3 field mutations and some extra keys."""
+    return _once("mutated", record_schema, _build_mutated)
 
 
 SOURCES = {
@@ -356,6 +444,34 @@ def check_listing(source: str, data: Any, body: bytes) -> ParsedRecords[Any] | N
 
 # (1) schema-valid listings, and listings of mutated records --------------------------------
 
+RECORD_SCHEMAS = {"timbal": TIMBAL_RECORD_SCHEMA, "paragon": PARAGON_RECORD_SCHEMA}
+
+
+@functools.cache
+def mutated_records(source: str, max_size: int) -> st.SearchStrategy[Any]:
+    return st.lists(mutated_record(RECORD_SCHEMAS[source]), max_size=max_size)
+
+
+@functools.cache
+def top_level_extras(source: str) -> st.SearchStrategy[dict[str, Any]]:
+    key = SOURCES[source][2]
+    return st.dictionaries(
+        st.text(max_size=6).filter(lambda k: k != key), json_values(3), max_size=2
+    )
+
+
+@needs_jsonschema
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+# Checks the test's own strategy, not syncwatch: a fixed count, even for the full run.
+@settings(fuzz_settings(50), max_examples=min(EXAMPLES or 50, 1000))
+@given(data=st.data())
+def test_object_strategies_follow_the_schemas(source: str, data: st.DataObject):
+    """The hand-built listing strategy makes only what the schemas allow."""
+    schema = TIMBAL_LISTING_SCHEMA if source == "timbal" else PARAGON_LISTING_SCHEMA
+    listing = data.draw(listing_strategy(schema))
+    errors = [e.message for e in Draft7Validator(schema).iter_errors(listing)]
+    assert errors == []
+
 
 @needs_jsonschema
 @pytest.mark.parametrize("source", ["timbal", "paragon"])
@@ -363,7 +479,7 @@ def check_listing(source: str, data: Any, body: bytes) -> ParsedRecords[Any] | N
 @given(data=st.data(), ascii_only=st.booleans())
 def test_valid_listing_keeps_every_record(source: str, data: st.DataObject, ascii_only: bool):
     schema = TIMBAL_LISTING_SCHEMA if source == "timbal" else PARAGON_LISTING_SCHEMA
-    listing = data.draw(schema_strategy(schema), label="listing")
+    listing = data.draw(listing_strategy(schema), label="listing")
     parsed = check_listing(source, listing, dumps(listing, ascii_only))
     assert parsed is not None
     key = SOURCES[source][2]
@@ -376,16 +492,9 @@ def test_valid_listing_keeps_every_record(source: str, data: st.DataObject, asci
 @fuzz_settings(25)
 @given(data=st.data(), ascii_only=st.booleans())
 def test_mutated_records_are_kept_or_counted(source: str, data: st.DataObject, ascii_only: bool):
-    record_schema, fields = (
-        (TIMBAL_RECORD_SCHEMA, TIMBAL_FIELDS)
-        if source == "timbal"
-        else (PARAGON_RECORD_SCHEMA, PARAGON_FIELDS)
-    )
-    items = data.draw(st.lists(mutated_record(record_schema, fields), max_size=6), label="items")
+    items = data.draw(mutated_records(source, 6), label="items")
     key = SOURCES[source][2]
-    extra = data.draw(
-        st.dictionaries(st.text(max_size=6).filter(lambda k: k != key), json_values(3), max_size=2)
-    )
+    extra = data.draw(top_level_extras(source))
     body_data = {**extra, key: [record for record, _ in items]}
     parsed = check_listing(source, body_data, dumps(body_data, ascii_only))
     assert parsed is not None
@@ -440,21 +549,25 @@ def test_arbitrary_bytes_raise_only_source_error(source: str, body: bytes):
     assert all(isinstance(r, SOURCES[source][3]) for r in parsed.records)
 
 
-@pytest.mark.parametrize("source", ["timbal", "paragon"])
-@fuzz_settings(40)
-@given(data=st.data(), ascii_only=st.booleans())
-def test_arbitrary_json_raise_only_source_error(source: str, data: st.DataObject, ascii_only: bool):
-    key = SOURCES[source][2]
-    value = data.draw(
+@functools.cache
+def arbitrary_json(key: str) -> st.SearchStrategy[Any]:
+    return (
         json_values(20)
         | st.dictionaries(st.just(key) | st.text(max_size=6), json_values(20), max_size=3)
         | st.builds(
             lambda items, extra: {**extra, key: items},
             st.lists(json_values(10), max_size=5),
             st.dictionaries(st.text(max_size=6), json_values(3), max_size=2),
-        ),
-        label="value",
+        )
     )
+
+
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(40)
+@given(data=st.data(), ascii_only=st.booleans())
+def test_arbitrary_json_raise_only_source_error(source: str, data: st.DataObject, ascii_only: bool):
+    key = SOURCES[source][2]
+    value = data.draw(arbitrary_json(key), label="value")
     check_listing(source, value, dumps(value, ascii_only))
 
 
@@ -489,12 +602,7 @@ def evaluate_all(source: str, records: list[BaseModel], now: datetime) -> list[E
 @fuzz_settings(25)
 @given(data=st.data(), now=NOW)
 def test_parsed_records_evaluate_without_raising(source: str, data: st.DataObject, now: datetime):
-    record_schema, fields = (
-        (TIMBAL_RECORD_SCHEMA, TIMBAL_FIELDS)
-        if source == "timbal"
-        else (PARAGON_RECORD_SCHEMA, PARAGON_FIELDS)
-    )
-    items = data.draw(st.lists(mutated_record(record_schema, fields), max_size=4), label="items")
+    items = data.draw(mutated_records(source, 4), label="items")
     key = SOURCES[source][2]
     body_data = {key: [record for record, _ in items]}
     parsed = check_listing(source, body_data, dumps(body_data, ascii_only=False))

@@ -81,8 +81,10 @@ class AlertmanagerNotifier:
         delivery = [e for e in errors if isinstance(e, DeliveryError)]
         if len(delivery) != len(errors):
             raise errors[0]
+        # The longest wait any replica asked for (0 included); None when none asked.
+        asked = [e.retry_after for e in delivery if e.retry_after is not None]
         raise DeliveryError(
             "; ".join(str(e) for e in delivery),
             retryable=any(e.retryable for e in delivery),
-            retry_after=max((e.retry_after or 0.0 for e in delivery), default=0.0) or None,
+            retry_after=max(asked, default=None),
         )
