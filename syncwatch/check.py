@@ -11,7 +11,7 @@ import orjson
 
 from syncwatch.config import Config, effective_thresholds, format_duration
 from syncwatch.evaluate import Evaluation, ParagonRules, Report, SyncState, evaluate_listings
-from syncwatch.http import make_http_client
+from syncwatch.http import make_transport
 from syncwatch.models import Condition, ParagonSync, Severity, TimbalSync
 from syncwatch.sources import Poller
 
@@ -29,13 +29,12 @@ async def poll_and_evaluate(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Report:
     """One poll of every tenant, evaluated against the configured thresholds."""
-    async with make_http_client(
-        timeout=config.daemon.request_timeout,
-        max_connections=config.daemon.concurrency,
-        ca_bundle=config.daemon.ca_bundle,
-        transport=transport,
-    ) as client:
-        listings = await Poller(config, client).poll()
+    if transport is None:
+        transport = make_transport(
+            max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
+        )
+    async with transport:
+        listings = await Poller(config, transport).poll()
     return evaluate_listings(
         listings,
         effective_thresholds(config.timbal) if config.timbal else None,

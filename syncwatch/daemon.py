@@ -29,7 +29,7 @@ from syncwatch.config import (
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import ParagonRules, evaluate_listings
-from syncwatch.http import make_http_client
+from syncwatch.http import make_http_client, make_transport
 from syncwatch.metrics import Telemetry
 from syncwatch.notifiers import make_notifier
 from syncwatch.notifiers.base import Notifier
@@ -120,10 +120,14 @@ class Daemon:
         self.stop = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.store = StateStore(config.daemon.resolved_state_path())
+        # One connection pool: the poller uses the transport directly, notifiers the client.
+        self.transport = make_transport(
+            max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
+        )
         self.client = make_http_client(
             timeout=config.daemon.request_timeout,
             max_connections=config.daemon.concurrency,
-            ca_bundle=config.daemon.ca_bundle,
+            transport=self.transport,
         )
         self.engine = Engine(config, self.store)
         self.dispatcher = Dispatcher(
@@ -148,7 +152,7 @@ class Daemon:
         }
 
     def _poller(self, config: Config) -> Poller:
-        return Poller(config, self.client, owns=owns(*shard_of(config.daemon)))
+        return Poller(config, self.transport, owns=owns(*shard_of(config.daemon)))
 
     # --- one cycle ----------------------------------------------------------------------
 

@@ -21,6 +21,20 @@ def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return context
 
 
+# Sent with every request; the upstream GETs add these themselves (see sources.base).
+DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+
+
+def make_transport(*, max_connections: int, ca_bundle: Path | None = None) -> AiohttpTransport:
+    """The aiohttp transport: one connection pool, kept alive, for upstreams and notifiers."""
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=30.0,
+    )
+    return AiohttpTransport(verify=ssl_context(ca_bundle), limits=limits)
+
+
 def make_http_client(
     *,
     timeout: float,
@@ -28,17 +42,15 @@ def make_http_client(
     ca_bundle: Path | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """httpx over the aiohttp transport (several times faster here than httpx's default)."""
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=30.0,
-    )
+    """httpx over the aiohttp transport (several times faster here than httpx's default).
+
+    Closing the client closes `transport`, which may be shared with the upstream poller.
+    """
     if transport is None:
-        transport = AiohttpTransport(verify=ssl_context(ca_bundle), limits=limits)
+        transport = make_transport(max_connections=max_connections, ca_bundle=ca_bundle)
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        headers=DEFAULT_HEADERS,
         follow_redirects=False,
     )

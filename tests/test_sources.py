@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from syncwatch.config import Config, load_config
-from syncwatch.http import make_http_client
+from syncwatch.http import make_transport
 from syncwatch.models import ParagonSync, TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.sources import Listing, Poller, Reason
@@ -80,10 +80,8 @@ def make_config(
 
 
 async def poll(config: Config) -> list[Listing]:
-    async with make_http_client(
-        timeout=config.daemon.request_timeout, max_connections=config.daemon.concurrency
-    ) as client:
-        poller = Poller(config, client)
+    async with make_transport(max_connections=config.daemon.concurrency) as transport:
+        poller = Poller(config, transport)
         # Fast retries: the behaviour under test is whether we retry, not how long we wait.
         for c in (poller.timbal, poller.paragon):
             if c is not None:

@@ -25,11 +25,11 @@ class Poller:
     def __init__(
         self,
         config: Config,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         owns: Callable[[str, str], bool] = lambda _source, _tenant: True,
     ) -> None:
         upstream = Upstream(
-            client=client,
+            transport=transport,
             retries=config.daemon.retries,
             timeout=config.daemon.request_timeout,
             semaphore=asyncio.Semaphore(config.daemon.concurrency),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import enum
+import functools
+import random
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,10 +16,10 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 import pydantic_core
-import stamina
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from syncwatch.http import DEFAULT_HEADERS
 from syncwatch.models import ParagonSync, Source, TimbalSync
 
 log = structlog.get_logger("syncwatch.sources")
@@ -103,15 +105,21 @@ class Listing:
 
 @dataclass(slots=True)
 class Upstream:
-    """GETs with a global concurrency bound, a per-attempt deadline and stamina retries."""
+    """GETs with a global concurrency bound, a per-attempt deadline and retries with backoff.
 
-    client: httpx.AsyncClient
+    Requests go straight to the transport, not through `httpx.AsyncClient`: polling needs
+    none of the client's cookie jar, auth and redirect flows or URL merging, which together
+    cost more CPU per request than the aiohttp transport itself (docs/benchmarks.md).
+    """
+
+    transport: httpx.AsyncBaseTransport
     retries: int
     timeout: float
     semaphore: asyncio.Semaphore
     wait_initial: float = 0.2
     wait_max: float = 5.0
     _clock: Callable[[], float] = field(default=time.time)
+    _rng: random.Random = field(default_factory=random.Random)
 
     async def get(
         self,
@@ -124,41 +132,54 @@ class Upstream:
         auth_hint: str = "",
     ) -> bytes:
         """The body of a 200 answer, or SourceError; retried on connect/timeout/5xx/429."""
-        async for attempt in stamina.retry_context(
-            on=_backoff_hook,
-            attempts=self.retries + 1,
-            timeout=None,
-            wait_initial=self.wait_initial,
-            wait_max=self.wait_max,
-            wait_jitter=self.wait_initial,
-        ):
-            with attempt:
+        request_url = _parsed_url(url, tuple(params.items()) if params else ())
+        attempt = 0
+        while True:
+            try:
                 return await self._attempt(
                     source=source,
                     tenant=tenant,
-                    url=url,
+                    url=request_url,
                     headers=headers,
-                    params=params,
                     auth_hint=auth_hint,
                 )
-        raise AssertionError("unreachable: stamina re-raises the last failure")  # pragma: no cover
+            except SourceError as exc:
+                wait = self._retry_wait(exc, attempt)
+                if wait is None:
+                    raise
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    def _retry_wait(self, exc: SourceError, attempt: int) -> float | None:
+        """Seconds before retrying after failed attempt `attempt` (0-based); None: give up."""
+        if attempt >= self.retries or not exc.retryable:
+            return None
+        if exc.retry_after is not None:
+            return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else None
+        # Exponential backoff with jitter: tenants failing together do not retry together.
+        backoff = self.wait_initial * 2.0**attempt + self._rng.uniform(0, self.wait_initial)
+        return min(self.wait_max, backoff)
 
     async def _attempt(
         self,
         *,
         source: Source,
         tenant: str,
-        url: str,
+        url: httpx.URL,
         headers: Mapping[str, str] | None,
-        params: Mapping[str, str] | None,
         auth_hint: str,
     ) -> bytes:
         where = f"GET {url}"
+        request = httpx.Request("GET", url, headers={**DEFAULT_HEADERS, **(headers or {})})
         async with self.semaphore:
             try:
                 # One deadline for headers and body: a trickling body must not hang a cycle.
                 async with asyncio.timeout(self.timeout):
-                    response = await self.client.get(url, headers=headers, params=params)
+                    response = await self.transport.handle_async_request(request)
+                    try:
+                        body = await response.aread()
+                    finally:
+                        await response.aclose()
             except TimeoutError:
                 raise SourceError(
                     source, tenant, Reason.TIMEOUT, f"{where} took over {self.timeout:g}s"
@@ -180,7 +201,7 @@ class Upstream:
                 ) from None
         status = response.status_code
         if status == 200:
-            return response.content
+            return body
         detail = f"HTTP {status} from {where}"
         if status == 401:
             raise SourceError(
@@ -211,12 +232,10 @@ class Upstream:
         raise SourceError(source, tenant, Reason.HTTP_4XX, detail, status_code=status)
 
 
-def _backoff_hook(exc: Exception) -> bool | float:
-    if not isinstance(exc, SourceError) or not exc.retryable:
-        return False
-    if exc.retry_after is not None:
-        return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER else False
-    return True
+@functools.lru_cache(maxsize=65536)
+def _parsed_url(url: str, params: tuple[tuple[str, str], ...]) -> httpx.URL:
+    """Parsing a URL costs more than sending it; each tenant's URL is parsed once."""
+    return httpx.URL(url, params=params or None)
 
 
 def _really_a_timeout(exc: httpx.TimeoutException) -> bool:

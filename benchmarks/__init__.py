@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks` (full fleet) or `python -m benchmarks --quick`."""

@@ -1,0 +1,777 @@
+"""`python -m benchmarks`: syncwatch at fleet scale, measured against a floor in the same run.
+
+The simulator and `syncwatch run` are separate processes, as in production; this process
+drives them, runs the floor client, scrapes, and reads `/proc` for CPU and memory. Every
+target of docs/benchmarks.md is measured here, printed as a table and written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from benchmarks.floor import Get, run_floor
+from syncwatch.simulator import rsa_keypair
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HERE = Path(__file__).parent
+STALE = {"seconds_since_success": 10**8}  # critical for any interval
+
+
+@dataclass(frozen=True)
+class Size:
+    orgs: int
+    syncs_per_org: int
+    users: int
+    syncs_per_user: int
+    poll_interval: float  # main run: long enough to see idle time between cycles
+    cycles: int
+    load_cycles: int
+    flips: int
+    curve: tuple[float, ...]
+    latency_orgs: int
+    latency_users: int
+    concurrency: int = 128
+    latency: float = 0.05
+
+
+FULL = Size(
+    orgs=1000,
+    syncs_per_org=100,
+    users=10_000,
+    syncs_per_user=3,
+    poll_interval=10.0,
+    cycles=5,
+    load_cycles=3,
+    flips=3,
+    curve=(0.1, 0.3, 1.0),
+    latency_orgs=1000,
+    latency_users=2000,
+)
+QUICK = Size(
+    orgs=20,
+    syncs_per_org=10,
+    users=40,
+    syncs_per_user=3,
+    poll_interval=1.0,
+    cycles=3,
+    load_cycles=2,
+    flips=1,
+    curve=(0.3, 1.0),
+    latency_orgs=20,
+    latency_users=40,
+)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float) -> Any:
+    """Poll `check` until truthy; a benchmark that cannot start says what it waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            if result := check():
+                return result
+        time.sleep(0.02)
+    raise RuntimeError(f"benchmark: {what} not within {timeout:g}s")
+
+
+@contextlib.contextmanager
+def process(args: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncwatch", *args], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@dataclass
+class Simulator:
+    base_url: str
+    orgs: list[str]
+    users: list[str]
+    fleet: dict[str, Any]
+
+
+@contextlib.contextmanager
+def simulator(
+    work: Path, size: Size, *, orgs: int, users: int, latency: float = 0.0
+) -> Iterator[Simulator]:
+    port = free_port()
+    args = [
+        "simulate",
+        f"--listen=127.0.0.1:{port}",
+        f"--orgs={orgs}",
+        f"--syncs-per-org={size.syncs_per_org}",
+        f"--users={users}",
+        f"--syncs-per-user={size.syncs_per_user}",
+        "--churn=0",
+        "--seed=7",
+        f"--latency={latency}",
+        f"--paragon-public-key={work / 'public.pem'}",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with process(args, work / f"simulator-{port}.log"):
+        wait_for(lambda: httpx.get(f"{base}/_sim/health").is_success, "simulator", 120)
+        fleet = httpx.get(f"{base}/_sim/fleet", timeout=120).json()
+        yield Simulator(base, list(fleet["orgs"]), list(fleet["users"]), fleet)
+
+
+def floor_gets(sim: Simulator, orgs: Sequence[str], users: Sequence[str], key: bytes) -> list[Get]:
+    """The daemon's GETs, with tokens minted beforehand (minting is not part of the floor)."""
+    now = int(time.time())
+    gets = [
+        Get(f"{sim.base_url}/orgs/{o}/connectors/syncs", {"Authorization": "Bearer sim-timbal-key"})
+        for o in orgs
+    ]
+    for u in users:
+        claims = {"sub": u, "aud": "useparagon.com/sim-project", "iat": now, "exp": now + 3600}
+        token = jwt.encode(claims, key, algorithm="RS256")
+        gets.append(Get(f"{sim.base_url}/api/syncs", {"Authorization": f"Bearer {token}"}))
+    return gets
+
+
+def config_toml(
+    sim: Simulator,
+    work: Path,
+    *,
+    orgs: Sequence[str],
+    users: Sequence[str],
+    listen: str,
+    poll_interval: float,
+    concurrency: int,
+    webhook: str | None = None,
+) -> Path:
+    path = work / f"syncwatch-{listen.rpartition(':')[2]}.toml"
+    org_tables = "\n".join(f'[[timbal.orgs]]\nid = "{o}"' for o in orgs)
+    notifier = f'[[notifiers]]\nname = "capture"\ntype = "webhook"\nurl = "{webhook}"\n'
+    path.write_text(
+        f"""
+[daemon]
+poll_interval = "{poll_interval}s"
+listen = "{listen}"
+state_path = "{work / f"state-{listen.rpartition(':')[2]}.db"}"
+concurrency = {concurrency}
+request_timeout = "30s"
+log_format = "json"
+
+[timbal]
+base_url = "{sim.base_url}"
+api_key = "sim-timbal-key"
+{org_tables}
+
+[paragon]
+base_url = "{sim.base_url}"
+project_id = "sim-project"
+signing_key_file = "{work / "private.pem"}"
+users = {json.dumps(list(users))}
+
+{notifier if webhook else ""}
+"""
+    )
+    return path
+
+
+# --- watching a daemon --------------------------------------------------------------------
+
+
+@dataclass
+class Cycle:
+    duration: float
+    rows_written: int
+    syncs: int
+    tenants_failed: int
+    cpu: float  # seconds of daemon CPU since the previous cycle ended
+    rss_mb: float
+    at: float = field(repr=False)
+
+
+class Daemon:
+    """A running `syncwatch run`, its cycles read from its JSON log as they complete."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, url: str) -> None:
+        self.proc, self.log, self.url = proc, log, url
+        self.cycles: list[Cycle] = []
+        self._offset = 0
+        self._cpu = self.cpu_seconds()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def memory_mb(self, key: str) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024
+        raise KeyError(key)
+
+    def poll_log(self) -> None:
+        with self.log.open("rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        complete = data.rpartition(b"\n")[0]
+        if not complete:
+            return
+        self._offset += len(complete) + 1
+        for line in complete.splitlines():
+            event = json.loads(line) if line.startswith(b"{") else {}
+            if event.get("event") != "cycle_complete":
+                continue
+            cpu = self.cpu_seconds()
+            self.cycles.append(
+                Cycle(
+                    duration=event["duration"],
+                    rows_written=event["rows_written"],
+                    syncs=event["syncs"],
+                    tenants_failed=event["tenants_failed"],
+                    cpu=cpu - self._cpu,
+                    rss_mb=self.memory_mb("VmRSS"),
+                    at=time.monotonic(),
+                )
+            )
+            self._cpu = cpu
+
+    def wait_cycles(self, count: int, timeout: float) -> list[Cycle]:
+        def done() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"syncwatch exited: see {self.log}")
+            self.poll_log()
+            return len(self.cycles) >= count
+
+        wait_for(done, f"{count} cycles", timeout)
+        return self.cycles[:count]
+
+
+@contextlib.contextmanager
+def daemon(config: Path, work: Path) -> Iterator[Daemon]:
+    listen = next(
+        line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("listen")
+    )
+    log = work / f"daemon-{listen.rpartition(':')[2]}.log"
+    with process(["run", "-c", str(config)], log) as proc:
+        yield Daemon(proc, log, f"http://{listen}")
+
+
+# --- scrapes, load and the webhook capture ------------------------------------------------
+
+
+def timed_get(client: httpx.Client, url: str) -> tuple[float, httpx.Response]:
+    started = time.perf_counter()
+    response = client.get(url)
+    return time.perf_counter() - started, response
+
+
+def scrape_times(url: str, count: int) -> tuple[list[float], int, int]:
+    """Seconds per scrape, the body's size and its number of series."""
+    with httpx.Client(timeout=60) as client:
+        times, body = [], b""
+        for _ in range(count):
+            seconds, response = timed_get(client, url)
+            response.raise_for_status()
+            times.append(seconds)
+            body = response.content
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return times, len(body), series
+
+
+def baseline_registry(series: int) -> CollectorRegistry:
+    """prometheus_client's plain gauges, as many series as the daemon serves, same label count."""
+    registry = CollectorRegistry()
+    families = [
+        Gauge(
+            f"baseline_sync_metric_{i}",
+            "Plain gauge.",
+            ["tenant", "a", "b", "c"],
+            registry=registry,
+        )
+        for i in range(6)
+    ]
+    for n in range(series):
+        family = families[n % len(families)]
+        family.labels(f"tenant-{n // 100}", f"a-{n}", f"b-{n % 7}", "c").set(n)
+    return registry
+
+
+class Scrapers:
+    """Concurrent scrapers of /metrics and /api/v1/alerts, counting errors, until stopped."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url, self.clients = url, clients
+        self.stop = threading.Event()
+        self.ok = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(path,), daemon=True)
+            for path in ["/metrics", "/api/v1/alerts"] * (clients // 2)
+        ]
+
+    def _run(self, path: str) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    status = client.get(f"{self.url}{path}").status_code
+                except httpx.HTTPError as exc:
+                    error = f"{path}: {type(exc).__name__}"
+                else:
+                    error = None if status == 200 else f"{path}: HTTP {status}"
+                with self._lock:
+                    if error is None:
+                        self.ok += 1
+                    else:
+                        self.errors.append(error)
+                self.stop.wait(0.1)
+
+    def __enter__(self) -> Scrapers:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(60)
+
+
+class Capture:
+    """A webhook receiver on 127.0.0.1 that notes when each firing sync_id first arrived."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[str, float] = {}
+        capture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                now = time.monotonic()
+                for alert in body.get("alerts", []):
+                    if alert.get("status") == "firing":
+                        capture.first_seen.setdefault(alert["labels"].get("sync_id", ""), now)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the phases ---------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def measure_floor(gets: Sequence[Get], concurrency: int) -> dict[str, float]:
+    runs = run_floor(gets, concurrency, passes=3)[1:]  # the first pass opens the connections
+    return {"wall": median([r.wall for r in runs]), "cpu": median([r.cpu for r in runs])}
+
+
+def healthy_syncs(sim: Simulator, orgs: Sequence[str], count: int, seed: int = 1) -> list[str]:
+    watched = set(orgs)
+    candidates = [
+        s["sync_id"]
+        for s in sim.fleet["timbal"]
+        if s["intended"] == "ok" and s["org_id"] in watched
+    ]
+    return random.Random(seed).sample(candidates, count)
+
+
+def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) -> None:
+    """Steady cycles, idle CPU, memory, /metrics, scrapes under load and detection latency."""
+    capture = Capture()
+    port = free_port()
+    config = config_toml(
+        sim,
+        work,
+        orgs=sim.orgs,
+        users=sim.users,
+        listen=f"127.0.0.1:{port}",
+        poll_interval=size.poll_interval,
+        concurrency=size.concurrency,
+        webhook=capture.url,
+    )
+    requests = len(sim.orgs) + len(sim.users)
+    try:
+        with daemon(config, work) as d:
+            timeout = 120 + 30 * size.poll_interval * size.cycles
+            cycles = d.wait_cycles(size.cycles, timeout)
+            steady = cycles[1:]
+            # Idle: the daemon's CPU while it waits for the next cycle.
+            idle_from, idle_cpu = time.monotonic(), d.cpu_seconds()
+            idle_window = max(0.2, size.poll_interval - cycles[-1].duration - 1.0) / 2
+            time.sleep(idle_window)  # measuring an interval, not synchronising
+            idle = (d.cpu_seconds() - idle_cpu) / (time.monotonic() - idle_from)
+            peak_mb = d.memory_mb("VmHWM")
+
+            metrics_times, metrics_bytes, series = scrape_times(f"{d.url}/metrics", 5)
+            alerts_times, alerts_bytes, _ = scrape_times(f"{d.url}/api/v1/alerts", 3)
+
+            with Scrapers(d.url, clients=4) as scrapers:
+                loaded = d.wait_cycles(size.cycles + size.load_cycles, timeout)[size.cycles :]
+
+            flips = healthy_syncs(sim, sim.orgs, size.flips)
+            detection = []
+            for sync_id in flips:
+                flipped = time.monotonic()
+                httpx.post(
+                    f"{sim.base_url}/_sim/mutate",
+                    json={
+                        "source": "timbal",
+                        "sync_id": sync_id,
+                        "set": {"seconds_since_success": 10**8},
+                    },
+                ).raise_for_status()
+                wait_for(
+                    lambda s=sync_id: s in capture.first_seen,
+                    f"the webhook to hear about {sync_id}",
+                    3 * size.poll_interval + 120,
+                )
+                detection.append(capture.first_seen[sync_id] - flipped)
+    finally:
+        capture.close()
+
+    baseline = baseline_registry(series)
+    baseline_port = free_port()
+    server, thread = start_http_server(baseline_port, "127.0.0.1", registry=baseline)
+    try:
+        baseline_times, _, baseline_series = scrape_times(f"http://127.0.0.1:{baseline_port}/", 5)
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+    steady_cpu = median([c.cpu for c in steady])
+    results["fleet"] = {
+        "orgs": len(sim.orgs),
+        "users": len(sim.users),
+        "syncs": cycles[-1].syncs,
+        "requests_per_cycle": requests,
+        "concurrency": size.concurrency,
+    }
+    results["cycles"] = [asdict(c) | {"at": None} for c in d.cycles]
+    results["cycle"] = {
+        "first": cycles[0].duration,
+        "steady_median": median([c.duration for c in steady]),
+        "steady_max": max(c.duration for c in steady),
+        "tenants_failed": max(c.tenants_failed for c in cycles),
+    }
+    results["cpu"] = {
+        "first_cycle": cycles[0].cpu,
+        "per_cycle": steady_cpu,
+        "per_1000_requests": steady_cpu / requests * 1000,
+        "idle_fraction": idle,
+        "idle_window": idle_window,
+    }
+    results["memory"] = {
+        "peak_mb": peak_mb,
+        "rss_by_cycle_mb": [c.rss_mb for c in cycles],
+        "growth_cycle2_to_last_mb": cycles[-1].rss_mb - cycles[1].rss_mb,
+    }
+    results["writes"] = {
+        "rows_first_cycle": cycles[0].rows_written,
+        "rows_per_steady_cycle": [c.rows_written for c in steady],
+    }
+    results["metrics"] = {
+        "series": series,
+        "bytes": metrics_bytes,
+        "scrape_median": median(metrics_times),
+        "scrape_max": max(metrics_times),
+        "baseline_series": baseline_series,
+        "baseline_scrape_median": median(baseline_times),
+        "ratio": median(metrics_times) / median(baseline_times),
+        "alerts_api_median": median(alerts_times),
+        "alerts_api_bytes": alerts_bytes,
+    }
+    results["load"] = {
+        "scrapers": 4,
+        "scrapes_ok": scrapers.ok,
+        "errors": scrapers.errors[:20],
+        "error_count": len(scrapers.errors),
+        "cycle_median_quiet": results["cycle"]["steady_median"],
+        "cycle_median_loaded": median([c.duration for c in loaded]),
+        "delay": median([c.duration for c in loaded]) / results["cycle"]["steady_median"] - 1,
+    }
+    results["detection"] = {
+        "poll_interval": size.poll_interval,
+        "latencies": detection,
+        "max": max(detection),
+        "bound": size.poll_interval + 2.0,
+    }
+
+
+def curve_run(
+    sim: Simulator, work: Path, size: Size, key: bytes, fraction: float
+) -> dict[str, float]:
+    orgs = sim.orgs[: max(1, round(len(sim.orgs) * fraction))]
+    users = sim.users[: max(1, round(len(sim.users) * fraction))]
+    floor = measure_floor(floor_gets(sim, orgs, users, key), size.concurrency)
+    port = free_port()
+    config = config_toml(
+        sim,
+        work,
+        orgs=orgs,
+        users=users,
+        listen=f"127.0.0.1:{port}",
+        poll_interval=0.5,  # back to back: only the cycle's own cost is measured
+        concurrency=size.concurrency,
+    )
+    with daemon(config, work) as d:
+        cycles = d.wait_cycles(4, 600)
+        peak = d.memory_mb("VmHWM")
+    steady = median([c.duration for c in cycles[1:]])
+    return {
+        "fraction": fraction,
+        "requests": len(orgs) + len(users),
+        "syncs": cycles[-1].syncs,
+        "cycle": steady,
+        "cpu": median([c.cpu for c in cycles[1:]]),
+        "floor": floor["wall"],
+        "ratio": steady / floor["wall"],
+        "peak_mb": peak,
+    }
+
+
+def latency_run(work: Path, size: Size, key: bytes, results: dict[str, Any]) -> None:
+    with simulator(
+        work, size, orgs=size.latency_orgs, users=size.latency_users, latency=size.latency
+    ) as sim:
+        gets = floor_gets(sim, sim.orgs, sim.users, key)
+        floor = measure_floor(gets, size.concurrency)
+        port = free_port()
+        config = config_toml(
+            sim,
+            work,
+            orgs=sim.orgs,
+            users=sim.users,
+            listen=f"127.0.0.1:{port}",
+            poll_interval=0.5,
+            concurrency=size.concurrency,
+        )
+        with daemon(config, work) as d:
+            cycles = d.wait_cycles(4, 600)
+    requests = len(gets)
+    bound = requests * size.latency / size.concurrency
+    cycle = median([c.duration for c in cycles[1:]])
+    results["latency"] = {
+        "upstream_latency": size.latency,
+        "requests": requests,
+        "concurrency": size.concurrency,
+        "bound": bound,
+        "floor": floor["wall"],
+        "cycle": cycle,
+        "ratio_to_bound": cycle / bound,
+        "floor_ratio_to_bound": floor["wall"] / bound,
+    }
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, goal, met) for every target of the issue."""
+    floor = r["floor"]["wall"]
+    cycle = r["cycle"]["steady_median"]
+    curve = r["curve"]
+    per_request = [c["cycle"] / c["requests"] for c in curve]
+    return [
+        (
+            "cycle vs floor (no latency)",
+            f"{cycle:.2f}s vs {floor:.2f}s = {cycle / floor:.2f}x",
+            "<= 1.5x",
+            cycle / floor <= 1.5,
+        ),
+        ("cycle, absolute", f"{cycle:.2f}s", "<= 5s", cycle <= 5.0),
+        (
+            f"cycle at {r['latency']['upstream_latency'] * 1000:g}ms latency",
+            f"{r['latency']['cycle']:.2f}s vs bound {r['latency']['bound']:.2f}s"
+            f" = {r['latency']['ratio_to_bound']:.2f}x",
+            "<= 1.2x bound",
+            r["latency"]["ratio_to_bound"] <= 1.2,
+        ),
+        (
+            "CPU per 1000 requests",
+            f"{r['cpu']['per_1000_requests']:.3f}s (first cycle {r['cpu']['first_cycle']:.1f}s)",
+            "reported",
+            True,
+        ),
+        (
+            "idle CPU between cycles",
+            f"{r['cpu']['idle_fraction'] * 100:.1f}%",
+            "~0%",
+            r["cpu"]["idle_fraction"] < 0.02,
+        ),
+        (
+            "peak RSS",
+            f"{r['memory']['peak_mb']:.0f} MB",
+            "<= 200 MB",
+            r["memory"]["peak_mb"] <= 200,
+        ),
+        (
+            "RSS growth, cycle 2 to last",
+            f"{r['memory']['growth_cycle2_to_last_mb']:+.1f} MB",
+            "none",
+            r["memory"]["growth_cycle2_to_last_mb"] <= 5,
+        ),
+        (
+            "/metrics scrape",
+            f"{r['metrics']['scrape_median']:.3f}s for {r['metrics']['series']} series",
+            "<= 1s",
+            r["metrics"]["scrape_median"] <= 1.0,
+        ),
+        (
+            "/metrics vs prometheus_client gauges",
+            f"{r['metrics']['ratio']:.2f}x ({r['metrics']['baseline_scrape_median']:.3f}s)",
+            "<= 2x",
+            r["metrics"]["ratio"] <= 2.0,
+        ),
+        (
+            "rows written per steady cycle",
+            f"{max(r['writes']['rows_per_steady_cycle'])} (first cycle"
+            f" {r['writes']['rows_first_cycle']})",
+            "~0",
+            max(r["writes"]["rows_per_steady_cycle"]) <= 1,
+        ),
+        (
+            "detection latency",
+            f"max {r['detection']['max']:.2f}s",
+            f"<= {r['detection']['bound']:g}s",
+            r["detection"]["max"] <= r["detection"]["bound"],
+        ),
+        (
+            "cycle under concurrent scrapes",
+            f"{r['load']['delay'] * 100:+.1f}%, {r['load']['error_count']} errors"
+            f" in {r['load']['scrapes_ok']} scrapes",
+            "<= +10%, 0 errors",
+            r["load"]["delay"] <= 0.10 and r["load"]["error_count"] == 0,
+        ),
+        (
+            "cost growth (s per 1000 requests)",
+            " / ".join(
+                f"{c['fraction']:.0%}: {p * 1000:.3f}"
+                for c, p in zip(curve, per_request, strict=True)
+            ),
+            "linear or better",
+            per_request[-1] <= per_request[0] * 1.25,
+        ),
+    ]
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [("target", "measured", "goal", "")]
+    rows += [(t, m, g, "met" if ok else "NOT MET") for t, m, g, ok in verdicts(r)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in rows
+    )
+
+
+def run(size: Size, work: Path) -> dict[str, Any]:
+    private, public = rsa_keypair()
+    (work / "private.pem").write_bytes(private)
+    (work / "public.pem").write_bytes(public)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with simulator(work, size, orgs=size.orgs, users=size.users) as sim:
+        results["floor"] = measure_floor(
+            floor_gets(sim, sim.orgs, sim.users, private), size.concurrency
+        )
+        main_run(sim, work, size, results)
+        curve = [curve_run(sim, work, size, private, f) for f in size.curve if f < 1.0]
+        curve.append(
+            {
+                "fraction": 1.0,
+                "requests": results["fleet"]["requests_per_cycle"],
+                "syncs": results["fleet"]["syncs"],
+                "cycle": results["cycle"]["steady_median"],
+                "cpu": results["cpu"]["per_cycle"],
+                "floor": results["floor"]["wall"],
+                "ratio": results["cycle"]["steady_median"] / results["floor"]["wall"],
+                "peak_mb": results["memory"]["peak_mb"],
+            }
+        )
+        results["curve"] = curve
+    latency_run(work, size, private, results)
+    results["verdicts"] = [
+        {"target": t, "measured": m, "goal": g, "met": ok} for t, m, g, ok in verdicts(results)
+    ]
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small fleet: checks the harness")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results JSON (default: benchmarks/results.json; none with --quick)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    out = args.out or (None if args.quick else HERE / "results.json")
+    work = Path(tempfile.mkdtemp(prefix="syncwatch-bench-"))
+    started = time.monotonic()
+    results = run(size, work)
+    results["size"] = "quick" if args.quick else "full"
+    results["harness_seconds"] = time.monotonic() - started
+    print(table(results))
+    print(f"(work directory: {work})" if args.keep else "")
+    if out is not None:
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results written to {out}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
