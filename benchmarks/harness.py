@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from benchmarks.floor import Get, run_floor
@@ -157,6 +158,7 @@ def simulator(
 
 def floor_gets(sim: Simulator, orgs: Sequence[str], users: Sequence[str], key: bytes) -> list[Get]:
     """The daemon's GETs, with tokens minted beforehand (minting is not part of the floor)."""
+    signing_key = load_pem_private_key(key, password=None)  # parsed once, not per token
     now = int(time.time())
     gets = [
         Get(f"{sim.base_url}/orgs/{o}/connectors/syncs", {"Authorization": "Bearer sim-timbal-key"})
@@ -164,7 +166,7 @@ def floor_gets(sim: Simulator, orgs: Sequence[str], users: Sequence[str], key: b
     ]
     for u in users:
         claims = {"sub": u, "aud": "useparagon.com/sim-project", "iat": now, "exp": now + 3600}
-        token = jwt.encode(claims, key, algorithm="RS256")
+        token = jwt.encode(claims, signing_key, algorithm="RS256")
         gets.append(Get(f"{sim.base_url}/api/syncs", {"Authorization": f"Bearer {token}"}))
     return gets
 

@@ -1,11 +1,17 @@
-"""Prometheus metrics: a custom Collector renders the latest cycle's snapshot on each scrape.
+"""Prometheus metrics: custom Collectors render the latest cycle's snapshot.
 
 Per-sync series come only from the snapshot, so a sync that is no longer listed has no
 series at the next scrape; nothing reaches into prometheus_client's private state.
+
+The fleet's part of the page (every per-sync, per-tenant and per-alert series: hundreds of
+thousands for a large fleet) changes only when a cycle replaces the snapshot, so it is
+rendered once per snapshot and format, and every other scrape reuses those bytes. The rest
+(counters, histograms, outbox, process) is rendered fresh on each scrape.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +46,7 @@ class Snapshot:
     evaluations: tuple[Evaluation, ...] = ()
     alerts: tuple[Alert, ...] = ()
     source_up: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    last_success: Mapping[tuple[str, str], float] = field(default_factory=dict)
     last_cycle_timestamp: float | None = None
 
 
@@ -90,10 +97,12 @@ class Telemetry:
         for source in ("timbal", "paragon"):
             self.invalid_records.labels(source)
         self.registry.register(
-            SnapshotCollector(self, notifier_outcomes, outbox_pending, notifier_names)
+            DaemonCollector(self, notifier_outcomes, outbox_pending, notifier_names)
         )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self._fleet_lock = threading.Lock()  # one render per snapshot, however many scrapers
+        self._fleet_pages: tuple[Snapshot, dict[str, bytes]] = (self.snapshot, {})
 
     def record(self, report: Report, alerts: Iterable[Alert], finished_at: float) -> None:
         """Fold one finished cycle in: counters grow, the snapshot is replaced."""
@@ -105,6 +114,7 @@ class Telemetry:
             evaluations=tuple(report.evaluations),
             alerts=tuple(alerts),
             source_up=up,
+            last_success=dict(self.last_success),
             last_cycle_timestamp=finished_at,
         )
 
@@ -121,33 +131,41 @@ class Telemetry:
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when the scraper asks)."""
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        own = encoder(self.registry)
+        fleet = self._fleet_page(encoder, content_type)
+        # An OpenMetrics page ends with one "# EOF": the fleet part's.
+        return own.removesuffix(OPENMETRICS_EOF) + fleet, content_type
+
+    def _fleet_page(
+        self, encoder: Callable[[CollectorRegistry], bytes], content_type: str
+    ) -> bytes:
+        with self._fleet_lock:
+            snapshot, pages = self._fleet_pages
+            if snapshot is not self.snapshot:
+                snapshot, pages = self.snapshot, {}
+                self._fleet_pages = (snapshot, pages)
+            if content_type not in pages:
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(FleetCollector(snapshot))
+                pages[content_type] = encoder(registry)
+            return pages[content_type]
 
 
-class SnapshotCollector(Collector):
-    """Yields every per-sync and per-alert family from the latest snapshot."""
+OPENMETRICS_EOF = b"# EOF\n"
 
-    def __init__(
-        self,
-        telemetry: Telemetry,
-        notifier_outcomes: Callable[[], Mapping[tuple[str, str], int]],
-        outbox_pending: Callable[[], Mapping[str, int]],
-        notifier_names: Callable[[], Iterable[str]],
-    ) -> None:
-        self.telemetry = telemetry
-        self.notifier_outcomes = notifier_outcomes
-        self.outbox_pending = outbox_pending
-        self.notifier_names = notifier_names
+
+class FleetCollector(Collector):
+    """Every per-sync, per-tenant and per-alert family of one snapshot."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.telemetry.snapshot
+        snap = self.snap
         yield from _timbal_families(e for e in snap.evaluations if isinstance(e.sync, TimbalSync))
         yield from _paragon_families(
             e.sync for e in snap.evaluations if isinstance(e.sync, ParagonSync)
         )
-        yield from self._daemon_families(snap)
-
-    def _daemon_families(self, snap: Snapshot) -> Iterator[Metric]:
         alert = GaugeMetricFamily(
             "syncwatch_alert",
             "Pending and firing alerts (1 per alert).",
@@ -171,11 +189,29 @@ class SnapshotCollector(Collector):
             "When the tenant's listing last succeeded (unix seconds).",
             labels=["source", "tenant"],
         )
-        for key, ts in sorted(self.telemetry.last_success.items()):
+        for key, ts in sorted(snap.last_success.items()):
             if key in snap.source_up:
                 last.add_metric(list(key), ts)
         yield last
 
+
+class DaemonCollector(Collector):
+    """The daemon's own families that change between cycles: deliveries, outbox, build."""
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        notifier_outcomes: Callable[[], Mapping[tuple[str, str], int]],
+        outbox_pending: Callable[[], Mapping[str, int]],
+        notifier_names: Callable[[], Iterable[str]],
+    ) -> None:
+        self.telemetry = telemetry
+        self.notifier_outcomes = notifier_outcomes
+        self.outbox_pending = outbox_pending
+        self.notifier_names = notifier_names
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.telemetry.snapshot
         sent = CounterMetricFamily(
             "syncwatch_notifications",
             "Notification deliveries by outcome (failed attempts are retried).",

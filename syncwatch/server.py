@@ -70,10 +70,15 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
             return PlainTextResponse("ok\n")
         return PlainTextResponse("first cycle not complete\n", 503)
 
+    # The body changes only with the snapshot: built once per cycle, not once per request.
+    alerts_page: tuple[tuple[Alert, ...] | None, bytes] = (None, b"")
+
     async def alerts(_: Request) -> Response:
-        snapshot = telemetry.snapshot.alerts
-        body = orjson.dumps([alert_json(a) for a in snapshot])
-        return Response(body, media_type="application/json")
+        nonlocal alerts_page
+        current = telemetry.snapshot.alerts
+        if alerts_page[0] is not current:
+            alerts_page = (current, orjson.dumps([alert_json(a) for a in current]))
+        return Response(alerts_page[1], media_type="application/json")
 
     async def index(_: Request) -> Response:
         return JSONResponse({"endpoints": ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]})

@@ -118,3 +118,49 @@ def test_never_succeeded_sync_has_no_last_success_series(
             and f'sync_id="{sync_id}"' in line
             for line in page.splitlines()
         )
+
+
+def test_fleet_part_is_rendered_once_per_snapshot_and_counters_stay_live(
+    frozen_sim: SimulatorThread,
+) -> None:
+    report = _report(frozen_sim)
+    outcomes: dict[tuple[str, str], int] = {}
+    telemetry = Telemetry(notifier_outcomes=lambda: outcomes, notifier_names=lambda: ["console"])
+    telemetry.record(report, (), NOW.timestamp())
+    first, _ = telemetry.render("text/plain")
+    fleet_pages = telemetry._fleet_pages[1]
+    assert set(fleet_pages) == {"text/plain; version=0.0.4; charset=utf-8"}
+    cached = next(iter(fleet_pages.values()))
+
+    outcomes[("console", "sent")] = 3  # a delivery between cycles shows at the next scrape
+    second, _ = telemetry.render("text/plain")
+    assert 'syncwatch_notifications_total{notifier="console",outcome="sent"} 3.0' in second.decode()
+    assert next(iter(telemetry._fleet_pages[1].values())) is cached  # not re-rendered
+    assert cached in first
+    assert cached in second
+
+    # A sync gone from the next cycle is gone from the next scrape.
+    gone = report.evaluations[0].sync.id
+    fewer = Report(
+        listings=report.listings, evaluations=report.evaluations[1:], failures=report.failures
+    )
+    telemetry.record(fewer, (), NOW.timestamp() + 60)
+    third, _ = telemetry.render("text/plain")
+    assert f'sync_id="{gone}"' in first.decode()
+    assert f'sync_id="{gone}"' not in third.decode()
+
+
+def test_openmetrics_page_has_one_eof_at_its_end(frozen_sim: SimulatorThread) -> None:
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    telemetry = Telemetry(notifier_names=lambda: ["console"])
+    telemetry.record(_report(frozen_sim), (), NOW.timestamp())
+    body, content_type = telemetry.render("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    text = body.decode()
+    assert text.count("# EOF") == 1
+    assert text.endswith("# EOF\n")
+    names = {f.name for f in openmetrics_families(text)}  # the strict parser accepts it
+    assert {"syncwatch_timbal_sync_interval_seconds", "syncwatch_notifications"} <= names

@@ -1,0 +1,82 @@
+"""The benchmark harness works end to end at its quick size (the numbers are not judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+TARGETS = [
+    "cycle vs floor (no latency)",
+    "cycle, absolute",
+    "cycle at 50ms latency",
+    "CPU per 1000 requests",
+    "idle CPU between cycles",
+    "peak RSS",
+    "RSS growth, cycle 2 to last",
+    "/metrics scrape",
+    "/metrics vs prometheus_client gauges",
+    "rows written per steady cycle",
+    "detection latency",
+    "cycle under concurrent scrapes",
+    "cost growth (s per 1000 requests)",
+]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], str]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_quick_run_reports_every_target(quick: tuple[dict[str, object], str]) -> None:
+    results, stdout = quick
+    verdicts = results["verdicts"]
+    assert isinstance(verdicts, list)
+    assert [v["target"] for v in verdicts] == TARGETS
+    for target in TARGETS:
+        assert target in stdout
+
+
+def test_quick_run_measured_a_real_fleet(quick: tuple[dict[str, object], str]) -> None:
+    results, _ = quick
+    fleet = results["fleet"]
+    assert isinstance(fleet, dict)
+    assert fleet["syncs"] == 20 * 10 + 40 * 3
+    assert fleet["requests_per_cycle"] == 20 + 40
+    cycle = results["cycle"]
+    assert isinstance(cycle, dict)
+    assert cycle["tenants_failed"] == 0
+    assert 0 < cycle["steady_median"] < 60
+    floor = results["floor"]
+    assert isinstance(floor, dict)
+    assert floor["wall"] > 0
+    metrics = results["metrics"]
+    assert isinstance(metrics, dict)
+    # Every sync has series, and the baseline served as many.
+    assert metrics["series"] > fleet["syncs"]
+    assert metrics["baseline_series"] >= metrics["series"]
+    load = results["load"]
+    assert isinstance(load, dict)
+    assert load["scrapes_ok"] > 0
+    assert load["error_count"] == 0
+    detection = results["detection"]
+    assert isinstance(detection, dict)
+    assert all(0 < latency < 60 for latency in detection["latencies"])
+    curve = results["curve"]
+    assert isinstance(curve, list)
+    assert [c["fraction"] for c in curve] == [0.3, 1.0]
