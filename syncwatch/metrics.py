@@ -12,7 +12,7 @@ rendered once per snapshot and format, and every other scrape reuses those bytes
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from syncwatch import __version__
 from syncwatch.evaluate import Evaluation, Report
@@ -102,7 +103,7 @@ class Telemetry:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._fleet_lock = threading.Lock()  # one render per snapshot, however many scrapers
-        self._fleet_pages: tuple[Snapshot, dict[str, bytes]] = (self.snapshot, {})
+        self._fleet_families: tuple[Snapshot, list[Family]] = (self.snapshot, [])
 
     def record(self, report: Report, alerts: Iterable[Alert], finished_at: float) -> None:
         """Fold one finished cycle in: counters grow, the snapshot is replaced."""
@@ -131,68 +132,225 @@ class Telemetry:
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when the scraper asks)."""
         encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
         own = encoder(self.registry)
-        fleet = self._fleet_page(encoder, content_type)
+        fleet = render_fleet(self._fleet(), openmetrics=openmetrics)
         # An OpenMetrics page ends with one "# EOF": the fleet part's.
         return own.removesuffix(OPENMETRICS_EOF) + fleet, content_type
 
-    def _fleet_page(
-        self, encoder: Callable[[CollectorRegistry], bytes], content_type: str
-    ) -> bytes:
+    def _fleet(self) -> list[Family]:
         with self._fleet_lock:
-            snapshot, pages = self._fleet_pages
+            snapshot, families = self._fleet_families
             if snapshot is not self.snapshot:
-                snapshot, pages = self.snapshot, {}
-                self._fleet_pages = (snapshot, pages)
-            if content_type not in pages:
-                registry = CollectorRegistry(auto_describe=False)
-                registry.register(FleetCollector(snapshot))
-                pages[content_type] = encoder(registry)
-            return pages[content_type]
+                snapshot = self.snapshot
+                families = fleet_families(snapshot)
+                self._fleet_families = (snapshot, families)
+            return families
 
 
 OPENMETRICS_EOF = b"# EOF\n"
 
 
-class FleetCollector(Collector):
+# --- the fleet's families ------------------------------------------------------------------
+#
+# Written directly rather than through prometheus_client's encoders, which spend ~10 µs per
+# sample building and sorting label dicts: for a large fleet that is most of a second per
+# 100,000 series (docs/benchmarks.md). The output is byte for byte what those encoders
+# write (tests/test_metrics.py compares them): labels sorted by name, values as Go floats.
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One family's samples, already rendered: the same lines in both exposition formats."""
+
+    name: str  # the OpenMetrics name (an info family without its `_info` suffix)
+    documentation: str
+    type: str  # "gauge" or "info"
+    lines: bytes
+
+    def header(self, openmetrics: bool) -> str:
+        doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        if openmetrics:
+            doc = doc.replace('"', r"\"")
+            return f"# HELP {self.name} {doc}\n# TYPE {self.name} {self.type}\n"
+        name = f"{self.name}_info" if self.type == "info" else self.name
+        return f"# HELP {name} {doc}\n# TYPE {name} gauge\n"
+
+
+def render_fleet(families: Sequence[Family], *, openmetrics: bool) -> bytes:
+    """The fleet part of the page; OpenMetrics ends it with `# EOF`."""
+    parts = [part for f in families for part in (f.header(openmetrics).encode(), f.lines)]
+    return b"".join([*parts, OPENMETRICS_EOF if openmetrics else b""])
+
+
+def _lines(lines: Iterable[str]) -> bytes:
+    return "".join(lines).encode()
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _value(value: float) -> str:
+    if value == 1:
+        return "1.0"
+    if value == 0:
+        return "0.0"
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]  # untyped upstream
+    return text
+
+
+def fleet_families(snap: Snapshot) -> list[Family]:
     """Every per-sync, per-tenant and per-alert family of one snapshot."""
+    timbal = [e for e in snap.evaluations if isinstance(e.sync, TimbalSync)]
+    paragon = [e.sync for e in snap.evaluations if isinstance(e.sync, ParagonSync)]
+    assert all(isinstance(s, ParagonSync) for s in paragon)
+    return [
+        *_timbal_families(timbal),
+        *_paragon_families(paragon),
+        *_tenant_families(snap),
+    ]
 
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
 
-    def collect(self) -> Iterator[Metric]:
-        snap = self.snap
-        yield from _timbal_families(e for e in snap.evaluations if isinstance(e.sync, TimbalSync))
-        yield from _paragon_families(
-            e.sync for e in snap.evaluations if isinstance(e.sync, ParagonSync)
+def _timbal_families(evaluations: Sequence[Evaluation]) -> list[Family]:
+    sss, interval, ratio, enabled, last, info = ([] for _ in range(6))
+    for e in evaluations:
+        s = e.sync
+        assert isinstance(s, TimbalSync)
+        connector, name = _escape(s.connector_id), _escape(s.name or "")
+        org, sync = _escape(s.org_id), _escape(s.id)
+        labels = f'{{connector_id="{connector}",name="{name}",org_id="{org}",sync_id="{sync}"}} '
+        interval.append(
+            f"syncwatch_timbal_sync_interval_seconds{labels}{_value(s.interval_secs)}\n"
         )
-        alert = GaugeMetricFamily(
-            "syncwatch_alert",
-            "Pending and firing alerts (1 per alert).",
-            labels=["alertname", "severity", "source", "tenant", "sync_id", "state"],
+        enabled.append(f"syncwatch_timbal_sync_enabled{labels}{'1.0' if s.enabled else '0.0'}\n")
+        if s.seconds_since_success is not None:
+            sss.append(
+                f"syncwatch_timbal_sync_seconds_since_success{labels}"
+                f"{_value(s.seconds_since_success)}\n"
+            )
+        value = e.ratio
+        if value is None and s.seconds_since_success is not None:
+            value = s.seconds_since_success / s.interval_secs
+        if value is not None:
+            ratio.append(f"syncwatch_timbal_sync_staleness_ratio{labels}{_value(value)}\n")
+        if s.last_success_at is not None:
+            last.append(
+                f"syncwatch_timbal_sync_last_success_timestamp_seconds{labels}"
+                f"{_value(s.last_success_at.timestamp())}\n"
+            )
+        info.append(
+            f'syncwatch_timbal_sync_info{{connector_id="{connector}",'
+            f'dest_table="{_escape(s.dest_table)}",last_state="{_escape(s.last_state or "")}",'
+            f'name="{name}",org_id="{org}",source_kind="{_escape(s.source_kind)}",'
+            f'source_table="{_escape(s.source_table)}",sync_id="{sync}"}} 1.0\n'
         )
-        for a in snap.alerts:
-            alert.add_metric([a.alertname, a.severity, a.source, a.tenant, a.sync_id, a.state], 1)
-        yield alert
+    return [
+        Family(
+            "syncwatch_timbal_sync_seconds_since_success",
+            "Seconds since the sync last succeeded, as reported by Timbal.",
+            "gauge",
+            _lines(sss),
+        ),
+        Family(
+            "syncwatch_timbal_sync_interval_seconds",
+            "The sync's schedule interval.",
+            "gauge",
+            _lines(interval),
+        ),
+        Family(
+            "syncwatch_timbal_sync_staleness_ratio",
+            "seconds_since_success / interval_secs (age / interval if never succeeded).",
+            "gauge",
+            _lines(ratio),
+        ),
+        Family(
+            "syncwatch_timbal_sync_enabled",
+            "1 if the sync is enabled upstream.",
+            "gauge",
+            _lines(enabled),
+        ),
+        Family(
+            "syncwatch_timbal_sync_last_success_timestamp_seconds",
+            "When the sync last succeeded (unix seconds); absent if it never has.",
+            "gauge",
+            _lines(last),
+        ),
+        Family(
+            "syncwatch_timbal_sync", "Descriptive labels of a Timbal sync.", "info", _lines(info)
+        ),
+    ]
 
-        up = GaugeMetricFamily(
-            "syncwatch_source_up",
-            "1 if the tenant's last listing succeeded, else 0.",
-            labels=["source", "tenant"],
+
+def _paragon_families(syncs: Sequence[ParagonSync]) -> list[Family]:
+    status: list[str] = []
+    info: list[str] = []
+    for s in syncs:
+        integration, pipeline = _escape(s.integration), _escape(s.pipeline)
+        sync, user = _escape(s.id), _escape(s.user_id)
+        before = (
+            f'syncwatch_paragon_sync_status{{integration="{integration}",'
+            f'pipeline="{pipeline}",status="'
         )
-        for (source, tenant), ok in sorted(snap.source_up.items()):
-            up.add_metric([source, tenant], 1 if ok else 0)
-        yield up
+        after = f'",sync_id="{sync}",user_id="{user}"}} '
+        status.extend(
+            f"{before}{known}{after}{'1.0' if s.status == known else '0.0'}\n"
+            for known in PARAGON_STATUSES
+        )
+        if s.status not in PARAGON_STATUSES:
+            # An unknown upstream status is carried as its own value, never dropped.
+            status.append(f"{before}{_escape(s.status)}{after}1.0\n")
+        info.append(
+            "syncwatch_paragon_sync_info"
+            f'{{configuration_name="{_escape(s.configuration_name or "")}",'
+            f'credential_id="{_escape(s.credential_id or "")}",integration="{integration}",'
+            f'pipeline="{pipeline}",sync_id="{sync}",user_id="{user}"}} 1.0\n'
+        )
+    return [
+        Family(
+            "syncwatch_paragon_sync_status",
+            "1 for the sync's current status, 0 for the others (a state set).",
+            "gauge",
+            _lines(status),
+        ),
+        Family(
+            "syncwatch_paragon_sync", "Descriptive labels of a Paragon sync.", "info", _lines(info)
+        ),
+    ]
 
-        last = GaugeMetricFamily(
+
+def _tenant_families(snap: Snapshot) -> list[Family]:
+    alerts = _lines(
+        f'syncwatch_alert{{alertname="{_escape(a.alertname)}",severity="{_escape(a.severity)}",'
+        f'source="{_escape(a.source)}",state="{_escape(a.state)}",'
+        f'sync_id="{_escape(a.sync_id)}",tenant="{_escape(a.tenant)}"}} 1.0\n'
+        for a in snap.alerts
+    )
+    up = _lines(
+        f'syncwatch_source_up{{source="{_escape(source)}",tenant="{_escape(tenant)}"}} '
+        f"{'1.0' if ok else '0.0'}\n"
+        for (source, tenant), ok in sorted(snap.source_up.items())
+    )
+    last = _lines(
+        f'syncwatch_source_last_success_timestamp_seconds{{source="{_escape(source)}",'
+        f'tenant="{_escape(tenant)}"}} {_value(ts)}\n'
+        for (source, tenant), ts in sorted(snap.last_success.items())
+        if (source, tenant) in snap.source_up
+    )
+    return [
+        Family("syncwatch_alert", "Pending and firing alerts (1 per alert).", "gauge", alerts),
+        Family(
+            "syncwatch_source_up", "1 if the tenant's last listing succeeded, else 0.", "gauge", up
+        ),
+        Family(
             "syncwatch_source_last_success_timestamp_seconds",
             "When the tenant's listing last succeeded (unix seconds).",
-            labels=["source", "tenant"],
-        )
-        for key, ts in sorted(snap.last_success.items()):
-            if key in snap.source_up:
-                last.add_metric(list(key), ts)
-        yield last
+            "gauge",
+            last,
+        ),
+    ]
 
 
 class DaemonCollector(Collector):
@@ -245,91 +403,3 @@ class DaemonCollector(Collector):
         build = InfoMetricFamily("syncwatch_build", "syncwatch build information.")
         build.add_metric([], {"version": __version__})
         yield build
-
-
-_TIMBAL_LABELS = ["org_id", "connector_id", "sync_id", "name"]
-
-
-def _timbal_families(evaluations: Iterable[Evaluation]) -> Iterator[Metric]:
-    sss = GaugeMetricFamily(
-        "syncwatch_timbal_sync_seconds_since_success",
-        "Seconds since the sync last succeeded, as reported by Timbal.",
-        labels=_TIMBAL_LABELS,
-    )
-    interval = GaugeMetricFamily(
-        "syncwatch_timbal_sync_interval_seconds",
-        "The sync's schedule interval.",
-        labels=_TIMBAL_LABELS,
-    )
-    ratio = GaugeMetricFamily(
-        "syncwatch_timbal_sync_staleness_ratio",
-        "seconds_since_success / interval_secs (age / interval if never succeeded).",
-        labels=_TIMBAL_LABELS,
-    )
-    enabled = GaugeMetricFamily(
-        "syncwatch_timbal_sync_enabled",
-        "1 if the sync is enabled upstream.",
-        labels=_TIMBAL_LABELS,
-    )
-    last = GaugeMetricFamily(
-        "syncwatch_timbal_sync_last_success_timestamp_seconds",
-        "When the sync last succeeded (unix seconds); absent if it never has.",
-        labels=_TIMBAL_LABELS,
-    )
-    info = InfoMetricFamily(
-        "syncwatch_timbal_sync", "Descriptive labels of a Timbal sync.", labels=_TIMBAL_LABELS
-    )
-    for e in evaluations:
-        s = e.sync
-        assert isinstance(s, TimbalSync)
-        labels = [s.org_id, s.connector_id, s.id, s.name or ""]
-        interval.add_metric(labels, s.interval_secs)
-        enabled.add_metric(labels, 1 if s.enabled else 0)
-        if s.seconds_since_success is not None:
-            sss.add_metric(labels, s.seconds_since_success)
-        value = e.ratio
-        if value is None and s.seconds_since_success is not None:
-            value = s.seconds_since_success / s.interval_secs
-        if value is not None:
-            ratio.add_metric(labels, value)
-        if s.last_success_at is not None:
-            last.add_metric(labels, s.last_success_at.timestamp())
-        info.add_metric(
-            labels,
-            {
-                "source_kind": s.source_kind,
-                "source_table": s.source_table,
-                "dest_table": s.dest_table,
-                "last_state": s.last_state or "",
-            },
-        )
-    yield from (sss, interval, ratio, enabled, last, info)
-
-
-_PARAGON_LABELS = ["user_id", "sync_id", "integration", "pipeline"]
-
-
-def _paragon_families(syncs: Iterable[ParagonSync]) -> Iterator[Metric]:
-    status = GaugeMetricFamily(
-        "syncwatch_paragon_sync_status",
-        "1 for the sync's current status, 0 for the others (a state set).",
-        labels=[*_PARAGON_LABELS, "status"],
-    )
-    info = InfoMetricFamily(
-        "syncwatch_paragon_sync", "Descriptive labels of a Paragon sync.", labels=_PARAGON_LABELS
-    )
-    for s in syncs:
-        labels = [s.user_id, s.id, s.integration, s.pipeline]
-        for known in PARAGON_STATUSES:
-            status.add_metric([*labels, known], 1 if s.status == known else 0)
-        if s.status not in PARAGON_STATUSES:
-            # An unknown upstream status is carried as its own value, never dropped.
-            status.add_metric([*labels, s.status], 1)
-        info.add_metric(
-            labels,
-            {
-                "configuration_name": s.configuration_name or "",
-                "credential_id": s.credential_id or "",
-            },
-        )
-    yield from (status, info)

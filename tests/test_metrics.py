@@ -128,16 +128,16 @@ def test_fleet_part_is_rendered_once_per_snapshot_and_counters_stay_live(
     telemetry = Telemetry(notifier_outcomes=lambda: outcomes, notifier_names=lambda: ["console"])
     telemetry.record(report, (), NOW.timestamp())
     first, _ = telemetry.render("text/plain")
-    fleet_pages = telemetry._fleet_pages[1]
-    assert set(fleet_pages) == {"text/plain; version=0.0.4; charset=utf-8"}
-    cached = next(iter(fleet_pages.values()))
+    cached = telemetry._fleet_families[1]
+    assert cached
 
     outcomes[("console", "sent")] = 3  # a delivery between cycles shows at the next scrape
     second, _ = telemetry.render("text/plain")
     assert 'syncwatch_notifications_total{notifier="console",outcome="sent"} 3.0' in second.decode()
-    assert next(iter(telemetry._fleet_pages[1].values())) is cached  # not re-rendered
-    assert cached in first
-    assert cached in second
+    assert telemetry._fleet_families[1] is cached  # not re-rendered
+    for family in cached:
+        assert family.lines in first
+        assert family.lines in second
 
     # A sync gone from the next cycle is gone from the next scrape.
     gone = report.evaluations[0].sync.id
@@ -164,3 +164,34 @@ def test_openmetrics_page_has_one_eof_at_its_end(frozen_sim: SimulatorThread) ->
     assert text.endswith("# EOF\n")
     names = {f.name for f in openmetrics_families(text)}  # the strict parser accepts it
     assert {"syncwatch_timbal_sync_interval_seconds", "syncwatch_notifications"} <= names
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_label_values_are_escaped(frozen_sim: SimulatorThread, openmetrics: bool) -> None:
+    from dataclasses import replace
+
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    report = _report(frozen_sim)
+    first = report.evaluations[0]
+    awkward = 'a "quoted" back\\slash\nnew line'
+    evaluations = [replace(first, sync=replace(first.sync, name=awkward)), *report.evaluations[1:]]
+    telemetry = Telemetry()
+    telemetry.record(
+        Report(listings=report.listings, evaluations=evaluations, failures=report.failures),
+        (),
+        NOW.timestamp(),
+    )
+    accept = "application/openmetrics-text; version=1.0.0" if openmetrics else "text/plain"
+    body, _ = telemetry.render(accept)
+    parse = openmetrics_families if openmetrics else text_string_to_metric_families
+    names = {
+        sample.labels.get("name")
+        for family in parse(body.decode())
+        if family.name == "syncwatch_timbal_sync_interval_seconds"
+        for sample in family.samples
+        if sample.labels["sync_id"] == first.sync.id
+    }
+    assert names == {awkward}
