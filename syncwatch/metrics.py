@@ -111,6 +111,9 @@ class Telemetry:
         for listing in report.listings:
             self._record_listing(listing, finished_at)
             up[(str(listing.source), listing.tenant)] = listing.ok
+        with self._fleet_lock:
+            # The previous cycle's page is not served again: free it now, not at the next scrape.
+            self._fleet_families = (self.snapshot, [])
         self.snapshot = Snapshot(
             evaluations=tuple(report.evaluations),
             alerts=tuple(alerts),
@@ -131,12 +134,16 @@ class Telemetry:
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when the scraper asks)."""
+        chunks, content_type = self.render_chunks(accept)
+        return b"".join(chunks), content_type
+
+    def render_chunks(self, accept: str) -> tuple[list[bytes], str]:
+        """The page as chunks, to be streamed: a large fleet's page is never copied whole."""
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
-        own = encoder(self.registry)
-        fleet = render_fleet(self._fleet(), openmetrics=openmetrics)
-        # An OpenMetrics page ends with one "# EOF": the fleet part's.
-        return own.removesuffix(OPENMETRICS_EOF) + fleet, content_type
+        # An OpenMetrics page ends with one "# EOF", after the fleet's families.
+        own = encoder(self.registry).removesuffix(OPENMETRICS_EOF)
+        return [own, *fleet_chunks(self._fleet(), openmetrics=openmetrics)], content_type
 
     def _fleet(self) -> list[Family]:
         with self._fleet_lock:
@@ -177,10 +184,10 @@ class Family:
         return f"# HELP {name} {doc}\n# TYPE {name} gauge\n"
 
 
-def render_fleet(families: Sequence[Family], *, openmetrics: bool) -> bytes:
+def fleet_chunks(families: Sequence[Family], *, openmetrics: bool) -> list[bytes]:
     """The fleet part of the page; OpenMetrics ends it with `# EOF`."""
-    parts = [part for f in families for part in (f.header(openmetrics).encode(), f.lines)]
-    return b"".join([*parts, OPENMETRICS_EOF if openmetrics else b""])
+    chunks = [part for f in families for part in (f.header(openmetrics).encode(), f.lines)]
+    return [*chunks, OPENMETRICS_EOF] if openmetrics else chunks
 
 
 def _lines(lines: Iterable[str]) -> bytes:

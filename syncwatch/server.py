@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from syncwatch.lifecycle import Alert
@@ -55,10 +55,18 @@ def alert_json(alert: Alert) -> dict[str, object]:
 def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
-        body, content_type = await run_in_threadpool(
-            telemetry.render, request.headers.get("accept", "")
+        chunks, content_type = await run_in_threadpool(
+            telemetry.render_chunks, request.headers.get("accept", "")
         )
-        return Response(body, media_type=content_type)
+
+        async def stream() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        length = str(sum(len(c) for c in chunks))
+        return StreamingResponse(
+            stream(), media_type=content_type, headers={"Content-Length": length}
+        )
 
     async def healthz(_: Request) -> Response:
         if liveness.healthy:
