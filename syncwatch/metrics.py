@@ -103,7 +103,7 @@ class Telemetry:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._fleet_lock = threading.Lock()  # one render per snapshot, however many scrapers
-        self._fleet_families: tuple[Snapshot, list[Family]] = (self.snapshot, [])
+        self._fleet_families: tuple[Snapshot | None, list[Family]] = (None, [])
 
     def record(self, report: Report, alerts: Iterable[Alert], finished_at: float) -> None:
         """Fold one finished cycle in: counters grow, the snapshot is replaced."""
@@ -113,7 +113,7 @@ class Telemetry:
             up[(str(listing.source), listing.tenant)] = listing.ok
         with self._fleet_lock:
             # The previous cycle's page is not served again: free it now, not at the next scrape.
-            self._fleet_families = (self.snapshot, [])
+            self._fleet_families = (None, [])
         self.snapshot = Snapshot(
             evaluations=tuple(report.evaluations),
             alerts=tuple(alerts),
