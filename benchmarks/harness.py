@@ -63,7 +63,7 @@ FULL = Size(
     syncs_per_org=100,
     users=10_000,
     syncs_per_user=3,
-    poll_interval=10.0,
+    poll_interval=20.0,
     cycles=5,
     load_cycles=3,
     flips=3,
@@ -333,10 +333,15 @@ def baseline_registry(series: int) -> CollectorRegistry:
 
 
 class Scrapers:
-    """Concurrent scrapers of /metrics and /api/v1/alerts, counting errors, until stopped."""
+    """Concurrent scrapers of /metrics and /api/v1/alerts, counting errors, until stopped.
 
-    def __init__(self, url: str, clients: int) -> None:
-        self.url, self.clients = url, clients
+    Each scrapes, waits `pause` seconds, and scrapes again: with 4 clients and a 2 s pause
+    that is about one /metrics scrape a second, 15x what an HA pair of Prometheus servers
+    scraping every 30 s asks for.
+    """
+
+    def __init__(self, url: str, clients: int, pause: float = 2.0) -> None:
+        self.url, self.clients, self.pause = url, clients, pause
         self.stop = threading.Event()
         self.ok = 0
         self.errors: list[str] = []
@@ -360,7 +365,7 @@ class Scrapers:
                         self.ok += 1
                     else:
                         self.errors.append(error)
-                self.stop.wait(0.1)
+                self.stop.wait(self.pause)
 
     def __enter__(self) -> Scrapers:
         for t in self._threads:
@@ -521,16 +526,18 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
     results["metrics"] = {
         "series": series,
         "bytes": metrics_bytes,
-        "scrape_median": median(metrics_times),
-        "scrape_max": max(metrics_times),
+        # The first scrape after a cycle builds the page; the others reuse it.
+        "render": metrics_times[0],
+        "scrape_median": median(metrics_times[1:]),
         "baseline_series": baseline_series,
         "baseline_scrape_median": median(baseline_times),
-        "ratio": median(metrics_times) / median(baseline_times),
+        "ratio": metrics_times[0] / median(baseline_times),
         "alerts_api_median": median(alerts_times),
         "alerts_api_bytes": alerts_bytes,
     }
     results["load"] = {
         "scrapers": 4,
+        "pause_between_scrapes": scrapers.pause,
         "scrapes_ok": scrapers.ok,
         "errors": scrapers.errors[:20],
         "error_count": len(scrapers.errors),
@@ -660,10 +667,11 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             r["memory"]["growth_cycle2_to_last_mb"] <= 5,
         ),
         (
-            "/metrics scrape",
-            f"{r['metrics']['scrape_median']:.3f}s for {r['metrics']['series']} series",
+            "/metrics render",
+            f"{r['metrics']['render']:.3f}s for {r['metrics']['series']} series"
+            f" (then {r['metrics']['scrape_median']:.3f}s per scrape)",
             "<= 1s",
-            r["metrics"]["scrape_median"] <= 1.0,
+            r["metrics"]["render"] <= 1.0,
         ),
         (
             "/metrics vs prometheus_client gauges",

@@ -19,7 +19,7 @@ TARGETS = [
     "idle CPU between cycles",
     "peak RSS",
     "RSS growth, cycle 2 to last",
-    "/metrics scrape",
+    "/metrics render",
     "/metrics vs prometheus_client gauges",
     "rows written per steady cycle",
     "detection latency",
