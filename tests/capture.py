@@ -78,7 +78,8 @@ class CaptureServer:
         # A short shutdown timeout: stop() must not wait out a scripted delay.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # After a stop(), start() binds the same port again: a sink back from an outage.
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         return int(self._runner.addresses[0][1])
 

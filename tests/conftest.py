@@ -34,6 +34,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# Environment that load_config reads besides SYNCWATCH_*: systemd's directories.
+ENV_OWNED = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No SYNCWATCH_* or systemd directories leak in, and no ./syncwatch.toml is found."""
+    for name in list(os.environ):
+        if name.startswith("SYNCWATCH_") or name in ENV_OWNED:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -204,6 +217,7 @@ def sim_config_toml(
     state_path: Path,
     listen: str,
     poll_interval: str = "1s",
+    request_timeout: str = "5s",
     extra: str = "",
     daemon_extra: str = "",
     orgs: list[str] | None = None,
@@ -219,7 +233,7 @@ def sim_config_toml(
 poll_interval = {toml_value(poll_interval)}
 listen = {toml_value(listen)}
 state_path = {toml_value(str(state_path))}
-request_timeout = "5s"
+request_timeout = {toml_value(request_timeout)}
 retries = 0
 log_format = "json"
 log_level = "debug"

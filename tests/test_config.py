@@ -30,6 +30,7 @@ from syncwatch.config import (
     parse_duration,
     secrets_of,
 )
+from tests.conftest import ENV_OWNED
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -50,19 +51,10 @@ api_key = "{TIMBAL_KEY}"
 id = "org_1"
 """
 
-_ENV_OWNED = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
 
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SYNCWATCH_* or systemd directories leak in, and no ./syncwatch.toml is found."""
-    for name in list(os.environ):
-        if name.startswith("SYNCWATCH_") or name in _ENV_OWNED:
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 def write(directory: Path, text: str, name: str = "syncwatch-test.toml") -> Path:
@@ -83,9 +75,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m syncwatch ARGS` in a child process with a clean environment plus `env`."""
     child_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SYNCWATCH_") and k not in _ENV_OWNED
+        k: v for k, v in os.environ.items() if not k.startswith("SYNCWATCH_") and k not in ENV_OWNED
     }
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p

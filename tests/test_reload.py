@@ -10,7 +10,6 @@ Writing the good config back with one change then reloads for real.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,17 +22,9 @@ from syncwatch.daemon import Daemon
 from tests.conftest import free_port, toml_value
 from tests.test_config import BROKEN, TIMBAL_KEY, Broken, ec_pem, rsa_pem
 
+pytestmark = pytest.mark.usefixtures("clean_env")
+
 CONFIG_NAME = "syncwatch-test.toml"  # the name test_config's `{config}` placeholder stands for
-_ENV_OWNED = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """As in test_config: no SYNCWATCH_* or systemd directories leak into load_config."""
-    for name in list(os.environ):
-        if name.startswith("SYNCWATCH_") or name in _ENV_OWNED:
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)

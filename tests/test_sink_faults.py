@@ -1,4 +1,4 @@
-"""Sink faults: notifiers down for hours, flapping, 500s, 429 storms and slow answers.
+"""CaptureServer faults: notifiers down for hours, flapping, 500s, 429 storms and slow answers.
 
 Everything is real except time: the StateStore on disk, Engine → evaluate → lifecycle →
 route → outbox, the Dispatcher, and the webhook, Slack and Alertmanager notifier classes
@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from syncwatch.config import AlertingConfig, Config, TimbalConfig, TimbalOrg, effective_thresholds
 from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
@@ -137,34 +136,9 @@ def batch_signature(batch: Batch) -> Signature:
 # --- a sink that can go down and come back on the same address -----------------------------
 
 
-class Sink(CaptureServer):
-    """A CaptureServer that can stop (connections refused) and start again on its port.
-
-    Requests and scripted replies survive a restart, so `requests` is everything the
-    receiver ever saw, across outages, in arrival order.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pinned = 0
-
-    def start(self) -> Sink:
-        super().start()
-        self._pinned = self.port
-        return self
-
-    async def _serve(self) -> int:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self._pinned).start()
-        return int(self._runner.addresses[0][1])
-
-
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink().start()
+def sink() -> Iterator[CaptureServer]:
+    server = CaptureServer().start()
     yield server
     server.stop()
 
@@ -221,7 +195,7 @@ class Sim:
         self,
         kind: str,
         store: StateStore,
-        sink: Sink,
+        sink: CaptureServer,
         client: httpx.AsyncClient,
         *,
         cycle_every: float = POLL,
@@ -415,7 +389,7 @@ def check_same_content_per_delivery_id(sim: Sim) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_six_hour_outage_queues_everything_and_drains_it_in_order(
-    kind: str, store: StateStore, db: Path, sink: Sink, client: httpx.AsyncClient
+    kind: str, store: StateStore, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     sim = Sim(kind, store, sink, client)
 
@@ -473,7 +447,7 @@ async def test_six_hour_outage_queues_everything_and_drains_it_in_order(
 # its delivery after an outage is covered by the six-hour outage above.
 @pytest.mark.parametrize("kind", ["webhook", "alertmanager"])
 async def test_outage_beyond_24h_drops_and_counts_only_rows_past_their_window(
-    kind: str, store: StateStore, db: Path, sink: Sink, client: httpx.AsyncClient
+    kind: str, store: StateStore, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     sim = Sim(kind, store, sink, client, cycle_every=30 * MINUTE)
     sink.stop()  # down from the start, for 25 hours
@@ -508,7 +482,7 @@ async def test_outage_beyond_24h_drops_and_counts_only_rows_past_their_window(
 
 
 async def test_a_queued_row_is_kept_until_its_24h_are_up(
-    store: StateStore, sink: Sink, client: httpx.AsyncClient
+    store: StateStore, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     sim = Sim("webhook", store, sink, client)
     sink.stop()
@@ -529,7 +503,7 @@ async def test_a_queued_row_is_kept_until_its_24h_are_up(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_flapping_sink_gets_everything_exactly_once_in_order(
-    kind: str, store: StateStore, db: Path, sink: Sink, client: httpx.AsyncClient
+    kind: str, store: StateStore, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     rng = random.Random(1234)
     script = [200 if rng.random() < 0.5 else rng.choice([500, 502, 503, 504]) for _ in range(600)]
@@ -581,7 +555,7 @@ RETRY_AFTER = [1, 30, 120, 7, 600, 45, 3600, 90, 15, 300]
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_429_storm_honours_retry_after_exactly_then_drains(
-    kind: str, store: StateStore, db: Path, sink: Sink, client: httpx.AsyncClient
+    kind: str, store: StateStore, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     for seconds in RETRY_AFTER:
         sink.reply(429, "rate limited", headers={"Retry-After": str(seconds)})
@@ -618,7 +592,7 @@ async def test_429_storm_honours_retry_after_exactly_then_drains(
     ["webhook", "slack", "alertmanager"],
 )
 async def test_retry_after_zero_means_retry_now(
-    kind: str, store: StateStore, sink: Sink, client: httpx.AsyncClient
+    kind: str, store: StateStore, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     sink.reply(429, "rate limited", headers={"Retry-After": "0"})
     sim = Sim(kind, store, sink, client)
@@ -634,7 +608,7 @@ async def test_retry_after_zero_means_retry_now(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_sink_slower_than_the_send_timeout_is_retried_with_the_same_delivery_id(
-    kind: str, store: StateStore, db: Path, sink: Sink, client: httpx.AsyncClient
+    kind: str, store: StateStore, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     slow = 2
     for _ in range(slow):
@@ -668,7 +642,7 @@ async def test_sink_slower_than_the_send_timeout_is_retried_with_the_same_delive
 
 
 async def test_slack_backlog_drains_at_slacks_pace(
-    store: StateStore, sink: Sink, client: httpx.AsyncClient
+    store: StateStore, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
     sim = Sim("slack", store, sink, client, slack_pacing=True)
     sink.stop()

@@ -28,10 +28,8 @@ from tests.conftest import (
     Daemon,
     Keys,
     SimProcess,
-    free_port,
-    sim_config_toml,
+    launch,
     start_simulator,
-    start_syncwatch,
     wait_until,
 )
 
@@ -197,30 +195,18 @@ def fault_sim(tmp_path_factory: pytest.TempPathFactory, rsa_keys: Keys) -> Itera
 
 
 def start_daemon(directory: Path, sim: SimProcess, keys: Keys) -> Daemon:
-    port = free_port()
-    text = sim_config_toml(
+    daemon = launch(
+        directory,
         sim,
         keys,
-        state_path=directory / "state.db",
-        listen=f"127.0.0.1:{port}",
         poll_interval="1s",
+        request_timeout=f"{REQUEST_TIMEOUT:g}s",
         extra=f"[alerting]\nsource_failure_threshold = {THRESHOLD}\n",
     )
-    assert 'request_timeout = "5s"' in text
+    text = daemon.config_path.read_text()
+    assert f'request_timeout = "{REQUEST_TIMEOUT:g}s"' in text
     assert "retries = 0" in text
     assert 'log_format = "json"' in text
-    text = text.replace('request_timeout = "5s"', f'request_timeout = "{REQUEST_TIMEOUT:g}s"')
-    config_path = directory / "syncwatch.toml"
-    config_path.write_text(text)
-    proc = start_syncwatch(["run", "-c", str(config_path)], directory / "daemon.log")
-    daemon = Daemon(proc, f"http://127.0.0.1:{port}", config_path)
-
-    def ready() -> bool:
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"daemon exited early ({proc.popen.returncode}):\n{proc.output}")
-        return daemon.get("/readyz").status_code == 200
-
-    wait_until(ready, timeout=30)
     return daemon
 
 
