@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -52,21 +53,39 @@ def alert_json(alert: Alert) -> dict[str, object]:
     }
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (Prometheus always sends it)."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip()
+            return not q or _positive(q)
+    return False
+
+
+def _positive(q: str) -> bool:
+    try:
+        return float(q) > 0
+    except ValueError:
+        return False
+
+
 def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
+        gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
         chunks, content_type = await run_in_threadpool(
-            telemetry.render_chunks, request.headers.get("accept", "")
+            functools.partial(telemetry.render_chunks, request.headers.get("accept", ""), gzip=gzip)
         )
 
         async def stream() -> AsyncIterator[bytes]:
             for chunk in chunks:
                 yield chunk
 
-        length = str(sum(len(c) for c in chunks))
-        return StreamingResponse(
-            stream(), media_type=content_type, headers={"Content-Length": length}
-        )
+        headers = {"Content-Length": str(sum(len(c) for c in chunks)), "Vary": "Accept-Encoding"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        return StreamingResponse(stream(), media_type=content_type, headers=headers)
 
     async def healthz(_: Request) -> Response:
         if liveness.healthy:

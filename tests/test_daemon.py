@@ -118,6 +118,20 @@ def test_openmetrics_is_served_when_asked(daemon: Daemon) -> None:
     assert response.text.rstrip().endswith("# EOF")
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "compressed"),
+    [("gzip", True), ("gzip, deflate", True), ("identity", False), ("gzip;q=0", False)],
+)
+def test_metrics_are_gzipped_when_the_scraper_accepts_it(
+    daemon: Daemon, accept_encoding: str, compressed: bool
+) -> None:
+    response = daemon.get("/metrics", headers={"Accept-Encoding": accept_encoding})
+    assert (response.headers.get("content-encoding") == "gzip") is compressed
+    assert int(response.headers["content-length"]) == len(response.read()) or compressed
+    assert "syncwatch_timbal_sync_interval_seconds{" in response.text  # decoded by httpx
+    assert "syncwatch_cycle_duration_seconds_count " in response.text  # the per-scrape part
+
+
 def test_sigterm_exits_zero_within_ten_seconds(daemon: Daemon) -> None:
     started = time.monotonic()
     assert daemon.proc.stop(signal.SIGTERM, timeout=10) == 0

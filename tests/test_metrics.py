@@ -128,13 +128,13 @@ def test_fleet_part_is_rendered_once_per_snapshot_and_counters_stay_live(
     telemetry = Telemetry(notifier_outcomes=lambda: outcomes, notifier_names=lambda: ["console"])
     telemetry.record(report, (), NOW.timestamp())
     first, _ = telemetry.render("text/plain")
-    cached = telemetry._fleet_families[1]
+    cached = telemetry._fleet_page[1].families
     assert cached
 
     outcomes[("console", "sent")] = 3  # a delivery between cycles shows at the next scrape
     second, _ = telemetry.render("text/plain")
     assert 'syncwatch_notifications_total{notifier="console",outcome="sent"} 3.0' in second.decode()
-    assert telemetry._fleet_families[1] is cached  # not re-rendered
+    assert telemetry._fleet_page[1].families is cached  # not re-rendered
     for family in cached:
         assert family.lines in first
         assert family.lines in second
@@ -195,3 +195,30 @@ def test_label_values_are_escaped(frozen_sim: SimulatorThread, openmetrics: bool
         if sample.labels["sync_id"] == first.sync.id
     }
     assert names == {awkward}
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_gzip_page_is_one_stream_of_the_same_page(
+    frozen_sim: SimulatorThread, openmetrics: bool
+) -> None:
+    import gzip
+    import zlib
+
+    telemetry = Telemetry(notifier_names=lambda: ["console"])
+    telemetry.record(_report(frozen_sim), (), NOW.timestamp())
+    accept = "application/openmetrics-text; version=1.0.0" if openmetrics else "text/plain"
+    plain, _ = telemetry.render(accept)
+    for _ in range(2):  # the second scrape reuses the compressed fleet part
+        chunks, _ = telemetry.render_chunks(accept, gzip=True)
+        body = b"".join(chunks)
+        # One gzip member, as a strict single-stream decoder (httpx's, Go's) expects.
+        decoder = zlib.decompressobj(wbits=31)
+        page = decoder.decompress(body) + decoder.flush()
+        assert decoder.eof
+        assert not decoder.unused_data
+        assert page == gzip.decompress(body)
+        strip = [v.encode() for v in VARYING]
+        assert [line for line in page.splitlines() if not any(v in line for v in strip)] == [
+            line for line in plain.splitlines() if not any(v in line for v in strip)
+        ]
+        assert page.endswith(b"# EOF\n") is openmetrics
