@@ -14,10 +14,12 @@ import pytest
 
 from syncwatch.config import Config, load_config
 from syncwatch.http import make_transport
-from syncwatch.models import ParagonSync, TimbalSync
+from syncwatch.models import ParagonSync, Source, TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.sources import Listing, Poller, Reason
+from syncwatch.sources.base import SourceError, Upstream
 from syncwatch.sources.paragon import TokenMinter
+from tests.capture import CaptureServer
 from tests.conftest import Keys
 
 
@@ -505,3 +507,16 @@ def test_concurrency_bound_is_global_across_sources(
         assert time.monotonic() - started >= 6 * 0.05
     finally:
         slow.stop()
+
+
+async def test_a_body_that_fails_its_content_encoding_is_an_invalid_response() -> None:
+    with CaptureServer() as server:
+        server.reply(200, b"not gzip at all", headers={"Content-Encoding": "gzip"})
+        async with make_transport(max_connections=2) as transport:
+            upstream = Upstream(
+                transport=transport, retries=2, timeout=5, semaphore=asyncio.Semaphore(2)
+            )
+            with pytest.raises(SourceError) as caught:
+                await upstream.get(Source.TIMBAL, "org_x", f"{server.url}/orgs/org_x")
+    assert caught.value.reason is Reason.INVALID_RESPONSE
+    assert len(server.requests) == 1  # a body that cannot be decoded is not retried

@@ -199,6 +199,11 @@ class Upstream:
                 raise SourceError(
                     source, tenant, reason, f"{where} failed: {type(exc).__name__}: {exc}"
                 ) from None
+            except httpx.DecodingError:
+                # E.g. `Content-Encoding: gzip` on a body that is not: a broken proxy.
+                raise SourceError(
+                    source, tenant, Reason.INVALID_RESPONSE, f"{where}: undecodable body"
+                ) from None
         status = response.status_code
         if status == 200:
             return body
