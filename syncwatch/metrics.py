@@ -242,8 +242,7 @@ def _value(value: float) -> str:
 def fleet_families(snap: Snapshot) -> list[Family]:
     """Every per-sync, per-tenant and per-alert family of one snapshot."""
     timbal = [e for e in snap.evaluations if isinstance(e.sync, TimbalSync)]
-    paragon = [e.sync for e in snap.evaluations if isinstance(e.sync, ParagonSync)]
-    assert all(isinstance(s, ParagonSync) for s in paragon)
+    paragon = [s for e in snap.evaluations if isinstance(s := e.sync, ParagonSync)]
     return [
         *_timbal_families(timbal),
         *_paragon_families(paragon),

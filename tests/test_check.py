@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.conftest import Keys, SimProcess, free_port, sim_config_toml
 
 
@@ -58,6 +60,14 @@ def test_exit_code_is_critical_when_a_critical_alert_holds(
     assert "CRITICAL:" in result.stdout
 
 
+def delete_sync(control: httpx.Client, org: str, sync_id: str) -> None:
+    """Remove one simulated Timbal sync from its org's listing."""
+    control.post(
+        "/_sim/mutate",
+        json={"source": "timbal", "tenant": org, "sync_id": sync_id, "delete": True},
+    ).raise_for_status()
+
+
 def test_exit_code_is_ok_for_a_healthy_org(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> None:
     fleet = sim.fleet()
     bad = {s["org_id"] for s in fleet["timbal"] if s["intended"] in ("warning", "critical")}
@@ -69,15 +79,7 @@ def test_exit_code_is_ok_for_a_healthy_org(tmp_path: Path, sim: SimProcess, rsa_
         with sim.control() as control:
             for s in fleet["timbal"]:
                 if s["org_id"] == org and s["intended"] in ("warning", "critical"):
-                    control.post(
-                        "/_sim/mutate",
-                        json={
-                            "source": "timbal",
-                            "tenant": org,
-                            "sync_id": s["sync_id"],
-                            "delete": True,
-                        },
-                    ).raise_for_status()
+                    delete_sync(control, org, s["sync_id"])
         healthy, states = [org], {"ok"}
     assert states <= {"ok", "disabled"}
     result = check(write_config(tmp_path, sim, rsa_keys, orgs=healthy[:1], users=[]))
@@ -96,15 +98,7 @@ def test_exit_code_is_unknown_when_a_tenant_is_unreachable(
         # Only that org, with its alerting syncs gone, so nothing outranks UNKNOWN.
         for s in fleet["timbal"]:
             if s["org_id"] == org:
-                control.post(
-                    "/_sim/mutate",
-                    json={
-                        "source": "timbal",
-                        "tenant": org,
-                        "sync_id": s["sync_id"],
-                        "delete": True,
-                    },
-                ).raise_for_status()
+                delete_sync(control, org, s["sync_id"])
     result = check(write_config(tmp_path, sim, rsa_keys, orgs=[org], users=[]))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "UNREACHABLE" in result.stdout
