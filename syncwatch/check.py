@@ -141,6 +141,11 @@ def _detail(e: Evaluation) -> tuple[str, str]:
     return f"{lag}/{format_duration(sync.interval_secs)}{ratio}", note
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 alert`, `2 alerts`: every noun here takes a plain -s."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def render_table(report: Report) -> str:
     rows = [("SOURCE", "TENANT", "SYNC", "STATE", "LAG/INTERVAL|STATUS", "REASON")]
     for e in sorted(report.evaluations, key=_key):
@@ -172,8 +177,9 @@ def render_table(report: Report) -> str:
     invalid = sum(listing.invalid_records for listing in report.listings)
     lines.append("")
     lines.append(
-        f"{status.name}: {len(report.evaluations)} syncs ({summary}); "
-        f"{len(report.conditions)} alerts; {len(report.failures)} tenants unreachable"
-        + (f"; {invalid} invalid records skipped" if invalid else "")
+        f"{status.name}: {plural(len(report.evaluations), 'sync')} ({summary}); "
+        f"{plural(len(report.conditions), 'alert')}; "
+        f"{plural(len(report.failures), 'tenant')} unreachable"
+        + (f"; {plural(invalid, 'invalid record')} skipped" if invalid else "")
     )
     return "\n".join(line.rstrip() for line in lines)

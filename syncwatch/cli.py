@@ -9,9 +9,11 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncwatch import __version__, logs
 from syncwatch.config import (
+    DEFAULT_PATHS,
     EX_CONFIG,
     Config,
     ConfigError,
@@ -23,10 +25,26 @@ from syncwatch.config import (
     to_toml,
 )
 
+if TYPE_CHECKING:
+    from syncwatch.simulator import SimConfig as SimConfigT
+
 
 def _config(path_arg: str | None) -> Config:
     path = find_config_path(path_arg, os.environ)
-    return load_config(path)
+    return _load(path)
+
+
+def _load(path: Path | None) -> Config:
+    """load_config, saying which files were looked for when none was found."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if path is None:
+            looked = ", ".join(str(p.absolute()) for p in DEFAULT_PATHS)
+            exc.problems.append(
+                f"no config file found (looked for {looked}); pass -c FILE or set $SYNCWATCH_CONFIG"
+            )
+        raise
 
 
 def _setup_logs(config: Config) -> None:
@@ -37,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from syncwatch.daemon import run_daemon
 
     path = find_config_path(args.config, os.environ)
-    return run_daemon(load_config(path), path)
+    return run_daemon(_load(path), path)
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
@@ -47,9 +65,12 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 
     config = _config(args.config)
     _setup_logs(config)
+    if not config.notifiers:
+        print("syncwatch: no notifiers configured: add a [[notifiers]] table", file=sys.stderr)
+        return 1
     chosen = [n for n in config.notifiers if args.notifier in (None, n.name)]
     if not chosen:
-        known = ", ".join(n.name for n in config.notifiers) or "none configured"
+        known = ", ".join(n.name for n in config.notifiers)
         print(f"syncwatch: no notifier named {args.notifier!r} (known: {known})", file=sys.stderr)
         return 1
 
@@ -93,7 +114,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from syncwatch.simulator import SimConfig, serve
 
-    host, _, port = args.listen.rpartition(":")
+    host, port = args.listen
     public_key = Path(args.paragon_public_key).read_bytes() if args.paragon_public_key else None
     sim = SimConfig(
         orgs=args.orgs,
@@ -106,8 +127,55 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         latency=args.latency,
         paragon_public_key_pem=public_key,
     )
-    serve(sim, host.strip("[]") or "127.0.0.1", int(port))
+
+    def started(bound_port: int) -> None:
+        print(simulator_banner(sim, host, bound_port), flush=True)
+
+    serve(sim, host, port, on_started=started)
     return 0
+
+
+def simulator_banner(sim: SimConfigT, host: str, port: int) -> str:
+    """Where the simulator listens, its credentials, and a config for it ready to paste."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    orgs = [f"org_{o + 1:04d}" for o in range(sim.orgs)]
+    users = [f"user-{u + 1:04d}" for u in range(sim.users)]
+    lines = [
+        f"syncwatch simulate: Timbal and Paragon APIs at {base}",
+        f"  {sim.orgs} Timbal orgs x {sim.syncs_per_org} syncs, "
+        f"{sim.users} Paragon users x {sim.syncs_per_user} syncs; "
+        f"time runs {sim.time_scale:g}x; intended states at {base}/_sim/fleet",
+        f"  Timbal API key: {sim.timbal_api_key}",
+        f"  Paragon project id: {sim.paragon_project_id}; "
+        + (
+            "user tokens are minted with your signing key"
+            if sim.paragon_public_key_pem
+            else f"static user tokens: {sim.paragon_static_token_prefix}:<user id>"
+        ),
+        "  SIGTERM or Ctrl-C to stop. A config for it (syncwatch check -c sim.toml):",
+        "",
+        "[timbal]",
+        f'base_url = "{base}"',
+        f'api_key = "{sim.timbal_api_key}"',
+    ]
+    lines += [f'[[timbal.orgs]]\nid = "{o}"' for o in orgs]
+    if users:
+        lines += ["[paragon]", f'base_url = "{base}"']
+        if sim.paragon_public_key_pem:
+            lines += [
+                f'project_id = "{sim.paragon_project_id}"',
+                'signing_key_file = "paragon-signing-key.pem"  # the key you passed',
+                "users = [" + ", ".join(f'"{u}"' for u in users) + "]",
+            ]
+        else:
+            lines.append("users = [")
+            lines += [
+                f'  {{ id = "{u}", token = "{sim.paragon_static_token_prefix}:{u}" }},'
+                for u in users
+            ]
+            lines.append("]")
+    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -123,76 +191,168 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:PORT); port 0 picks a free port and prints it."""
+    host, sep, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if (
+        not sep
+        or not host
+        or not port.isdigit()
+        or int(port) > 65535
+        or (":" in host and not bracketed)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"invalid address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+# Exit codes per command, shown by --help and kept in step with the README by a test.
+EXIT_CODES: dict[str, str] = {
+    "run": f"0 after SIGTERM/SIGINT; {EX_CONFIG} config error",
+    "check": "Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (a tenant unreachable); "
+    f"{EX_CONFIG} config error",
+    "validate": f"0 valid; {EX_CONFIG} invalid",
+    "test-notify": f"0 all delivered; 1 any failed or none configured; {EX_CONFIG} config error",
+    "demo": "0",
+    "simulate": "0 after SIGTERM/SIGINT; 2 bad arguments",
+}
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every set default shown; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncwatch",
         description="Watch Timbal and Paragon syncs; alert when one goes stale or breaks.",
+        epilog="Run 'syncwatch COMMAND --help' for a command's options and exit codes.",
     )
     parser.add_argument("--version", action="version", version=f"syncwatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=(description or summary[:1].upper() + summary[1:] + "."),
+            epilog=f"exit codes: {EXIT_CODES[name]}",
+            formatter_class=_Help,
+        )
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "-c",
             "--config",
-            help="config file (default: $SYNCWATCH_CONFIG, "
-            "./syncwatch.toml, /etc/syncwatch/config.toml)",
+            metavar="FILE",
+            help="config file (if unset: $SYNCWATCH_CONFIG, else ./syncwatch.toml, "
+            "else /etc/syncwatch/config.toml)",
         )
         return p
 
-    p = with_config(sub.add_parser("run", help="the daemon"))
+    p = with_config(command("run", "the daemon: poll, alert, serve /metrics until stopped"))
     p.set_defaults(func=cmd_run)
 
     p = with_config(
-        sub.add_parser(
-            "check", help="poll once, print every sync and alert, exit with a Nagios status"
+        command(
+            "check",
+            "poll once, print every sync and alert, exit with a Nagios status",
+            "Poll every tenant once and print every sync and every alert; sends nothing.\n"
+            "CRITICAL beats UNKNOWN beats WARNING: a critical sync alert gives 2 even when\n"
+            "a tenant is unreachable; an unreachable tenant alone gives 3 (its state is\n"
+            "unknown), as Icinga orders states.",
         )
     )
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(func=cmd_check)
 
     p = with_config(
-        sub.add_parser(
-            "validate", help="validate the config and print it resolved, secrets redacted"
-        )
+        command("validate", "validate the config and print it resolved, secrets redacted")
     )
     p.set_defaults(func=cmd_validate)
 
     p = with_config(
-        sub.add_parser("test-notify", help="send a marked test alert through each notifier")
+        command("test-notify", "send one clearly marked test alert through each notifier")
     )
-    p.add_argument("--notifier", help="only this notifier (by name)")
+    p.add_argument("--notifier", metavar="NAME", help="only this notifier (default: all)")
     p.set_defaults(func=cmd_test_notify)
 
-    p = sub.add_parser("simulate", help="serve simulated Timbal + Paragon APIs over HTTP")
-    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
-    p.add_argument("--orgs", type=int, default=3, help="Timbal orgs")
-    p.add_argument("--syncs-per-org", type=int, default=10)
-    p.add_argument("--users", type=int, default=3, help="Paragon Connected Users")
-    p.add_argument("--syncs-per-user", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p = command("simulate", "serve simulated Timbal + Paragon APIs over HTTP")
+    p.add_argument(
+        "--listen",
+        type=_host_port,
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="address to serve on; port 0 picks a free one (printed at start)",
+    )
+    p.add_argument("--orgs", type=_count, default=3, metavar="N", help="Timbal orgs")
+    p.add_argument(
+        "--syncs-per-org", type=_count, default=10, metavar="M", help="syncs per Timbal org"
+    )
+    p.add_argument("--users", type=_count, default=3, metavar="K", help="Paragon Connected Users")
+    p.add_argument(
+        "--syncs-per-user", type=_count, default=3, metavar="L", help="syncs per Paragon user"
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="fleet generator seed")
     p.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
-        help="simulated seconds per real second (default %(default)s)",
+        metavar="X",
+        help="simulated seconds per real second",
     )
     p.add_argument(
         "--churn",
         type=float,
         default=0.1,
-        help="fraction of syncs that stall, error and recover over time",
+        metavar="F",
+        help="fraction (0-1) of syncs that stall, error and recover over time",
     )
-    p.add_argument("--latency", type=_duration, default=0.0, help="delay added to every answer")
-    p.add_argument("--paragon-public-key", help="PEM public key to verify minted user tokens")
+    p.add_argument(
+        "--latency",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="delay added to every answer: seconds, or a duration such as 50ms or 2s",
+    )
+    p.add_argument(
+        "--paragon-public-key",
+        metavar="PEM",
+        help="PEM public key file to verify minted Paragon user tokens "
+        "(default: accept static sim tokens)",
+    )
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("demo", help="the whole thing against built-in simulated APIs")
+    p = command(
+        "demo",
+        "the whole daemon against built-in simulated APIs",
+        "The whole daemon against built-in simulated Timbal and Paragon APIs, with a\n"
+        "console notifier; simulated time runs 120x faster.",
+    )
     p.add_argument(
         "--duration",
         type=_duration,
         default=None,
-        help="stop after this long, e.g. 60s (default: until Ctrl-C)",
+        metavar="DURATION",
+        help="stop after this long, e.g. 60s or 2m (default: until Ctrl-C)",
     )
     p.set_defaults(func=cmd_demo)
     return parser

@@ -162,7 +162,14 @@ def _read_secret_file(value: object) -> SecretFile:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+        why = f"cannot read secret file {path.absolute()}: {exc.strerror or exc}"
+        if not path.is_absolute():
+            # The usual surprise: a LoadCredential= name used outside systemd.
+            why += (
+                f" ({str(value)!r} is relative and $CREDENTIALS_DIRECTORY is unset, "
+                "so it was looked up in the working directory)"
+            )
+        raise ValueError(why) from None
     except UnicodeDecodeError:
         raise ValueError(f"secret file {path} is not UTF-8 text") from None
     secret = text.strip()

@@ -213,6 +213,12 @@ class Daemon:
             notifiers=sorted(self.dispatcher.notifiers),
             alerts_restored=len(self.engine.alerts),
         )
+        if not self.dispatcher.notifiers:
+            log.warning(
+                "no_notifiers",
+                hint="alerts show in /metrics and /api/v1/alerts but are sent nowhere; "
+                "add a [[notifiers]] table",
+            )
         try:
             await self._loop()
         finally:

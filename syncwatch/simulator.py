@@ -1335,10 +1335,27 @@ def _uvicorn_config(app: _SimApp, host: str, port: int, *, own_logging: bool) ->
     )
 
 
-def serve(config: SimConfig, host: str, port: int) -> None:
-    """Serve the simulator until SIGTERM or SIGINT, then return."""
+def serve(
+    config: SimConfig, host: str, port: int, on_started: Callable[[int], None] | None = None
+) -> None:
+    """Serve the simulator until SIGTERM or SIGINT, then return; `on_started(port)` once up."""
     app = _build(config, None)
-    _Server(_uvicorn_config(app, host, port, own_logging=True), app.sim).run()
+    server: _Server
+
+    def started() -> None:
+        if on_started is not None:
+            on_started(_bound_port(server, port))
+
+    server = _Server(_uvicorn_config(app, host, port, own_logging=True), app.sim, started)
+    server.run()
+
+
+def _bound_port(server: uvicorn.Server, asked: int) -> int:
+    """The port really bound: the asked one, or the kernel's choice for port 0."""
+    for listener in server.servers:
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return asked
 
 
 class SimulatorThread:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +47,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("SYNCWATCH_") or name in ENV_OWNED:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of a tool the test checks us with; skip without it, but fail under CI=true.
+
+    `install` says how to get it (`apt-get install prometheus`, `pip install ruff`).
+    """
+    path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+    found = shutil.which(name, path=path)
+    if found is None:
+        message = f"{name} is not installed ({install}) - NOT TESTED"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install it (.ci/run)")
+        pytest.skip(message)
+    return found
 
 
 def free_port() -> int:
@@ -143,27 +160,31 @@ class SimProcess:
             client.delete("/_sim/requests").raise_for_status()
 
 
+SIM_BANNER = re.compile(r"syncwatch simulate: Timbal and Paragon APIs at (http://\S+)")
+
+
 def start_simulator(tmp_path: Path, keys: Keys, *extra: str) -> SimProcess:
-    port = free_port()
+    """`syncwatch simulate` on a port the kernel picks, read back from its banner (no race)."""
+    log = tmp_path / f"simulator-{time.monotonic_ns()}.log"
     proc = start_syncwatch(
         [
             "simulate",
             "--listen",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
             "--paragon-public-key",
             str(keys.public_path),
             *extra,
         ],
-        tmp_path / f"simulator-{port}.log",
+        log,
     )
-    base_url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
+    def announced() -> str | None:
         if proc.popen.poll() is not None:
             raise AssertionError(f"simulator exited early:\n{proc.output}")
-        return httpx.get(f"{base_url}/_sim/health", timeout=1).status_code == 200
+        match = SIM_BANNER.search(proc.output)
+        return match[1] if match else None
 
-    wait_until(healthy)
+    base_url: str = wait_until(announced)
     return SimProcess(proc, base_url)
 
 

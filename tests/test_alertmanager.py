@@ -6,8 +6,6 @@ receiver; a sync that recovers upstream must arrive there as resolved.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,22 +17,17 @@ import httpx
 import pytest
 
 from tests.capture import Captured, CaptureServer
-from tests.conftest import Keys, SimProcess, free_port, launch, ready_process, wait_until
+from tests.conftest import (
+    Keys,
+    SimProcess,
+    free_port,
+    launch,
+    ready_process,
+    require_tool,
+    wait_until,
+)
 
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-AMTOOL = shutil.which("amtool")
 DEADLINE = 60.0
-
-
-def _require(binary: str | None, name: str) -> str:
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing on CI: .ci/run must apt-get install it")
-        pytest.skip(
-            f"{name} not installed (apt-get install prometheus-alertmanager) - "
-            "Alertmanager integration NOT TESTED"
-        )
-    return binary
 
 
 def alertmanager_yaml(receiver_url: str) -> str:
@@ -69,7 +62,7 @@ def am_config(tmp_path: Path, capture: CaptureServer) -> Path:
 @pytest.fixture
 def alertmanager(tmp_path: Path, am_config: Path) -> Iterator[str]:
     """`prometheus-alertmanager` on a free loopback port, gossip off; yields its URL."""
-    binary = _require(ALERTMANAGER, "prometheus-alertmanager")
+    binary = require_tool("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
     port = free_port()
     with ready_process(
         [
@@ -106,7 +99,7 @@ def parse_time(value: str) -> float:
 
 
 def test_amtool_accepts_the_generated_config(am_config: Path) -> None:
-    amtool = _require(AMTOOL, "amtool")
+    amtool = require_tool("amtool", "apt-get install prometheus-alertmanager")
     result = subprocess.run(
         [amtool, "check-config", str(am_config)],
         capture_output=True,

@@ -52,6 +52,15 @@ def test_quick_run_reports_every_target(quick: tuple[dict[str, object], str]) ->
         assert target in stdout
 
 
+def test_quick_run_says_its_verdicts_are_indicative_not_a_pass_or_fail(
+    quick: tuple[dict[str, object], str],
+) -> None:
+    _, stdout = quick
+    assert "indicative only" in stdout
+    assert "NOT MET" not in stdout
+    assert " met\n" not in stdout
+
+
 def test_quick_run_measured_a_real_fleet(quick: tuple[dict[str, object], str]) -> None:
     results, _ = quick
     fleet = results["fleet"]

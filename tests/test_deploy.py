@@ -7,15 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "syncwatch.service"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-
-needs_systemd_analyze = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed - NOT TESTED"
-)
 
 
 def _unit_with_real_exec(tmp_path: Path) -> Path:
@@ -27,11 +22,10 @@ def _unit_with_real_exec(tmp_path: Path) -> Path:
     return unit
 
 
-@needs_systemd_analyze
 def test_systemd_unit_verifies_clean(tmp_path: Path) -> None:
-    assert SYSTEMD_ANALYZE is not None
+    systemd_analyze = require_tool("systemd-analyze", "apt-get install systemd")
     result = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", str(_unit_with_real_exec(tmp_path))],
+        [systemd_analyze, "verify", str(_unit_with_real_exec(tmp_path))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -42,11 +36,10 @@ def test_systemd_unit_verifies_clean(tmp_path: Path) -> None:
     assert result.stderr.strip() == ""
 
 
-@needs_systemd_analyze
 def test_systemd_unit_exposure_is_at_most_2() -> None:
-    assert SYSTEMD_ANALYZE is not None
+    systemd_analyze = require_tool("systemd-analyze", "apt-get install systemd")
     result = subprocess.run(
-        [SYSTEMD_ANALYZE, "security", "--offline=yes", str(UNIT)],
+        [systemd_analyze, "security", "--offline=yes", str(UNIT)],
         capture_output=True,
         text=True,
         timeout=60,

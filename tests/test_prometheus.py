@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,18 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Daemon, Keys, SimProcess, free_port, launch, ready_process, wait_until
-
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
-
-
-def _require(binary: str | None, name: str) -> str:
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing on CI: .ci/run must apt-get install it")
-        pytest.skip(f"{name} not installed (apt-get install prometheus) - NOT TESTED")
-    return binary
+from tests.conftest import (
+    Daemon,
+    Keys,
+    SimProcess,
+    free_port,
+    launch,
+    ready_process,
+    require_tool,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -44,7 +40,7 @@ def running_prometheus(
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """A real Prometheus on loopback scraping `target` every second; yields its URL."""
-    binary = _require(PROMETHEUS, "prometheus")
+    binary = require_tool("prometheus", "apt-get install prometheus")
     port = free_port()
     config = tmp_path / "prometheus.yml"
     text = "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -125,7 +121,7 @@ def test_prometheus_sees_alerts_and_source_health(prometheus: str, sim: SimProce
 
 
 def test_promtool_check_metrics_finds_no_problems(daemon: Daemon) -> None:
-    binary = _require(PROMTOOL, "promtool")
+    binary = require_tool("promtool", "apt-get install prometheus")
     page = daemon.get("/metrics").raise_for_status().content
     result = subprocess.run(
         [binary, "check", "metrics"], input=page, capture_output=True, timeout=30, check=False

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,18 +15,17 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
 def test_ruff_check_is_clean() -> None:
-    result = _run("ruff", "check", ".")
+    result = _run(require_tool("ruff", "pip install ruff"), "check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")
 def test_ruff_format_is_clean() -> None:
-    result = _run("ruff", "format", "--check", ".")
+    result = _run(require_tool("ruff", "pip install ruff"), "format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_is_clean() -> None:
+    require_tool("mypy", "pip install mypy")
     result = _run(sys.executable, "-m", "mypy", "--strict", "syncwatch")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_prometheus import PROMTOOL, _require
+from tests.conftest import require_tool
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 RULES = RULES_DIR / "syncwatch-rules.yml"
@@ -16,7 +16,7 @@ RULES_TEST = RULES_DIR / "syncwatch-rules.test.yml"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = _require(PROMTOOL, "promtool")
+    binary = require_tool("promtool", "apt-get install prometheus")
     return subprocess.run(
         [binary, *args], capture_output=True, text=True, timeout=60, check=False, cwd=RULES_DIR
     )

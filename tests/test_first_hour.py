@@ -1,0 +1,76 @@
+"""What a new user meets in the first hour: every message says what happened and what to do."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tests.conftest import SIM_BANNER, start_syncwatch, wait_until
+from tests.test_config import run_cli
+
+MINIMAL = '[timbal]\napi_key = "abcdefgh"\n[[timbal.orgs]]\nid = "org_1"\n'
+
+
+def test_simulate_prints_where_it_listens_and_a_config_that_check_accepts(tmp_path: Path) -> None:
+    proc = start_syncwatch(
+        ["simulate", "--listen", "127.0.0.1:0", "--orgs", "2", "--users", "2", "--churn", "0"],
+        tmp_path / "sim.log",
+    )
+    try:
+        wait_until(lambda: SIM_BANNER.search(proc.output) and "]\n" in proc.output)
+        banner = proc.output
+        assert "Timbal API key: sim-timbal-key" in banner
+        assert "Paragon project id: sim-project" in banner
+        config = tmp_path / "sim.toml"
+        config.write_text(banner[banner.index("[timbal]") :])
+        result = run_cli("check", "-c", str(config), "--format", "json", cwd=tmp_path)
+        assert result.returncode in (0, 1, 2), result.stderr
+        sources = {s["tenant"]: s["up"] for s in json.loads(result.stdout)["sources"]}
+        assert sources == dict.fromkeys(("org_0001", "org_0002", "user-0001", "user-0002"), True)
+    finally:
+        proc.stop()
+
+
+def test_without_any_config_file_validate_names_the_files_it_looked_for(tmp_path: Path) -> None:
+    result = run_cli("validate", cwd=tmp_path)
+    assert result.returncode == 78
+    assert f"looked for {tmp_path}/syncwatch.toml, /etc/syncwatch/config.toml" in result.stderr
+    assert "pass -c FILE or set $SYNCWATCH_CONFIG" in result.stderr
+
+
+def test_a_relative_secret_file_outside_systemd_names_the_path_it_tried(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[timbal]\napi_key_file = "timbal"\n[[timbal.orgs]]\nid = "org_1"\n')
+    result = run_cli("validate", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 78
+    assert f"cannot read secret file {tmp_path}/timbal: No such file" in result.stderr
+    assert "$CREDENTIALS_DIRECTORY is unset" in result.stderr
+
+
+def test_test_notify_with_no_notifiers_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(MINIMAL)
+    result = run_cli("test-notify", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "syncwatch: no notifiers configured: add a [[notifiers]] table"
+
+
+def test_config_keys_are_case_sensitive_at_every_level(tmp_path: Path) -> None:
+    for text, key in (
+        ('[Daemon]\npoll_interval = "5m"\n', "Daemon"),
+        ('[daemon]\nPoll_Interval = "5m"\n', "daemon.Poll_Interval"),
+        ('[alerting]\nFor = "5m"\n', "alerting.For"),
+    ):
+        config = tmp_path / "c.toml"
+        config.write_text(MINIMAL + text)
+        result = run_cli("validate", "-c", str(config), cwd=tmp_path)
+        assert result.returncode == 78, text
+        assert re.search(rf"config: {re.escape(key)}: unknown key; did you mean", result.stderr)
+
+
+def test_check_counts_read_in_the_singular_and_the_plural(tmp_path: Path) -> None:
+    from syncwatch.check import plural
+
+    assert [plural(n, "alert") for n in (0, 1, 2)] == ["0 alerts", "1 alert", "2 alerts"]
+    assert plural(1, "tenant") + " unreachable" == "1 tenant unreachable"
