@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from syncwatch import __version__, logs
 from syncwatch.config import (
@@ -230,6 +230,49 @@ EXIT_CODES: dict[str, str] = {
 }
 
 
+def version_text() -> str:
+    """`syncwatch 0.1.0 (commit 1a2b3c4d5e6f)`; the commit when built or run from git."""
+    commit = _commit()
+    return f"syncwatch {__version__}" + (f" (commit {commit})" if commit else "")
+
+
+def _commit() -> str | None:
+    try:
+        from syncwatch._commit import COMMIT  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        return str(COMMIT)
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / ".git").exists():
+        return None
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],  # noqa: S607 - git from PATH
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's `version`, but asks git only when --version is given."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """Every set default shown; descriptions and epilogs keep their line breaks."""
 
@@ -246,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch Timbal and Paragon syncs; alert when one goes stale or breaks.",
         epilog="Run 'syncwatch COMMAND --help' for a command's options and exit codes.",
     )
-    parser.add_argument("--version", action="version", version=f"syncwatch {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version (and git commit) and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, description: str = "") -> argparse.ArgumentParser:

@@ -125,5 +125,17 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     }
     assert {".git", "tests", "**/__pycache__"} <= ignored
     # What the builder COPYs must not be ignored.
-    for needed in ("pyproject.toml", "README.md", "syncwatch"):
+    for needed in ("pyproject.toml", "README.md", "syncwatch", "requirements.lock", "LICENSE"):
         assert needed not in ignored
+
+
+def test_builder_installs_only_the_hash_pinned_lock_and_syncwatch_without_resolving() -> None:
+    builder, _ = stages()
+    runs = [args for keyword, args in builder if keyword == "RUN"]
+    assert any("--require-hashes" in r and "-r requirements.lock" in r for r in runs), runs
+    # syncwatch itself goes in after the lock, without pulling any dependency of its own.
+    installs = [r for r in runs if "pip install" in r]
+    assert installs[-1].endswith("--no-deps ./"), installs
+    copied = " ".join(args for keyword, args in builder if keyword == "COPY")
+    for needed in ("requirements.lock", "LICENSE", "hatch_build.py"):
+        assert needed in copied
