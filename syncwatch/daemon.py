@@ -18,7 +18,7 @@ import structlog
 import uvicorn
 
 from syncwatch import __version__, logs
-from syncwatch.clock import SYSTEM, Clock, StepDetector
+from syncwatch.clock import SYSTEM, Clock
 from syncwatch.config import (
     Config,
     ConfigError,
@@ -134,7 +134,6 @@ class Daemon:
         # Every SQLite call from here on runs on the state store's own thread.
         self.state = Store(self.store)
         self.engine = Engine(config, self.state)
-        self.steps = StepDetector()
         self.dispatcher = Dispatcher(
             self.state,
             self._notifiers(config),
@@ -167,10 +166,8 @@ class Daemon:
     async def cycle(self) -> None:
         started = time.monotonic()
         mono, wall = self.clock.monotonic(), self.clock.wall()
-        if step := self.steps.observe(wall, mono):
-            # Durations must not jump with the clock: alerts and outbox rows move with it.
-            log.warning("clock_step", offset=round(step, 3), alerts_rebased=len(self.engine.alerts))
-            self.engine.shift(step)
+        # Durations must not jump with the wall clock: on a step, alerts and rows move with it.
+        self.engine.observe_clock(wall, mono)
         now = datetime.fromtimestamp(wall, UTC)
         config = self.config
         listings = await self.poller.poll()

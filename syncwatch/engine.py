@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from syncwatch.clock import StepDetector
 from syncwatch.config import Config
 from syncwatch.dispatch import route
 from syncwatch.evaluate import Report
@@ -51,12 +52,21 @@ class Engine:
         self.config = config
         self.store = store
         self._new_id = new_id
+        self.steps = StepDetector()
         self.alerts: dict[Identity, Alert]
         self.failures: dict[TenantKey, int]
         self.alerts, self.failures = store.load()
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
+
+    def observe_clock(self, wall: float, monotonic: float) -> float:
+        """Each cycle's clock readings; on a step of the wall clock, re-base (returns it)."""
+        step = self.steps.observe(wall, monotonic)
+        if step:
+            log.warning("clock_step", offset=round(step, 3), alerts_rebased=len(self.alerts))
+            self.shift(step)
+        return step
 
     def shift(self, offset: float) -> None:
         """The wall clock stepped by `offset` s: move every alert's times with it.

@@ -53,8 +53,8 @@ from syncwatch.notifiers.slack import (
 from syncwatch.notifiers.webhook import WebhookNotifier
 from syncwatch.state import StateStore
 from syncwatch.store import Store
-from tests.clock import FakeClock
 from tests.capture import CaptureServer
+from tests.clock import FakeClock
 from tests.conftest import free_port
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
