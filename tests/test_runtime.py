@@ -49,12 +49,12 @@ HOUR = 3600.0
 DAY = 24 * HOUR
 
 
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
+async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
     """Poll `check` (real I/O in flight) until it holds, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s")
+            raise AssertionError(f"not within {within}s")
         await asyncio.sleep(0.002)
 
 
