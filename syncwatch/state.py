@@ -390,7 +390,10 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back already (SQLITE_FULL, I/O errors): a second
+            # ROLLBACK would fail and hide the real error.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             return
         try:
             self._db.execute("COMMIT")
