@@ -172,7 +172,8 @@ class Store:
 
     def pending(self) -> dict[str, int]:
         """Undelivered rows per notifier (`syncwatch_outbox_pending`)."""
-        return {n: len(queue) for n, queue in self._queues.items() if queue}
+        # Also read by the metrics thread: copy the items first (one step under the GIL).
+        return {n: len(queue) for n, queue in list(self._queues.items()) if queue}
 
     async def payload(self, delivery_id: str) -> bytes:
         """The row's stored batch; from memory until written, then from the database."""
