@@ -34,6 +34,7 @@ from syncwatch.notifiers.base import (
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.clock import FakeClock
+from tests.test_runtime import eventually
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -593,10 +594,8 @@ async def test_a_hanging_notifier_does_not_block_another(store: Store) -> None:
     store.enqueue([queued("h1", "hung"), queued("f1", "fast"), queued("f2", "fast")])
     d = dispatcher(store, clock_at(), hung, fast)
     delivering = asyncio.create_task(d.deliver_due())
-    for _ in range(100):  # yield to the loop, no wall-clock waiting
-        if len(fast.delivered) == 2:
-            break
-        await asyncio.sleep(0)
+    # A payload may be read back on the store's thread: poll with a deadline.
+    await eventually(lambda: len(fast.delivered) == 2)
     assert fast.delivered_ids == ["f1", "f2"]
     assert hung.attempts == ["h1"]
     assert hung.delivered == []
@@ -662,10 +661,7 @@ async def test_run_delivers_what_is_queued_and_stops_when_asked(store: Store) ->
     running = asyncio.create_task(d.run(stop))
     store.enqueue([queued("d1")])
     d.wake()
-    for _ in range(100):
-        if ops.delivered:
-            break
-        await asyncio.sleep(0)
+    await eventually(lambda: ops.delivered)
     assert ops.delivered_ids == ["d1"]
     stop.set()
     await asyncio.wait_for(running, 5)

@@ -151,7 +151,7 @@ async def test_a_locked_database_costs_a_write_one_busy_timeout_then_nothing(
         second = time.monotonic() - started
         # The first write waited out the busy timeout (1 s); a sick store does not wait.
         assert 0.9 <= first < 2.0
-        assert second < 0.2
+        assert second < 0.5
         lock.execute("ROLLBACK")
         assert await store.flush() is True
     finally:
