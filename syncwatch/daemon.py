@@ -18,6 +18,7 @@ import structlog
 import uvicorn
 
 from syncwatch import __version__, logs
+from syncwatch.clock import SYSTEM, Clock
 from syncwatch.config import (
     Config,
     ConfigError,
@@ -36,6 +37,7 @@ from syncwatch.notifiers.base import Notifier
 from syncwatch.server import Liveness, build_app
 from syncwatch.sources import Poller
 from syncwatch.state import StateStore
+from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.daemon")
 
@@ -112,7 +114,7 @@ class Daemon:
         self,
         config: Config,
         config_path: Path | None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -129,20 +131,25 @@ class Daemon:
             max_connections=config.daemon.concurrency,
             transport=self.transport,
         )
-        self.engine = Engine(config, self.store)
+        # Every SQLite call from here on runs on the state store's own thread.
+        self.state = Store(self.store)
+        self.engine = Engine(config, self.state)
         self.dispatcher = Dispatcher(
-            self.store,
+            self.state,
             self._notifiers(config),
             send_timeout=config.daemon.request_timeout * 3,
             # One time source: outbox rows are stamped with the cycle's clock.
-            clock=lambda: self.clock().timestamp(),
+            clock=clock,
         )
         self.telemetry = Telemetry(
             notifier_outcomes=lambda: self.dispatcher.outcomes,
             outbox_pending=lambda: self.dispatcher.pending_counts,
             notifier_names=lambda: list(self.dispatcher.notifiers),
+            state_up=lambda: self.state.up,
         )
-        self.liveness = Liveness(poll_interval=config.daemon.poll_interval)
+        self.liveness = Liveness(
+            poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
+        )
         self.poller = self._poller(config)
 
     def _notifiers(self, config: Config) -> dict[str, Notifier]:
@@ -158,7 +165,10 @@ class Daemon:
 
     async def cycle(self) -> None:
         started = time.monotonic()
-        now = self.clock()
+        mono, wall = self.clock.monotonic(), self.clock.wall()
+        # Durations must not jump with the wall clock: on a step, alerts and rows move with it.
+        self.engine.observe_clock(wall, mono)
+        now = datetime.fromtimestamp(wall, UTC)
         config = self.config
         listings = await self.poller.poll()
         report = evaluate_listings(
@@ -167,9 +177,10 @@ class Daemon:
             ParagonRules.from_config(config.paragon) if config.paragon else None,
             now,
         )
-        result = self.engine.apply(report, now)
+        result = self.engine.apply(report, now, created_mono=mono)
+        # Committed before anything is sent; a sick store keeps it in memory and goes on.
+        committed = await self.state.flush()
         if result.batches:
-            self.dispatcher.refresh_pending()
             self.dispatcher.wake()
         self.telemetry.record(report, self.engine.alerts.values(), time.time())
         elapsed = time.monotonic() - started
@@ -184,6 +195,7 @@ class Daemon:
             alerts=len(self.engine.alerts),
             notifications=len(result.batches),
             rows_written=result.rows_written,
+            committed=committed,
         )
 
     # --- the loop -----------------------------------------------------------------------
@@ -201,7 +213,6 @@ class Daemon:
         if server is None:
             return 1
         dispatch_stop = asyncio.Event()
-        self.dispatcher.refresh_pending()
         dispatcher = asyncio.create_task(self.dispatcher.run(dispatch_stop), name="dispatcher")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         sd_notify(f"READY=1\nSTATUS=polling every {self.config.daemon.poll_interval:g}s")
@@ -232,7 +243,7 @@ class Daemon:
                 log.warning("delivery_cancelled", reason="shutdown grace elapsed; will retry")
             server.should_exit = True
             await self.client.aclose()
-            self.store.close()
+            self.state.close()
         log.info("stopped")
         return 0
 

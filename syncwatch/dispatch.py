@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from syncwatch.clock import SYSTEM, Clock, wait_for_event
 from syncwatch.config import AlertmanagerNotifier, glob_match
 from syncwatch.config import Notifier as NotifierConfig
 from syncwatch.lifecycle import Alert, AlertEvent, Identity, Transition
@@ -24,7 +25,7 @@ from syncwatch.notifiers.base import (
     NotificationReason,
     Notifier,
 )
-from syncwatch.state import OutboxRow, StateStore
+from syncwatch.store import Row, Store, StoreUnavailableError
 
 log = structlog.get_logger("syncwatch.dispatch")
 
@@ -134,23 +135,32 @@ def route(
     return batches
 
 
+@dataclass(slots=True)
+class _Timing:
+    """A row's schedule on the monotonic clock, fixed when the dispatcher first sees it."""
+
+    due: float  # next attempt
+    expires: float  # end of its max_age window
+
+
 class Dispatcher:
-    """Delivers the outbox: in order per notifier, with backoff, never blocking polling."""
+    """Delivers the outbox: one loop per notifier, in order, with backoff, never blocking
+    polling; a slow, hung or rate-limited notifier holds up only its own queue."""
 
     def __init__(
         self,
-        store: StateStore,
+        store: Store,
         notifiers: Mapping[str, Notifier],
         *,
         send_timeout: float = 30.0,
         max_age: float = MAX_AGE,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
-        self.notifiers = dict(notifiers)
+        self._notifiers = dict(notifiers)
         self.send_timeout = send_timeout
         self.max_age = max_age
         self.backoff_initial = backoff_initial
@@ -158,86 +168,162 @@ class Dispatcher:
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (notifier, sent|failed|dropped)
-        self._wake = asyncio.Event()
-        self._last_sent: dict[str, float] = {}
-        self.pending_counts: dict[str, int] = {}
+        self._last_sent: dict[str, float] = {}  # monotonic
+        self._timing: dict[str, _Timing] = {}  # delivery id → schedule
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._stop: asyncio.Event | None = None
 
-    def refresh_pending(self) -> None:
-        """Re-count the outbox per notifier (read by the metrics collector)."""
-        self.pending_counts = self.store.pending()
+    @property
+    def notifiers(self) -> dict[str, Notifier]:
+        return self._notifiers
 
-    def wake(self) -> None:
-        """New rows were committed: look at the outbox now rather than at the next timer."""
-        self._wake.set()
+    @notifiers.setter
+    def notifiers(self, notifiers: Mapping[str, Notifier]) -> None:
+        """SIGHUP: new notifiers get a loop, removed ones lose theirs and their rows."""
+        self._notifiers = dict(notifiers)
+        if self._stop is not None:
+            self._start_loops()
+
+    @property
+    def pending_counts(self) -> dict[str, int]:
+        """Undelivered rows per notifier (read by the metrics collector)."""
+        return self.store.pending()
+
+    def wake(self, notifier: str | None = None) -> None:
+        """New rows were queued: look at the outbox now rather than at the next timer."""
+        for name, event in self._wakes.items():
+            if notifier is None or name == notifier:
+                event.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set; an in-flight delivery finishes or is cancelled."""
+        """Deliver until `stop` is set; in-flight deliveries finish or are cancelled."""
+        self._stop = stop
+        self._start_loops()
+        try:
+            await stop.wait()
+            self.wake()
+            await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        finally:
+            for task in self._loops.values():
+                task.cancel()
+            self._loops.clear()
+            self._stop = None
+
+    def _start_loops(self) -> None:
+        for name in list(self._loops):
+            if name not in self._notifiers:
+                self._loops.pop(name).cancel()
+                self._wakes.pop(name, None)
+        self._drop_unconfigured()
+        for name in self._notifiers:
+            if name not in self._loops:
+                self._wakes[name] = asyncio.Event()
+                self._loops[name] = asyncio.create_task(self._loop(name), name=f"deliver-{name}")
+
+    async def _loop(self, notifier: str) -> None:
+        stop, wake = self._stop, self._wakes[notifier]
+        assert stop is not None
         while not stop.is_set():
+            # Cleared before the queue is read: a wake that comes during the drain is kept.
+            wake.clear()
             try:
-                delay = await self.deliver_due()
+                delay = await self._drain(notifier)
             except Exception as exc:  # nobody awaits this task until shutdown
-                # A dead dispatcher would silently stop every delivery; log, retry later.
-                log.error("dispatch_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                # A dead loop would silently stop this notifier's deliveries; log, retry later.
+                log.error(
+                    "dispatch_failed",
+                    notifier=notifier,
+                    error=f"{type(exc).__name__}: {exc}",
+                    exc_info=exc,
+                )
                 delay = self.backoff_initial
-            self._wake.clear()
-            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            try:
-                await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            if stop.is_set():
+                return
+            await wait_for_event(self.clock, wake, delay)
 
     async def deliver_due(self) -> float | None:
-        """Deliver every due row; returns seconds until the next retry is due (None: idle)."""
-        heads = self.store.heads()
-        if not heads:
-            return None
-        results = await asyncio.gather(*(self._drain(row.notifier) for row in heads))
-        self.refresh_pending()
-        pending = [r for r in results if r is not None]
-        return min(pending) if pending else None
+        """One pass over every notifier, then a flush (tests and tools; the daemon runs a loop
+        per notifier); seconds until the next retry is due (None: idle)."""
+        self._drop_unconfigured()
+        results = await asyncio.gather(*(self._drain(n) for n in self.store.notifiers()))
+        await self.store.flush()
+        waits = [r for r in results if r is not None]
+        return min(waits) if waits else None
+
+    def _drop_unconfigured(self) -> None:
+        for name in self.store.notifiers():
+            if name not in self._notifiers:
+                # Even a row waiting for its retry: nothing will ever deliver it.
+                while (row := self.store.head(name)) is not None:
+                    self._drop(row, "notifier is no longer configured", _fields(row))
+
+    def _schedule(self, row: Row) -> _Timing:
+        timing = self._timing.get(row.delivery_id)
+        if timing is None:
+            now, wall = self.clock.monotonic(), self.clock.wall()
+            if row.created_mono is not None:
+                created = row.created_mono
+            else:
+                # Queued before this process started: aged by the wall clock, once.
+                created = now - max(0.0, wall - row.created_at.timestamp())
+            expires = created + self.max_age
+            wait = row.next_attempt_at.timestamp() - wall
+            due = created if row.attempts == 0 else now + min(max(0.0, wait), expires - now)
+            timing = self._timing[row.delivery_id] = _Timing(due, expires)
+        return timing
 
     async def _drain(self, notifier: str) -> float | None:
         """Deliver this notifier's rows in order until one is not yet due or the queue is empty."""
-        while True:
+        while self._stop is None or not self._stop.is_set():
             row = self.store.head(notifier)
             if row is None:
                 return None
-            now = self.clock()
+            if row.held:
+                # Its cycle is being committed: a crash now must not find it sent but unstored.
+                await self.store.flush()
+                continue
             fields = _fields(row)
-            if notifier not in self.notifiers:
-                # Even a row waiting for its retry: nothing will ever deliver it.
+            if notifier not in self._notifiers:
                 self._drop(row, "notifier is no longer configured", fields)
                 continue
-            if now - row.created_at.timestamp() > self.max_age:
+            timing = self._schedule(row)
+            now = self.clock.monotonic()
+            if now - timing.expires > 0:
                 # E.g. syncwatch itself was down: after max_age the notification is stale.
                 self._drop(row, f"older than {self.max_age / 3600:g}h", fields)
                 continue
-            wait = row.next_attempt_at.timestamp() - now
-            if wait > 0:
-                return wait
+            if timing.due > now:
+                return timing.due - now
             spacing = self._spacing(notifier, now)
             if spacing > 0:
-                await asyncio.sleep(spacing)
-            retry_at = await self._deliver(row)
+                await self.clock.sleep(spacing)
+            try:
+                payload = await self.store.payload(row.delivery_id)
+            except StoreUnavailableError as exc:
+                log.warning("notification_deferred", error=str(exc), **fields)
+                return self.backoff_initial
+            retry_at = await self._deliver(row, payload)
             if retry_at is not None:
                 # Rescheduled: one attempt per pass, so `Retry-After: 0` cannot spin here.
-                return max(0.0, retry_at - self.clock())
+                return max(0.0, retry_at - self.clock.monotonic())
+        return None
 
     def _spacing(self, notifier: str, now: float) -> float:
-        min_interval = float(getattr(self.notifiers.get(notifier), "min_interval", 0.0))
+        min_interval = float(getattr(self._notifiers.get(notifier), "min_interval", 0.0))
         last = self._last_sent.get(notifier)
-        return 0.0 if last is None else max(0.0, last + min_interval - now)
+        # Monotonic, and never more than one interval: a stepped clock cannot stall it.
+        return 0.0 if last is None else min(min_interval, max(0.0, last + min_interval - now))
 
-    async def _deliver(self, row: OutboxRow) -> float | None:
-        """One attempt; the retry time (unix seconds) when the row stays queued, else None."""
-        notifier = self.notifiers.get(row.notifier)
+    async def _deliver(self, row: Row, payload: bytes) -> float | None:
+        """One attempt; the retry time (monotonic) when the row stays queued, else None."""
+        notifier = self._notifiers.get(row.notifier)
         fields = _fields(row)
         if notifier is None:
             self._drop(row, "notifier is no longer configured", fields)
             return None
         try:
-            batch = row.batch()
+            batch = Batch.from_json(payload)
         except (ValueError, KeyError, TypeError) as exc:
             # A payload that cannot be read never will be; it must not block the queue.
             self._drop(row, f"unreadable payload: {type(exc).__name__}: {exc}", fields)
@@ -253,19 +339,20 @@ class Dispatcher:
         except Exception as exc:  # a notifier bug must not kill delivery
             error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True)
             return self._failed(row, error, fields)
-        self._last_sent[row.notifier] = self.clock()
+        # First the acknowledgement, before any bookkeeping: the window in which a crash
+        # re-sends a delivered row (under the same id) is this store write.
         self.store.ack(row.delivery_id)
+        self._timing.pop(row.delivery_id, None)
+        self._last_sent[row.notifier] = self.clock.monotonic()
         self.outcomes[(row.notifier, "sent")] += 1
         log.info("notification_sent", alerts=len(batch.alerts), reason=str(batch.reason), **fields)
         return None
 
-    def _failed(
-        self, row: OutboxRow, exc: DeliveryError, fields: dict[str, object]
-    ) -> float | None:
+    def _failed(self, row: Row, exc: DeliveryError, fields: dict[str, object]) -> float | None:
         """Count the failure; drop the row (None) or reschedule it (the retry time)."""
-        self._last_sent[row.notifier] = self.clock()
+        now = self.clock.monotonic()
+        self._last_sent[row.notifier] = now
         self.outcomes[(row.notifier, "failed")] += 1
-        now = self.clock()
         if not exc.retryable:
             self._drop(row, f"permanent failure: {exc}", fields)
             return None
@@ -277,14 +364,18 @@ class Dispatcher:
             # would overflow a float.
             ceiling = min(self.backoff_max, self.backoff_initial * 2.0 ** min(row.attempts, 64))
             delay = self.rng.uniform(ceiling / 2, ceiling)
-        expires = row.created_at.timestamp() + self.max_age
-        if now >= expires:
+        timing = self._schedule(row)
+        if now >= timing.expires:
             self._drop(row, f"still failing after {self.max_age / 3600:g}h: {exc}", fields)
             return None
         # The last retry is made at the end of the window, not skipped because it would fall
         # past it: a sink back in those final minutes still gets the notification.
-        delay = min(delay, expires - now)
-        next_at = datetime.fromtimestamp(now, UTC) + timedelta(seconds=delay)
+        delay = min(delay, timing.expires - now)
+        # The stored time is for a restart (wall clock); this process keeps the monotonic one
+        # (the same delay, as rounded to the stored microseconds).
+        wall = self.clock.wall()
+        next_at = datetime.fromtimestamp(wall, UTC) + timedelta(seconds=delay)
+        timing.due = now + (next_at.timestamp() - wall)
         self.store.reschedule(row.delivery_id, next_at, str(exc))
         log.warning(
             "notification_failed",
@@ -293,15 +384,16 @@ class Dispatcher:
             retry_in=round(delay, 3),
             **fields,
         )
-        return next_at.timestamp()
+        return timing.due
 
-    def _drop(self, row: OutboxRow, why: str, fields: dict[str, object]) -> None:
+    def _drop(self, row: Row, why: str, fields: dict[str, object]) -> None:
         self.store.drop(row.delivery_id)
+        self._timing.pop(row.delivery_id, None)
         self.outcomes[(row.notifier, "dropped")] += 1
         log.error("notification_dropped", error=why, **fields)
 
 
-def _fields(row: OutboxRow) -> dict[str, object]:
+def _fields(row: Row) -> dict[str, object]:
     return {"notifier": row.notifier, "delivery_id": row.delivery_id, "attempt": row.attempts + 1}
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import structlog
 
+from syncwatch.clock import StepDetector
 from syncwatch.config import Config
 from syncwatch.dispatch import route
 from syncwatch.evaluate import Report
 from syncwatch.lifecycle import Alert, Identity, Rules, TenantKey, TenantOutcome, transition
 from syncwatch.notifiers.base import Batch
-from syncwatch.state import StateStore
+from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.engine")
 
@@ -45,12 +46,13 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        store: StateStore,
+        store: Store,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.config = config
         self.store = store
         self._new_id = new_id
+        self.steps = StepDetector()
         self.alerts: dict[Identity, Alert]
         self.failures: dict[TenantKey, int]
         self.alerts, self.failures = store.load()
@@ -58,8 +60,48 @@ class Engine:
     def reconfigure(self, config: Config) -> None:
         self.config = config
 
-    def apply(self, report: Report, now: datetime) -> CycleResult:
-        """Advance the lifecycle and store transitions with their notifications in one go."""
+    def observe_clock(self, wall: float, monotonic: float) -> float:
+        """Each cycle's clock readings; on a step of the wall clock, re-base (returns it)."""
+        step = self.steps.observe(wall, monotonic)
+        if step:
+            log.warning("clock_step", offset=round(step, 3), alerts_rebased=len(self.alerts))
+            self.shift(step)
+        return step
+
+    def shift(self, offset: float) -> None:
+        """The wall clock stepped by `offset` s: move every alert's times with it.
+
+        `for`, `keep_firing_for` and `repeat_interval` are measured between these times and
+        the cycle's wall clock; moved along, each keeps the time it had already run (a +1 day
+        step neither repeats nor resolves early, a -1 h step delays nothing), and a resolved
+        alert's endsAt is never before its startsAt (which Alertmanager would reject).
+        """
+        delta = timedelta(seconds=offset)
+
+        def moved(t: datetime | None) -> datetime | None:
+            return None if t is None else t + delta
+
+        self.alerts = {
+            identity: replace(
+                a,
+                active_since=a.active_since + delta,
+                fired_at=moved(a.fired_at),
+                last_notified_at=moved(a.last_notified_at),
+                cleared_since=moved(a.cleared_since),
+            )
+            for identity, a in self.alerts.items()
+        }
+        self.store.write_alerts(list(self.alerts.values()))
+        self.store.shift(offset)
+
+    def apply(
+        self, report: Report, now: datetime, created_mono: float | None = None
+    ) -> CycleResult:
+        """Advance the lifecycle and journal transitions with their notifications in one go.
+
+        The write is one transaction; `Store.flush` commits it (the daemon awaits that before
+        the cycle's notifications may go out). `created_mono`: the monotonic time of `now`.
+        """
         alerting = self.config.alerting
         result = transition(
             self.alerts,
@@ -78,7 +120,7 @@ class Engine:
             now=now,
             new_id=self._new_id,
         )
-        rows = self.store.commit_cycle(result, batches)
+        rows = self.store.commit_cycle(result, batches, created_mono)
         for event in result.events:
             a = event.alert
             log.info(

@@ -60,6 +60,7 @@ class Telemetry:
         notifier_outcomes: Callable[[], Mapping[tuple[str, str], int]] = dict,
         outbox_pending: Callable[[], Mapping[str, int]] = dict,
         notifier_names: Callable[[], Iterable[str]] = tuple,
+        state_up: Callable[[], bool] = lambda: True,
     ) -> None:
         # `*_created` series double the counters' cardinality for no alerting value.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -99,7 +100,7 @@ class Telemetry:
         for source in ("timbal", "paragon"):
             self.invalid_records.labels(source)
         self.registry.register(
-            DaemonCollector(self, notifier_outcomes, outbox_pending, notifier_names)
+            DaemonCollector(self, notifier_outcomes, outbox_pending, notifier_names, state_up)
         )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -398,8 +399,10 @@ class DaemonCollector(Collector):
         notifier_outcomes: Callable[[], Mapping[tuple[str, str], int]],
         outbox_pending: Callable[[], Mapping[str, int]],
         notifier_names: Callable[[], Iterable[str]],
+        state_up: Callable[[], bool] = lambda: True,
     ) -> None:
         self.telemetry = telemetry
+        self.state_up = state_up
         self.notifier_outcomes = notifier_outcomes
         self.outbox_pending = outbox_pending
         self.notifier_names = notifier_names
@@ -427,6 +430,12 @@ class DaemonCollector(Collector):
         for name in sorted({*names, *counts}):
             pending.add_metric([name], counts.get(name, 0))
         yield pending
+
+        yield GaugeMetricFamily(
+            "syncwatch_state_up",
+            "1 while the state database takes every write; 0 while writes wait in memory.",
+            value=1.0 if self.state_up() else 0.0,
+        )
 
         cycle = GaugeMetricFamily(
             "syncwatch_last_cycle_timestamp_seconds",

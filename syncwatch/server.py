@@ -23,6 +23,7 @@ class Liveness:
     """What /healthz and /readyz judge by; the daemon updates it after every cycle."""
 
     poll_interval: float
+    problem: Callable[[], str] = str  # a degraded part ("" when none): the state store
     clock: Callable[[], float] = time.monotonic
     started: float = field(default_factory=time.monotonic)
     last_cycle: float | None = None
@@ -89,7 +90,10 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
 
     async def healthz(_: Request) -> Response:
         if liveness.healthy:
-            return PlainTextResponse("ok\n")
+            # Degraded is still alive: a restart cannot unlock a file or free a disk, so
+            # the answer stays 200 and syncwatch_state_up (and its rule) raise the alarm.
+            problem = liveness.problem()
+            return PlainTextResponse(f"degraded: state store: {problem}\n" if problem else "ok\n")
         return PlainTextResponse("no cycle completed within 3 x poll_interval\n", 503)
 
     async def readyz(_: Request) -> Response:

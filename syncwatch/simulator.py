@@ -189,6 +189,16 @@ class ScaledClock:
     def __call__(self) -> datetime:
         return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self._scale)
 
+    # The daemon's Clock: wall and monotonic both run `scale` times faster, so they agree.
+    def wall(self) -> float:
+        return self().timestamp()
+
+    def monotonic(self) -> float:
+        return time.monotonic() * self._scale
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self._scale)
+
 
 def _dt(ts: int) -> datetime:
     """An epoch second as an aware UTC datetime (orjson renders it RFC 3339 with Z)."""

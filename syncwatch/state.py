@@ -7,8 +7,8 @@ a crash either keeps both or neither. Only what changed is written.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,6 +79,83 @@ class OutboxRow:
 
     def batch(self) -> Batch:
         return Batch.from_json(self.payload)
+
+
+# --- writes: what a run-time operation changes, applied in order in one transaction ------
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """An outbox row to insert: one batch."""
+
+    delivery_id: str
+    notifier: str
+    created_at: float
+    payload: bytes
+
+    @classmethod
+    def of(cls, batch: Batch) -> NewRow:
+        return cls(batch.delivery_id, batch.notifier, batch.created_at.timestamp(), batch.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class CycleWrite:
+    """A cycle's alert and tenant changes with the notifications they cause."""
+
+    changed: Sequence[Alert] = ()
+    removed: Sequence[Identity] = ()
+    failures_changed: Mapping[TenantKey, int] = field(default_factory=dict)
+    rows: Sequence[NewRow] = ()
+
+    @classmethod
+    def of(cls, transition: Transition, batches: Iterable[Batch]) -> CycleWrite:
+        return cls(
+            changed=tuple(transition.changed),
+            removed=tuple(transition.removed),
+            failures_changed=dict(transition.failures_changed),
+            rows=tuple(NewRow.of(b) for b in batches),
+        )
+
+    @property
+    def size(self) -> int:
+        """Rows this write touches (`rows_written` of the cycle)."""
+        return len(self.changed) + len(self.removed) + len(self.failures_changed) + len(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Delivered or dropped: the row goes, so a restart cannot send it again."""
+
+    delivery_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    delivery_id: str
+    next_attempt_at: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftOutbox:
+    """The wall clock stepped by `offset` seconds: stored row times move with it."""
+
+    offset: float
+
+
+Write = CycleWrite | Ack | Reschedule | ShiftOutbox
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRow:
+    """An outbox row without its payload (which is read when the row is delivered)."""
+
+    seq: int
+    delivery_id: str
+    notifier: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
 
 
 class StateStore:
@@ -156,59 +233,86 @@ class StateStore:
 
     def commit_cycle(self, transition: Transition, batches: Iterable[Batch]) -> int:
         """Write the cycle's changes and its notifications atomically; returns rows written."""
-        rows = 0
+        return self.write([CycleWrite.of(transition, batches)])
+
+    def write(self, writes: Sequence[Write]) -> int:
+        """Apply `writes` in order in one transaction (all or none); returns rows written."""
         with self._tx():
-            if transition.changed:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [_alert_row(a) for a in transition.changed],
+            return sum(self._apply(w) for w in writes)
+
+    def _apply(self, w: Write) -> int:
+        if isinstance(w, Ack):
+            self._db.execute("DELETE FROM outbox WHERE delivery_id=?", (w.delivery_id,))
+            return 1
+        if isinstance(w, Reschedule):
+            self._db.execute(
+                "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=?"
+                " WHERE delivery_id=?",
+                (w.next_attempt_at, w.error, w.delivery_id),
+            )
+            return 1
+        if isinstance(w, ShiftOutbox):
+            self._db.execute(
+                "UPDATE outbox SET created_at=created_at+?1, next_attempt_at=next_attempt_at+?1",
+                (w.offset,),
+            )
+            return 0
+        if w.changed:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_alert_row(a) for a in w.changed],
+            )
+        if w.removed:
+            self._db.executemany(
+                "DELETE FROM alerts WHERE alertname=? AND source=? AND tenant=? AND sync_id=?",
+                w.removed,
+            )
+        for (source, tenant), count in w.failures_changed.items():
+            if count:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (source, tenant, count)
                 )
-                rows += len(transition.changed)
-            if transition.removed:
-                self._db.executemany(
-                    "DELETE FROM alerts WHERE alertname=? AND source=? AND tenant=? AND sync_id=?",
-                    transition.removed,
+            else:
+                self._db.execute(
+                    "DELETE FROM tenants WHERE source=? AND tenant=?", (source, tenant)
                 )
-                rows += len(transition.removed)
-            for (source, tenant), count in transition.failures_changed.items():
-                if count:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (source, tenant, count)
-                    )
-                else:
-                    self._db.execute(
-                        "DELETE FROM tenants WHERE source=? AND tenant=?", (source, tenant)
-                    )
-                rows += 1
-            rows += self._enqueue(batches)
-        return rows
+        if w.rows:
+            self._db.executemany(
+                "INSERT INTO outbox (delivery_id, notifier, created_at, payload, next_attempt_at)"
+                " VALUES (?,?,?,?,?)",
+                [
+                    (r.delivery_id, r.notifier, r.created_at, r.payload, r.created_at)
+                    for r in w.rows
+                ],
+            )
+        return w.size
+
+    def set_busy_timeout(self, milliseconds: int) -> None:
+        """How long a write waits for another connection's lock before failing."""
+        self._db.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
 
     # --- outbox -------------------------------------------------------------------------
 
     def enqueue(self, batches: Iterable[Batch]) -> int:
-        with self._tx():
-            return self._enqueue(batches)
-
-    def _enqueue(self, batches: Iterable[Batch]) -> int:
-        rows = [
-            (
-                b.delivery_id,
-                b.notifier,
-                b.created_at.timestamp(),
-                b.to_json(),
-                b.created_at.timestamp(),
-            )
-            for b in batches
-        ]
-        if rows:
-            self._db.executemany(
-                "INSERT INTO outbox (delivery_id, notifier, created_at, payload, next_attempt_at)"
-                " VALUES (?,?,?,?,?)",
-                rows,
-            )
-        return len(rows)
+        return self.write([CycleWrite(rows=tuple(NewRow.of(b) for b in batches))])
 
     _ROW = "SELECT seq, delivery_id, notifier, created_at, attempts, next_attempt_at, payload"
+
+    def queued(self) -> list[QueuedRow]:
+        """Every undelivered row in queue order, without payloads."""
+        return [
+            QueuedRow(seq, delivery_id, notifier, _utc(created), attempts, _utc(next_at))
+            for seq, delivery_id, notifier, created, attempts, next_at in self._db.execute(
+                "SELECT seq, delivery_id, notifier, created_at, attempts, next_attempt_at"
+                " FROM outbox ORDER BY seq"
+            )
+        ]
+
+    def payload(self, delivery_id: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT payload FROM outbox WHERE delivery_id=?", (delivery_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def heads(self) -> list[OutboxRow]:
         """The oldest undelivered row of each notifier: delivery is in order per notifier."""
@@ -230,22 +334,20 @@ class StateStore:
 
     def ack(self, delivery_id: str) -> None:
         """Delivered: the row goes, so a restart cannot send it again."""
-        with self._tx():
-            self._db.execute("DELETE FROM outbox WHERE delivery_id=?", (delivery_id,))
+        self.write([Ack(delivery_id)])
 
     drop = ack
 
     def reschedule(self, delivery_id: str, next_attempt_at: datetime, error: str) -> None:
-        with self._tx():
-            self._db.execute(
-                "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=?"
-                " WHERE delivery_id=?",
-                (next_attempt_at.timestamp(), error, delivery_id),
-            )
+        self.write([Reschedule(delivery_id, next_attempt_at.timestamp(), error)])
 
     def pending(self) -> dict[str, int]:
         """Undelivered rows per notifier (`syncwatch_outbox_pending`)."""
         return dict(self._db.execute("SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier"))
+
+
+def _utc(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
 
 
 def _outbox_row(r: tuple[int, str, str, float, int, float, bytes]) -> OutboxRow:
@@ -288,7 +390,10 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back already (SQLITE_FULL, I/O errors): a second
+            # ROLLBACK would fail and hide the real error.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             return
         try:
             self._db.execute("COMMIT")

@@ -22,12 +22,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer; `delay` (seconds) is waited before answering."""
+    """One scripted answer; `delay` (seconds) is waited before answering; `after` is called
+    the moment the answer has been written to the socket (e.g. to kill the sender)."""
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | str = b"ok"
     delay: float = 0.0
+    after: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,11 @@ class CaptureServer:
         body: bytes | str = b"ok",
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
+        after: Callable[[], None] | None = None,
     ) -> None:
         """Queue one answer; requests beyond the queue get `default`."""
         with self._cond:
-            self._replies.append(Reply(status, dict(headers or {}), body, delay))
+            self._replies.append(Reply(status, dict(headers or {}), body, delay, after))
 
     @property
     def requests(self) -> list[Captured]:
@@ -173,4 +176,9 @@ class CaptureServer:
         if reply.delay:
             await asyncio.sleep(reply.delay)
         payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        return web.Response(status=reply.status, headers=dict(reply.headers), body=payload)
+        response = web.Response(status=reply.status, headers=dict(reply.headers), body=payload)
+        if reply.after is not None:
+            await response.prepare(request)
+            await response.write_eof()
+            reply.after()
+        return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import signal
 import sqlite3
@@ -15,7 +16,16 @@ import pytest
 
 from syncwatch.lifecycle import fingerprint
 from tests.capture import Captured, CaptureServer, Reply
-from tests.conftest import Daemon, Keys, SimProcess, launch, start_syncwatch, wait_until
+from tests.conftest import (
+    Daemon,
+    Keys,
+    SimProcess,
+    free_port,
+    launch,
+    sim_config_toml,
+    start_syncwatch,
+    wait_until,
+)
 
 QUICK_KILLS = 8
 FULL_KILLS = 50
@@ -118,3 +128,61 @@ def test_kill_9_loses_nothing_and_duplicates_only_under_the_same_id(
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
+
+
+def _drain(tmp_path: Path, sim: SimProcess, keys: Keys, notifier: str) -> None:
+    """One clean run until everything stored has been delivered, then SIGTERM."""
+    daemon = launch(tmp_path, sim, keys, extra=notifier, poll_interval="0.3s")
+    try:
+        daemon.wait_cycles(2)
+        wait_until(
+            lambda: all(v == 0 for _, v in daemon.metrics()["syncwatch_outbox_pending"]),
+            timeout=30,
+        )
+    finally:
+        assert daemon.proc.stop() == 0
+
+
+def test_kill_9_right_after_the_200_resends_at_most_once_under_the_same_id(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    """The one window at-least-once leaves: the receiver said 200, the ack is not committed."""
+    fleet = sim.fleet()
+    flipped = next(s for s in fleet["paragon"] if s["intended"] == "ok")
+    rounds = 3
+    killed: list[str] = []
+    with CaptureServer() as capture:
+        notifier = f'[[notifiers]]\nname = "hook"\ntype = "webhook"\nurl = "{capture.url}/hook"\n'
+        config_path = tmp_path / "kill.toml"
+        config_path.write_text(
+            sim_config_toml(
+                sim,
+                rsa_keys,
+                state_path=tmp_path / "state.db",
+                listen=f"127.0.0.1:{free_port()}",
+                extra=notifier,
+                poll_interval="0.3s",
+            )
+        )
+        for i in range(rounds):
+            _flip(sim, flipped, errored=i % 2 == 0)  # something new to notify each round
+            target: dict[str, int] = {}
+            seen = len(capture.requests)
+            # SIGKILL the instant the 200 is on the wire: before the daemon can commit the ack.
+            capture.reply(200, after=lambda t=target: os.kill(t["pid"], signal.SIGKILL))  # type: ignore[misc]
+            proc = start_syncwatch(["run", "-c", str(config_path)], tmp_path / f"kill{i}.log")
+            target["pid"] = proc.popen.pid  # set long before the daemon's first delivery
+            assert proc.popen.wait(30) == -signal.SIGKILL
+            killed.append(capture.requests[seen].header("X-Syncwatch-Delivery-Id") or "")
+            _drain(tmp_path, sim, rsa_keys, notifier)
+
+        requests = capture.requests
+    sent = [r.header("X-Syncwatch-Delivery-Id") or "" for r in requests]
+    redelivered = [d for d in killed if sent.count(d) == 2]
+    # At most one duplicate per kill, under the same delivery id; every other id once.
+    assert all(sent.count(d) <= 2 for d in killed), sent
+    assert all(sent.count(d) == 1 for d in set(sent) - set(killed)), sent
+    ids, _ = _events(requests)
+    twice = {key: found for key, found in ids.items() if len(found) > 1}
+    assert not twice, twice
+    print(f"kill right after the 200: re-delivered {len(redelivered)}/{rounds} (same id)")

@@ -6,6 +6,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from syncwatch.notifiers.base import (
     NotificationReason,
 )
 from syncwatch.state import StateStore
+from syncwatch.store import Store
+from tests.clock import FakeClock
+from tests.test_runtime import eventually
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -335,17 +339,9 @@ def test_payloads_carry_the_alertmanager_alert_shape() -> None:
 # --- the dispatcher ---------------------------------------------------------------------
 
 
-class Clock:
-    """Injected wall clock: seconds since the epoch, moved only by the test."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when.timestamp()
+def clock_at(start: datetime = T0) -> FakeClock:
+    """Injected wall and monotonic clocks, moved only by the test (sleeps jump)."""
+    return FakeClock(start, autojump=True)
 
 
 class RecordingNotifier:
@@ -393,14 +389,14 @@ def queued(delivery_id: str, notifier: str = "ops", created_at: datetime = T0) -
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore(tmp_path / "state.db")
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(StateStore(tmp_path / "state.db"))
     yield s
     s.close()
 
 
 def dispatcher(
-    store: StateStore, clock: Clock, *notifiers: RecordingNotifier, seed: int = 0, **kw: float
+    store: Store, clock: FakeClock, *notifiers: RecordingNotifier, seed: int = 0, **kw: float
 ) -> Dispatcher:
     return Dispatcher(
         store,
@@ -411,10 +407,10 @@ def dispatcher(
     )
 
 
-async def test_success_acks_the_row(store: StateStore) -> None:
+async def test_success_acks_the_row(store: Store) -> None:
     ops = RecordingNotifier("ops")
     store.enqueue([queued("d1")])
-    d = dispatcher(store, Clock(), ops)
+    d = dispatcher(store, clock_at(), ops)
     assert await d.deliver_due() is None
     assert ops.delivered_ids == ["d1"]
     assert store.head("ops") is None
@@ -422,18 +418,18 @@ async def test_success_acks_the_row(store: StateStore) -> None:
     assert d.pending_counts == {}
 
 
-async def test_delivered_batch_is_the_stored_one(store: StateStore) -> None:
+async def test_delivered_batch_is_the_stored_one(store: Store) -> None:
     ops = RecordingNotifier("ops")
     store.enqueue([queued("d1")])
-    await dispatcher(store, Clock(), ops).deliver_due()
+    await dispatcher(store, clock_at(), ops).deliver_due()
     assert ops.delivered == [queued("d1")]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 42], ids=lambda s: f"seed-{s}")
 async def test_retryable_failure_backs_off_exponentially_within_half_to_full_ceiling(
-    seed: int, store: StateStore
+    seed: int, store: Store
 ) -> None:
-    clock = Clock()
+    clock = clock_at()
     ops = RecordingNotifier("ops", [retryable()], forever=True)
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops, seed=seed, backoff_initial=5, backoff_max=600)
@@ -451,8 +447,8 @@ async def test_retryable_failure_backs_off_exponentially_within_half_to_full_cei
 
 
 @pytest.mark.parametrize("retry_after", [0.5, 7.0, 120.0, 3600.0], ids=lambda s: f"{s:g}s")
-async def test_retry_after_is_honoured_exactly(retry_after: float, store: StateStore) -> None:
-    clock = Clock()
+async def test_retry_after_is_honoured_exactly(retry_after: float, store: Store) -> None:
+    clock = clock_at()
     ops = RecordingNotifier("ops", [retryable(retry_after)])
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops)
@@ -469,16 +465,16 @@ async def test_retry_after_is_honoured_exactly(retry_after: float, store: StateS
     assert ops.delivered_ids == ["d1"]
 
 
-async def test_retry_after_zero_makes_one_attempt_per_pass(store: StateStore) -> None:
+async def test_retry_after_zero_makes_one_attempt_per_pass(store: Store) -> None:
     ops = RecordingNotifier("ops", [retryable(0)], forever=True)
     store.enqueue([queued("d1")])
-    d = dispatcher(store, Clock(), ops)
+    d = dispatcher(store, clock_at(), ops)
     assert await d.deliver_due() == 0
     assert ops.attempts == ["d1"]
 
 
-async def test_per_notifier_fifo_order_is_kept_through_failures(store: StateStore) -> None:
-    clock = Clock()
+async def test_per_notifier_fifo_order_is_kept_through_failures(store: Store) -> None:
+    clock = clock_at()
     ops = RecordingNotifier("ops", [retryable(10), retryable(), retryable(30)])
     store.enqueue([queued("d1"), queued("d2"), queued("d3")])
     d = dispatcher(store, clock, ops)
@@ -489,8 +485,8 @@ async def test_per_notifier_fifo_order_is_kept_through_failures(store: StateStor
     assert ops.delivered_ids == ["d1", "d2", "d3"]
 
 
-async def test_later_rows_wait_while_the_head_is_backing_off(store: StateStore) -> None:
-    clock = Clock()
+async def test_later_rows_wait_while_the_head_is_backing_off(store: Store) -> None:
+    clock = clock_at()
     ops = RecordingNotifier("ops", [retryable(300)])
     store.enqueue([queued("d1"), queued("d2")])
     d = dispatcher(store, clock, ops)
@@ -509,11 +505,11 @@ async def test_later_rows_wait_while_the_head_is_backing_off(store: StateStore) 
     ],
 )
 async def test_non_retryable_failure_drops_the_row_at_once(
-    error: DeliveryError, store: StateStore
+    error: DeliveryError, store: Store
 ) -> None:
     ops = RecordingNotifier("ops", [error])
     store.enqueue([queued("d1"), queued("d2")])
-    d = dispatcher(store, Clock(), ops)
+    d = dispatcher(store, clock_at(), ops)
     await d.deliver_due()
     assert ops.attempts == ["d1", "d2"]
     assert ops.delivered_ids == ["d2"]
@@ -536,9 +532,9 @@ async def test_row_older_than_max_age_is_dropped(
     script: list[DeliveryError],
     delivered: bool,
     dropped: bool,
-    store: StateStore,
+    store: Store,
 ) -> None:
-    clock = Clock(at(age))
+    clock = clock_at(at(age))
     ops = RecordingNotifier("ops", script)
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops, max_age=24 * HOUR)
@@ -548,9 +544,9 @@ async def test_row_older_than_max_age_is_dropped(
     assert (store.head("ops") is None) is (delivered or dropped)
 
 
-async def test_the_last_retry_is_made_at_the_end_of_the_window(store: StateStore) -> None:
+async def test_the_last_retry_is_made_at_the_end_of_the_window(store: Store) -> None:
     # Created at t=0; at 23h a failure asks for 2h: the retry is moved to 24h, not skipped.
-    clock = Clock(at(23 * HOUR))
+    clock = clock_at(at(23 * HOUR))
     ops = RecordingNotifier("ops", [retryable(2 * HOUR), retryable(2 * HOUR)])
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops, max_age=24 * HOUR)
@@ -568,40 +564,38 @@ async def test_the_last_retry_is_made_at_the_end_of_the_window(store: StateStore
 
 @pytest.mark.parametrize("waiting_for_retry", [False, True], ids=["due", "waiting-for-retry"])
 async def test_rows_of_a_notifier_removed_from_config_are_dropped(
-    waiting_for_retry: bool, store: StateStore
+    waiting_for_retry: bool, store: Store
 ) -> None:
     ops = RecordingNotifier("ops")
     store.enqueue([queued("g1", "gone"), queued("g2", "gone"), queued("d1", "ops")])
     if waiting_for_retry:
         store.reschedule("g1", at(HOUR), "HTTP 503")
-    d = dispatcher(store, Clock(), ops)
+    d = dispatcher(store, clock_at(), ops)
     await d.deliver_due()
     assert store.pending() == {}
     assert ops.delivered_ids == ["d1"]
     assert d.outcomes == {("gone", "dropped"): 2, ("ops", "sent"): 1}
 
 
-async def test_a_failing_notifier_does_not_block_another(store: StateStore) -> None:
+async def test_a_failing_notifier_does_not_block_another(store: Store) -> None:
     slow = RecordingNotifier("slow", [retryable()], forever=True)
     fast = RecordingNotifier("fast")
     store.enqueue([queued("s1", "slow"), queued("f1", "fast"), queued("f2", "fast")])
-    d = dispatcher(store, Clock(), slow, fast)
+    d = dispatcher(store, clock_at(), slow, fast)
     await d.deliver_due()
     assert fast.delivered_ids == ["f1", "f2"]
     assert store.pending() == {"slow": 1}
 
 
-async def test_a_hanging_notifier_does_not_block_another(store: StateStore) -> None:
+async def test_a_hanging_notifier_does_not_block_another(store: Store) -> None:
     hung = RecordingNotifier("hung")
     hung.gate = asyncio.Event()
     fast = RecordingNotifier("fast")
     store.enqueue([queued("h1", "hung"), queued("f1", "fast"), queued("f2", "fast")])
-    d = dispatcher(store, Clock(), hung, fast)
+    d = dispatcher(store, clock_at(), hung, fast)
     delivering = asyncio.create_task(d.deliver_due())
-    for _ in range(100):  # yield to the loop, no wall-clock waiting
-        if len(fast.delivered) == 2:
-            break
-        await asyncio.sleep(0)
+    # A payload may be read back on the store's thread: poll with a deadline.
+    await eventually(lambda: len(fast.delivered) == 2)
     assert fast.delivered_ids == ["f1", "f2"]
     assert hung.attempts == ["h1"]
     assert hung.delivered == []
@@ -611,9 +605,9 @@ async def test_a_hanging_notifier_does_not_block_another(store: StateStore) -> N
 
 
 async def test_an_unexpected_notifier_exception_is_a_retryable_failure(
-    store: StateStore,
+    store: Store,
 ) -> None:
-    clock = Clock()
+    clock = clock_at()
     ops = RecordingNotifier("ops", [RuntimeError("bug in a notifier")])
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops)
@@ -625,51 +619,59 @@ async def test_an_unexpected_notifier_exception_is_a_retryable_failure(
     assert ops.delivered_ids == ["d1"]
 
 
+def reopened(store: Store, tmp_path: Path, sql: str, *args: object) -> Store:
+    """`store` closed, `sql` run on its file, and the store opened again (a restart)."""
+    store.close()
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
+        db.execute(sql, args)
+    return Store(StateStore(tmp_path / "state.db"))
+
+
 async def test_backoff_stays_capped_after_thousands_of_attempts(
-    store: StateStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
-    clock = Clock()
+    clock = clock_at()
     store.enqueue([queued("d1")])
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        db.execute("UPDATE outbox SET attempts = 5000")
+    store = reopened(store, tmp_path, "UPDATE outbox SET attempts = 5000")
     d = dispatcher(store, clock, RecordingNotifier("ops", [retryable()]), backoff_max=600)
     wait = await d.deliver_due()
+    store.close()
     assert wait is not None
     assert 300 <= wait <= 600
 
 
 async def test_an_unreadable_payload_is_dropped_without_blocking_the_queue(
-    store: StateStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     ops = RecordingNotifier("ops")
     store.enqueue([queued("d1"), queued("d2")])
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        db.execute("UPDATE outbox SET payload = ? WHERE delivery_id = 'd1'", (b"{not json",))
-    d = dispatcher(store, Clock(), ops)
+    sql = "UPDATE outbox SET payload = ? WHERE delivery_id = 'd1'"
+    store = reopened(store, tmp_path, sql, b"{not json")
+    d = dispatcher(store, clock_at(), ops)
     await d.deliver_due()
+    store.close()
     assert ops.delivered_ids == ["d2"]
     assert d.outcomes == {("ops", "dropped"): 1, ("ops", "sent"): 1}
 
 
-async def test_run_delivers_what_is_queued_and_stops_when_asked(store: StateStore) -> None:
+async def test_run_delivers_what_is_queued_and_stops_when_asked(store: Store) -> None:
     ops = RecordingNotifier("ops")
-    d = dispatcher(store, Clock(), ops)
+    d = dispatcher(store, clock_at(), ops)
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))
     store.enqueue([queued("d1")])
     d.wake()
-    for _ in range(100):
-        if ops.delivered:
-            break
-        await asyncio.sleep(0)
+    await eventually(lambda: ops.delivered)
     assert ops.delivered_ids == ["d1"]
     stop.set()
     await asyncio.wait_for(running, 5)
 
 
-async def test_run_survives_a_failing_pass_until_stopped(store: StateStore) -> None:
-    d = dispatcher(store, Clock(), RecordingNotifier("ops"), backoff_initial=3600)
-    store.close()  # every pass now fails inside the store
+async def test_run_survives_a_failing_store_until_stopped(store: Store) -> None:
+    store.enqueue([queued("d1")])
+    await store.flush()  # the payload now lives only in the database
+    d = dispatcher(store, clock_at(), RecordingNotifier("ops"), backoff_initial=3600)
+    store.db.close()  # every read of the payload now fails inside the store
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))
     for _ in range(10):

@@ -18,6 +18,7 @@ from syncwatch.evaluate import Report
 from syncwatch.metrics import Telemetry
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.state import StateStore
+from syncwatch.store import Store
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "metrics.txt"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -59,8 +60,10 @@ def _page(report: Report, tmp_path: Path) -> str:
         timbal={"api_key": "k", "orgs": [{"id": "org_0001"}]},
         notifiers=[{"name": "console", "type": "console"}],
     )
-    engine = Engine(config, StateStore(tmp_path / "state.db"))
+    store = Store(StateStore(tmp_path / "state.db"))
+    engine = Engine(config, store)
     engine.apply(report, NOW)
+    store.close()
     telemetry = Telemetry(notifier_names=lambda: ["console"])
     telemetry.record(report, engine.alerts.values(), NOW.timestamp())
     body, _ = telemetry.render("text/plain")

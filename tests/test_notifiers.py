@@ -52,7 +52,9 @@ from syncwatch.notifiers.slack import (
 )
 from syncwatch.notifiers.webhook import WebhookNotifier
 from syncwatch.state import StateStore
+from syncwatch.store import Store
 from tests.capture import CaptureServer
+from tests.clock import FakeClock
 from tests.conftest import free_port
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -788,23 +790,23 @@ async def test_make_notifier_builds_the_notifier_its_config_type_names(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    s = StateStore(tmp_path / "state.db")
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(StateStore(tmp_path / "state.db"))
     yield s
     s.close()
 
 
 def hook_dispatcher(
-    store: StateStore, capture: CaptureServer, client: httpx.AsyncClient, clock: Clock
+    store: Store, capture: CaptureServer, client: httpx.AsyncClient, clock: FakeClock
 ) -> Dispatcher:
     notifier = WebhookNotifier(webhook_config(f"{capture.url}/hook"), client, clock)
     return Dispatcher(store, {notifier.name: notifier}, clock=clock)
 
 
 async def test_dispatcher_redelivers_after_a_500_with_the_same_delivery_id(
-    store: StateStore, capture: CaptureServer, client: httpx.AsyncClient
+    store: Store, capture: CaptureServer, client: httpx.AsyncClient
 ) -> None:
-    clock = Clock(T0 + timedelta(seconds=1))
+    clock = FakeClock(T0 + timedelta(seconds=1), autojump=True)
     dispatcher = hook_dispatcher(store, capture, client, clock)
     capture.reply(500, "try later")
     capture.reply(200, "ok")
@@ -832,9 +834,9 @@ async def test_dispatcher_redelivers_after_a_500_with_the_same_delivery_id(
 
 
 async def test_dispatcher_honours_a_429_retry_after_exactly(
-    store: StateStore, capture: CaptureServer, client: httpx.AsyncClient
+    store: Store, capture: CaptureServer, client: httpx.AsyncClient
 ) -> None:
-    clock = Clock(T0 + timedelta(seconds=1))
+    clock = FakeClock(T0 + timedelta(seconds=1), autojump=True)
     dispatcher = hook_dispatcher(store, capture, client, clock)
     capture.reply(429, "slow down", headers={"Retry-After": "7"})
     store.enqueue([golden_batch()])
@@ -855,9 +857,9 @@ async def test_dispatcher_honours_a_429_retry_after_exactly(
 
 
 async def test_dispatcher_drops_a_permanent_400_and_counts_it(
-    store: StateStore, capture: CaptureServer, client: httpx.AsyncClient
+    store: Store, capture: CaptureServer, client: httpx.AsyncClient
 ) -> None:
-    clock = Clock(T0 + timedelta(seconds=1))
+    clock = FakeClock(T0 + timedelta(seconds=1), autojump=True)
     dispatcher = hook_dispatcher(store, capture, client, clock)
     capture.reply(400, "bad payload")
     store.enqueue([golden_batch()])

@@ -30,6 +30,7 @@ from syncwatch.notifiers.base import (
 )
 from syncwatch.sources.base import Listing
 from syncwatch.state import SCHEMA_VERSION, StateStore
+from syncwatch.store import Store
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -262,12 +263,12 @@ def stale_report(config: Config, now: datetime) -> Report:
 
 def test_restart_does_not_announce_a_still_firing_alert_again(db_path: Path) -> None:
     config = timbal_config()
-    store = StateStore(db_path)
+    store = Store(StateStore(db_path))
     first = Engine(config, store, new_id=lambda: "delivery-1").apply(stale_report(config, T0), T0)
     assert [b.alerts[0].event for b in first.batches] == [EventKind.FIRING]
     store.close()
 
-    store = StateStore(db_path)
+    store = Store(StateStore(db_path))
     try:
         engine = Engine(config, store, new_id=lambda: "delivery-2")
         (restored,) = engine.alerts.values()
@@ -282,11 +283,11 @@ def test_restart_does_not_announce_a_still_firing_alert_again(db_path: Path) -> 
 
 def test_restart_keeps_a_pending_alerts_active_since(db_path: Path) -> None:
     config = timbal_config(**{"for": 3600})
-    store = StateStore(db_path)
+    store = Store(StateStore(db_path))
     Engine(config, store).apply(stale_report(config, T0), T0)
     store.close()
 
-    store = StateStore(db_path)
+    store = Store(StateStore(db_path))
     try:
         engine = Engine(config, store)
         (restored,) = engine.alerts.values()
