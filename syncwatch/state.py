@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import Severity
 from syncwatch.notifiers.base import AlertStatus, Batch
@@ -240,7 +241,8 @@ class StateStore:
             self._db.execute(
                 "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=?"
                 " WHERE delivery_id=?",
-                (next_attempt_at.timestamp(), error, delivery_id),
+                # Errors are clean when made; a URL (a receiver's secret) never lands on disk.
+                (next_attempt_at.timestamp(), redact_urls(error), delivery_id),
             )
 
     def pending(self) -> dict[str, int]:
