@@ -41,9 +41,7 @@ def make_transport(*, max_connections: int, ca_bundle: Path | None = None) -> Ai
         # Made on first use, inside the event loop. No cookie jar: the pool is shared by every
         # tenant and notifier, and a cookie one upstream sets must never reach another.
         # Bodies are decoded by read_body, which counts what it decodes.
-        connector = aiohttp.TCPConnector(
-            limit=max_connections, keepalive_timeout=30.0, ssl=context
-        )
+        connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=30.0, ssl=context)
         return aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
         )
@@ -152,4 +150,3 @@ async def read_body(response: httpx.Response, limit: int, *, truncate: bool = Fa
     if inflater is not None:
         inflater.finish()
     return b"".join(parts)
-

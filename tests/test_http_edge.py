@@ -30,11 +30,13 @@ from syncwatch.check import poll_and_evaluate
 from syncwatch.config import Config, load_config
 from syncwatch.evaluate import Report
 from syncwatch.http import make_http_client, make_transport
+from syncwatch.models import Source
 from syncwatch.notifiers.base import DeliveryError, post
 from syncwatch.sources import Poller, Reason
 from tests.capture import CaptureServer, Reply
 from tests.conftest import Daemon, free_port, start_syncwatch, toml_value, wait_until
 from tests.hostile import (
+    FIXTURES,
     HOSTILE,
     Answer,
     HostileServer,
@@ -106,6 +108,31 @@ async def test_a_hostile_answer_fails_its_tenant_only_and_the_control_keeps_aler
         assert raw not in message, message
 
 
+@pytest.mark.parametrize("name", ["huge_header", "garbage_status_line", "invalid_chunked"])
+async def test_a_hostile_answer_fails_one_paragon_user_only(name: str) -> None:
+    listing = (FIXTURES / "paragon_listing.json").read_bytes()
+    routes: dict[str, Answer | Stream] = {
+        "/api/syncs?credentialId=cred-bad": HOSTILE[name][0],
+        "/api/syncs?credentialId=cred-good": http(listing),
+    }
+    with HostileServer(routes, http(b"", "404 Not Found")) as server:
+        users = [
+            {"id": user, "token": f"pg-token-{user}", "credential_id": f"cred-{user}"}
+            for user in ("bad", "good")
+        ]
+        config = load_config(
+            None,
+            daemon={"request_timeout": 5, "retries": 0},
+            paragon={"base_url": server.url, "users": users},
+        )
+        report = await poll_and_evaluate(config, NOW)
+    by_user = listings_by_tenant(report)
+    assert by_user["bad"].error is not None
+    assert by_user["bad"].error.reason is Reason.INVALID_RESPONSE
+    assert by_user["good"].ok
+    assert ("SyncErrored", "psync_errored") in alerts_of(report, "good")
+
+
 async def test_a_huge_header_names_its_cause_in_a_few_words() -> None:
     with served(HOSTILE["huge_header"][0]) as server:
         report = await poll_and_evaluate(timbal_config(server.url), NOW)
@@ -121,6 +148,20 @@ async def test_a_stalled_answer_times_out_its_tenant_only() -> None:
     assert bad.error is not None
     assert bad.error.reason is Reason.TIMEOUT
     assert_control_alerts(report)
+
+
+async def test_an_unexpected_exception_in_one_tenants_poll_is_that_tenants_internal_error() -> None:
+    """The per-tenant firewall around list_org/list_user: a bug fails one tenant, not all."""
+    from syncwatch.sources.base import guarded  # new with the firewall
+
+    async def crashing() -> Any:
+        raise KeyError("something no code path expected")
+
+    listing = await guarded(Source.TIMBAL, BAD, crashing())
+    assert listing.error is not None
+    assert listing.error.reason is Reason.INTERNAL
+    assert "unexpected KeyError" in str(listing.error)
+    assert listing.tenant == BAD
 
 
 # --- every exception class of the HTTP stack -------------------------------------------------
