@@ -11,10 +11,11 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from syncwatch.config import Config, SecretFile, format_duration
+from syncwatch.config import Config, SecretFile, format_duration, format_size
 
 OUT = Path(__file__).with_name("configuration.md")
 DURATION_HINT = "duration"
+SIZE_HINT = "size"
 
 HEADER = """# Configuration reference
 
@@ -22,7 +23,8 @@ Generated from `syncwatch/config.py` by `python docs/config_reference.py`; a tes
 when it is out of date. Every key can also be set from the environment: the `env`
 column gives the variable (arrays of tables take JSON, e.g.
 `SYNCWATCH_TIMBAL__ORGS='[{"id": "org_1"}]'`). Durations accept `"90s"`, `"5m"`,
-`"1h30m"`, `"2d"` or a number of seconds. `secret` keys are never printed or logged;
+`"1h30m"`, `"2d"` or a number of seconds; sizes `"64MiB"`, `"512KiB"`, `"1GiB"` or a
+number of bytes. `secret` keys are never printed or logged;
 each has a `*_file` twin (relative names are read from `$CREDENTIALS_DIRECTORY`).
 `[[notifiers]]` entries take the common keys plus those of their `type`.
 """
@@ -32,6 +34,8 @@ def _type_name(annotation: Any, metadata: list[Any]) -> str:
     names = {type(m).__name__ for m in metadata}
     if "PlainSerializer" in names and annotation is float:
         return DURATION_HINT
+    if "PlainSerializer" in names and annotation is int:
+        return SIZE_HINT
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
@@ -68,6 +72,8 @@ def _default(info: Any) -> str:
         type(m).__name__ == "PlainSerializer" for m in info.metadata
     ):
         return f"`{format_duration(value)}`"
+    if isinstance(value, int) and any(type(m).__name__ == "PlainSerializer" for m in info.metadata):
+        return f"`{format_size(value)}`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if value in ([], {}):

@@ -133,6 +133,46 @@ def _empty_to_none(value: object) -> object:
 OptionalDuration = Annotated[Duration | None, BeforeValidator(_empty_to_none)]
 
 
+# --- sizes ------------------------------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+_SIZE = re.compile(r"(\d+)\s*([a-z]*)")
+# The largest decoded body read from an upstream (daemon.max_body_size): a listing of
+# 10,000 syncs is about 8 MiB of JSON.
+DEFAULT_MAX_BODY_SIZE = 64 << 20
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `64MiB`, `512KiB`, `1GiB`, `100B` or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip().lower())):
+        count, unit = match.groups()
+        if unit not in _SIZE_UNITS:
+            raise ValueError(f"invalid size {value!r}: use e.g. '64MiB', '512KiB' or bytes")
+        size = int(count) * _SIZE_UNITS[unit]
+    else:
+        raise ValueError(f"invalid size {value!r}: use e.g. '64MiB', '512KiB' or bytes")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+def format_size(size: int) -> str:
+    """The shortest exact `64MiB`-style spelling of a number of bytes."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    PlainSerializer(format_size, return_type=str),
+]
+
+
 # --- secrets and files ------------------------------------------------------------------
 
 
@@ -329,6 +369,7 @@ class DaemonConfig(_Model):
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     ca_bundle: ReadableFile = None
+    max_body_size: Size = Field(default=DEFAULT_MAX_BODY_SIZE, ge=1024)
 
     @model_validator(mode="after")
     def _auto_shard_needs_count(self) -> Self:

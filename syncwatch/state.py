@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import Severity
 from syncwatch.notifiers.base import AlertStatus, Batch
@@ -248,7 +249,8 @@ class StateStore:
             self._db.execute(
                 "UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=?"
                 " WHERE delivery_id=?",
-                (w.next_attempt_at, w.error, w.delivery_id),
+                # Errors are clean when made; a URL (a receiver's secret) never lands on disk.
+                (w.next_attempt_at, redact_urls(w.error), w.delivery_id),
             )
             return 1
         if isinstance(w, ShiftOutbox):

@@ -6,11 +6,14 @@ simulator runs in-process (uvicorn in a thread) so it can accept these exact cre
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import uvicorn
 from syncwatch.simulator import SimConfig, build_app
 from tests.capture import Captured, CaptureServer
 from tests.conftest import free_port, start_syncwatch, toml_value, wait_until
+from tests.hostile import HostileServer, Stall, http
 
 TIMBAL_KEY = "tk-S3CRET-timbal-7c1e94ab"
 PARAGON_PREFIX = "pg-S3CRET-static-52d0f3-"
@@ -288,3 +292,180 @@ def test_the_daemon_never_shows_a_secret(
     assert_no_secret("daemon log", proc.output, secrets)
     for name, server in captures.items():
         assert_no_secret(f"{name} payload", captured_text(server.requests), secrets)
+
+
+# --- every failure path of every notifier -----------------------------------------------------
+
+KINDS = ("slack", "webhook", "alertmanager")
+# failure → words its DeliveryError must carry (the short, fixed form)
+FAILURES = {
+    "refused": "connection failed (connection refused)",
+    "timeout": "timed out",
+    "garbage_status": "invalid HTTP response (bad status line)",
+    "huge_header": "invalid HTTP response (status line or header too long)",
+    "echo_4xx": "HTTP 404",
+    "echo_5xx": "HTTP 502",
+    "tls": "TLS failed (",
+}
+
+
+def failure_token(kind: str, failure: str) -> str:
+    return f"{kind[:4]}-S3CRET-{failure.replace('_', '')}-7e1d"
+
+
+def _echo_page(status: str) -> Any:
+    def answer(request_line: bytes) -> bytes:
+        return http(b"Cannot POST " + request_line + b" (no such hook)", status)
+
+    return answer
+
+
+def _garbage_status(request_line: bytes) -> bytes:
+    return b"HTTZ/9.9 garbage " + request_line + b"\r\n\r\n"
+
+
+def _huge_header(request_line: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nX-Echo: " + request_line + b"a" * 9000 + b"\r\n\r\n"
+
+
+@dataclass
+class Receivers:
+    """Every notifier kind by every failure path, each notifier with its own URL token."""
+
+    plain: HostileServer
+    tls_port: int
+    refused_port: int
+
+    def url(self, kind: str, failure: str) -> str:
+        token = failure_token(kind, failure)
+        port = {"refused": self.refused_port, "tls": self.tls_port}.get(failure, self.plain.port)
+        scheme = "https" if failure == "tls" else "http"
+        # The token is in the path (Slack, webhooks) and, for Alertmanager, the password too.
+        userinfo = f"syncwatch:{token}@" if kind == "alertmanager" else ""
+        return f"{scheme}://{userinfo}127.0.0.1:{port}/{kind}-{failure}/{token}"
+
+    def toml(self) -> str:
+        tables = []
+        for kind in KINDS:
+            for failure in FAILURES:
+                name, url = f"{kind}-{failure}", toml_value(self.url(kind, failure))
+                key = {"slack": "webhook_url", "webhook": "url"}.get(kind)
+                target = f"{key} = {url}" if key else f"urls = [{url}]"
+                tables.append(f'[[notifiers]]\nname = "{name}"\ntype = "{kind}"\n{target}\n')
+        return "\n".join(tables)
+
+    @property
+    def secrets(self) -> list[str]:
+        return [failure_token(k, f) for k in KINDS for f in FAILURES]
+
+
+@pytest.fixture
+def receivers(tmp_path: Path) -> Iterator[Receivers]:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "receiver.pem", tmp_path / "receiver.key"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    routes: dict[str, Any] = {}
+    for kind in KINDS:
+        routes[f"/{kind}-timeout/"] = Stall()
+        routes[f"/{kind}-garbage_status/"] = _garbage_status
+        routes[f"/{kind}-huge_header/"] = _huge_header
+        routes[f"/{kind}-echo_4xx/"] = _echo_page("404 Not Found")
+        routes[f"/{kind}-echo_5xx/"] = _echo_page("502 Bad Gateway")
+    # An untrusted certificate (its CA is not in the trust store): a TLS failure.
+    app = build_app(SimConfig(orgs=1, syncs_per_org=1, users=0, seed=1, churn=0))
+    with (
+        HostileServer(routes, http(b"ok")) as plain,
+        serve_asgi(app, certfile=certfile, keyfile=keyfile) as tls_port,
+    ):
+        yield Receivers(plain, tls_port, free_port())
+
+
+def failing_config(
+    tmp_path: Path, base_url: str, fleet: dict[str, Any], receivers: Receivers, listen: str
+) -> Path:
+    orgs = sorted({s["org_id"] for s in fleet["timbal"]})
+    org_tables = "\n".join(f"[[timbal.orgs]]\nid = {toml_value(o)}" for o in orgs)
+    path = tmp_path / "failing.toml"
+    path.write_text(
+        f"""
+[daemon]
+poll_interval = "1s"
+listen = {toml_value(listen)}
+state_path = {toml_value(str(tmp_path / "state.db"))}
+request_timeout = "1s"
+retries = 0
+log_format = "json"
+log_level = "debug"
+
+[timbal]
+base_url = {toml_value(base_url)}
+api_key = {toml_value(TIMBAL_KEY)}
+{org_tables}
+
+[alerting]
+source_failure_threshold = 1
+
+{receivers.toml()}
+"""
+    )
+    return path
+
+
+def test_test_notify_failures_of_every_kind_and_path_never_show_a_secret(
+    tmp_path: Path, secret_sim: tuple[str, dict[str, Any]], receivers: Receivers
+) -> None:
+    base_url, fleet = secret_sim
+    config = failing_config(tmp_path, base_url, fleet, receivers, f"127.0.0.1:{free_port()}")
+    notify = syncwatch("test-notify", "-c", str(config))
+    out = notify.stdout + notify.stderr
+    assert notify.returncode == 1, out
+    for kind in KINDS:
+        for failure, words in FAILURES.items():
+            [line] = [x for x in notify.stdout.splitlines() if x.startswith(f"{kind}-{failure}:")]
+            assert "FAILED" in line, line
+            assert words in line, line
+    assert_no_secret("test-notify", out, [*receivers.secrets, TIMBAL_KEY])
+
+
+def test_the_outbox_and_log_keep_no_secret_from_any_failure_of_any_notifier(
+    tmp_path: Path, secret_sim: tuple[str, dict[str, Any]], receivers: Receivers
+) -> None:
+    base_url, fleet = secret_sim
+    fault(base_url, source="timbal", tenant=fleet["orgs"][0], kind="http_401")
+    port = free_port()
+    config = failing_config(tmp_path, base_url, fleet, receivers, f"127.0.0.1:{port}")
+    proc = start_syncwatch(["run", "-c", str(config)], tmp_path / "daemon.log")
+    names = {f"{k}-{f}" for k in KINDS for f in FAILURES}
+    try:
+
+        def every_notifier_failed() -> bool:
+            if proc.popen.poll() is not None:
+                raise AssertionError(f"daemon exited early:\n{proc.output}")
+            failed = {
+                event.get("notifier")
+                for line in proc.output.splitlines()
+                if line.startswith("{")
+                and (event := json.loads(line)).get("event")
+                in ("notification_failed", "notification_dropped")
+            }
+            return names <= failed
+
+        wait_until(every_notifier_failed, timeout=60)
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output
+    db = tmp_path / "state.db"
+    with sqlite3.connect(db) as conn:
+        query = "SELECT DISTINCT notifier FROM outbox WHERE last_error IS NOT NULL"
+        stored = {row[0] for row in conn.execute(query)}
+    # A 4xx is permanent: its row is dropped (and logged), every other one kept for a retry.
+    assert stored == {n for n in names if not n.endswith("-echo_4xx")}
+    secrets = [*receivers.secrets, TIMBAL_KEY]
+    assert_no_secret("daemon log", proc.output, secrets)
+    for path in tmp_path.glob("state.db*"):  # the database, its -wal and -shm
+        data = path.read_bytes()
+        leaked = [s for s in secrets if s.encode() in data]
+        assert not leaked, f"{path.name} holds {leaked}"

@@ -11,6 +11,7 @@ import httpx
 import orjson
 
 from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
+from syncwatch.failures import origin
 from syncwatch.notifiers.base import (
     DELIVERY_ID_HEADER,
     AlertStatus,
@@ -18,7 +19,6 @@ from syncwatch.notifiers.base import (
     DeliveryError,
     post,
     rfc3339,
-    split_userinfo,
 )
 
 # Firing alerts are re-sent every cycle; a few missed cycles must not resolve them.
@@ -68,7 +68,8 @@ class AlertmanagerNotifier:
                     f"{url}/api/v2/alerts",
                     body,
                     headers,
-                    what=f"alertmanager {split_userinfo(url)[0]}",
+                    # host:port names the replica; a path may be a proxy's token.
+                    what=f"alertmanager {origin(url)}",
                     clock=self.clock,
                 )
                 for url in self.urls

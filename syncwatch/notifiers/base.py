@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Callable, Mapping
@@ -13,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import orjson
 
+from syncwatch.failures import classify, origin, scrub
+from syncwatch.http import read_body
 from syncwatch.models import Severity
 from syncwatch.sources.base import parse_retry_after
 
@@ -210,6 +214,19 @@ def split_userinfo(url: str) -> tuple[str, httpx.BasicAuth | None]:
     return bare, httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A receiver's answer: status, headers and the start of its body (at most ANSWER_LIMIT)."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+
+# Receivers answer "ok" or a short error; nothing more of their body is ever read.
+ANSWER_LIMIT = 64 * 1024
+
+
 async def post(
     client: httpx.AsyncClient,
     url: str,
@@ -218,29 +235,42 @@ async def post(
     *,
     what: str,
     clock: Callable[[], float] = time.time,
-) -> httpx.Response:
-    """POST and map the outcome to DeliveryError; `what` names the target (never a secret URL)."""
+) -> Answer:
+    """POST and map the outcome to DeliveryError; `what` names the target (never a secret URL).
+
+    Every exception becomes a DeliveryError whose text is built from fixed words, never from
+    the exception's own text: aiohttp and httpx put the URL in theirs, and the URL of a Slack
+    or webhook receiver is itself the secret.
+    """
     target, auth = split_userinfo(url)
     try:
-        response = await client.post(
-            target,
-            content=body,
-            headers={"Content-Type": "application/json", **headers},
-            auth=auth or httpx.USE_CLIENT_DEFAULT,
+        request = client.build_request(
+            "POST", target, content=body, headers={"Content-Type": "application/json", **headers}
         )
-    except httpx.TransportError as exc:
-        if isinstance(exc, httpx.TimeoutException) and _really_a_timeout(exc):
-            raise DeliveryError(
-                f"{what}: timed out ({type(exc).__name__})", retryable=True
-            ) from None
-        raise DeliveryError(f"{what}: connection failed ({_why(exc)})", retryable=True) from None
-    status = response.status_code
+        response = await client.send(request, auth=auth or httpx.USE_CLIENT_DEFAULT, stream=True)
+    except Exception as exc:
+        raise DeliveryError(f"{what}: {classify(exc)}", retryable=True) from None
+    try:
+        # The status is in; the body only explains it. One deadline for all of it: a
+        # receiver trickling its answer must not hold the delivery loop.
+        async with asyncio.timeout(client.timeout.read or ANSWER_TIMEOUT):
+            raw = await read_body(response, ANSWER_LIMIT, truncate=True)
+    except Exception:  # an unreadable explanation is no explanation
+        raw = b""
+    finally:
+        await _close(response)
+    answer = Answer(response.status_code, response.headers, raw.decode("utf-8", "replace"))
+    status = answer.status_code
     if 200 <= status < 300:
-        return response
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), clock())
+        return answer
+    retry_after = parse_retry_after(answer.headers.get("Retry-After"), clock())
     # Receivers' error pages often echo the request path, and a Slack or webhook URL's path
     # is its secret.
-    detail = _scrub(response.text[: 200 + len(url)], url)[:200].strip().replace("\n", " ")
+    detail = scrub(answer.text[: 400 + len(url)], url, tuple(headers.values()))
+    detail = detail[:200].strip().replace("\n", " ")
+    if 300 <= status < 400:
+        # Not followed (the URL is the credential); name only where it points.
+        detail = f"redirected to {origin(answer.headers.get('Location', ''))}, not followed"
     retryable = status in (408, 429) or status >= 500
     raise DeliveryError(
         f"{what}: HTTP {status}" + (f" {detail!r}" if detail else ""),
@@ -250,50 +280,10 @@ async def post(
     )
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes, outermost first (bounded: chains can loop)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(seen) < 16 and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
+# Reading a receiver's answer, when the client sets no read timeout.
+ANSWER_TIMEOUT = 10.0
 
 
-def _really_a_timeout(exc: httpx.TimeoutException) -> bool:
-    # httpx-aiohttp maps every aiohttp connection error (refused, reset…) to ConnectTimeout;
-    # the original exception, kept as the cause, tells them apart.
-    causes = _chain(exc)[1:]
-    return not causes or any(
-        isinstance(c, TimeoutError) or "Timeout" in type(c).__name__ for c in causes
-    )
-
-
-_OS_ERRORS = {
-    ConnectionRefusedError: "connection refused",
-    ConnectionResetError: "connection reset",
-    ConnectionAbortedError: "connection aborted",
-}
-
-
-def _why(exc: httpx.TransportError) -> str:
-    """A short cause for a failed connection, without the URL (it may hold a secret)."""
-    chain = _chain(exc)
-    for cause in chain:
-        for kind, words in _OS_ERRORS.items():
-            if isinstance(cause, kind):
-                return words
-    for cause in reversed(chain):
-        if isinstance(cause, OSError) and cause.strerror:
-            return f"{type(cause).__name__}: {cause.strerror}"
-    return type(chain[-1]).__name__
-
-
-def _scrub(text: str, url: str) -> str:
-    """`text` without the URL's path, query or password (the parts that carry tokens)."""
-    parts = urlsplit(url)
-    secrets = {url, parts.path, parts.query, parts.password or ""}
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) > 1:  # never blank out "/" everywhere
-            text = text.replace(secret, "[redacted]")
-    return text
+async def _close(response: httpx.Response) -> None:
+    with contextlib.suppress(Exception):
+        await response.aclose()

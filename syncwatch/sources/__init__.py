@@ -33,6 +33,7 @@ class Poller:
             retries=config.daemon.retries,
             timeout=config.daemon.request_timeout,
             semaphore=asyncio.Semaphore(config.daemon.concurrency),
+            max_body_size=config.daemon.max_body_size,
         )
         self.timbal = TimbalClient(config.timbal, upstream) if config.timbal else None
         self.paragon = ParagonClient(config.paragon, upstream) if config.paragon else None

@@ -7,9 +7,8 @@ import email.utils
 import enum
 import functools
 import random
-import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -19,13 +18,17 @@ import pydantic_core
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from syncwatch.http import DEFAULT_HEADERS
+from syncwatch.config import DEFAULT_MAX_BODY_SIZE, format_size
+from syncwatch.failures import Kind, classify, origin
+from syncwatch.http import DEFAULT_HEADERS, BodyTooLargeError, UndecodableBodyError, read_body
 from syncwatch.models import ParagonSync, Source, TimbalSync
 
 log = structlog.get_logger("syncwatch.sources")
 
 # Retry-After beyond this would stall the whole cycle; fail now and try next cycle instead.
 MAX_RETRY_AFTER = 30.0
+# Of a non-200 answer only this much is read (and thrown away), to keep the connection.
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 class Reason(enum.StrEnum):
@@ -34,6 +37,7 @@ class Reason(enum.StrEnum):
     TIMEOUT = "timeout"
     CONNECT = "connect_error"
     TLS = "tls"
+    HTTP_3XX = "http_3xx"
     HTTP_401 = "http_401"
     HTTP_403 = "http_403"
     HTTP_404 = "http_404"
@@ -41,19 +45,32 @@ class Reason(enum.StrEnum):
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
     INVALID_RESPONSE = "invalid_response"
+    BODY_TOO_LARGE = "body_too_large"
     SCHEMA_MISMATCH = "schema_mismatch"
+    INTERNAL = "internal_error"
 
 
 _HINTS = {
     Reason.TIMEOUT: "the upstream did not answer within daemon.request_timeout",
     Reason.CONNECT: "check base_url and network reachability (DNS, firewall, proxy)",
     Reason.TLS: "certificate verification failed; set daemon.ca_bundle for a private CA",
+    Reason.HTTP_3XX: "redirects are not followed; set base_url to the API's own address",
     Reason.HTTP_404: "check base_url and the tenant id",
     Reason.HTTP_429: "rate limited; lower daemon.concurrency or raise daemon.poll_interval",
     Reason.HTTP_4XX: "the upstream rejected the request",
     Reason.HTTP_5XX: "the upstream is failing; nothing to fix on our side if it persists briefly",
     Reason.INVALID_RESPONSE: "the body is not JSON (a proxy error page or a truncated body?)",
+    Reason.BODY_TOO_LARGE: "raise daemon.max_body_size if this listing is genuinely that big",
     Reason.SCHEMA_MISMATCH: "valid JSON but not the documented listing; check base_url",
+    Reason.INTERNAL: "an unexpected error in syncwatch (a bug): please report the log line",
+}
+_PROTOCOL_HINT = "the answer is not valid HTTP; check that base_url points at the API itself"
+_REASON_OF = {
+    Kind.TIMEOUT: Reason.TIMEOUT,
+    Kind.CONNECT: Reason.CONNECT,
+    Kind.TLS: Reason.TLS,
+    Kind.PROTOCOL: Reason.INVALID_RESPONSE,
+    Kind.UNEXPECTED: Reason.INTERNAL,
 }
 
 RETRYABLE = frozenset({Reason.TIMEOUT, Reason.CONNECT, Reason.HTTP_429, Reason.HTTP_5XX})
@@ -103,6 +120,19 @@ class Listing:
         return self.error is None
 
 
+async def guarded(source: Source, tenant: str, listing: Awaitable[Listing]) -> Listing:
+    """The tenant's listing; an exception no code path expected (a bug) is logged whole and
+    becomes this tenant's failed listing, so it cannot fail every other tenant's poll."""
+    started = time.perf_counter()
+    try:
+        return await listing
+    except Exception as exc:
+        name = type(exc).__name__
+        log.error("poll_crashed", source=str(source), tenant=tenant, error_type=name, exc_info=exc)
+        error = SourceError(source, tenant, Reason.INTERNAL, f"unexpected {name}")
+        return Listing(source, tenant, error=error, duration=time.perf_counter() - started)
+
+
 @dataclass(slots=True)
 class Upstream:
     """GETs with a global concurrency bound, a per-attempt deadline and retries with backoff.
@@ -116,6 +146,7 @@ class Upstream:
     retries: int
     timeout: float
     semaphore: asyncio.Semaphore
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
     wait_initial: float = 0.2
     wait_max: float = 5.0
     _clock: Callable[[], float] = field(default=time.time)
@@ -172,42 +203,58 @@ class Upstream:
         where = f"GET {url}"
         request = httpx.Request("GET", url, headers={**DEFAULT_HEADERS, **(headers or {})})
         async with self.semaphore:
+            # Every exception of this request becomes this tenant's SourceError: nothing one
+            # upstream answers may fail the other tenants' poll.
             try:
                 # One deadline for headers and body: a trickling body must not hang a cycle.
                 async with asyncio.timeout(self.timeout):
                     response = await self.transport.handle_async_request(request)
                     try:
-                        body = await response.aread()
+                        ok = response.status_code == 200
+                        limit = self.max_body_size if ok else ERROR_BODY_LIMIT
+                        body = await read_body(response, limit, truncate=not ok)
                     finally:
                         await response.aclose()
             except TimeoutError:
                 raise SourceError(
                     source, tenant, Reason.TIMEOUT, f"{where} took over {self.timeout:g}s"
                 ) from None
-            except httpx.TimeoutException as exc:
-                if _really_a_timeout(exc):
-                    raise SourceError(
-                        source, tenant, Reason.TIMEOUT, f"{where} timed out"
-                    ) from None
-                # httpx-aiohttp maps certificate failures to ConnectTimeout as well.
-                reason = Reason.TLS if _is_tls_error(exc) else Reason.CONNECT
+            except BodyTooLargeError:
                 raise SourceError(
-                    source, tenant, reason, f"{where} failed: {exc.__cause__!r}"
+                    source,
+                    tenant,
+                    Reason.BODY_TOO_LARGE,
+                    f"{where}: body over {format_size(self.max_body_size)} (daemon.max_body_size)",
                 ) from None
-            except httpx.TransportError as exc:
-                reason = Reason.TLS if _is_tls_error(exc) else Reason.CONNECT
-                raise SourceError(
-                    source, tenant, reason, f"{where} failed: {type(exc).__name__}: {exc}"
-                ) from None
-            except httpx.DecodingError:
+            except UndecodableBodyError as exc:
                 # E.g. `Content-Encoding: gzip` on a body that is not: a broken proxy.
                 raise SourceError(
-                    source, tenant, Reason.INVALID_RESPONSE, f"{where}: undecodable body"
+                    source, tenant, Reason.INVALID_RESPONSE, f"{where}: undecodable body ({exc})"
+                ) from None
+            except Exception as exc:
+                failure = classify(exc)
+                raise SourceError(
+                    source,
+                    tenant,
+                    _REASON_OF[failure.kind],
+                    f"{where}: {failure}",
+                    hint=_PROTOCOL_HINT if failure.kind is Kind.PROTOCOL else None,
                 ) from None
         status = response.status_code
         if status == 200:
             return body
         detail = f"HTTP {status} from {where}"
+        if 300 <= status < 400:
+            # Not followed: the bearer token must never travel to wherever this points.
+            location = response.headers.get("Location", "")
+            to = origin(location) if "//" in location else "elsewhere on the same host"
+            raise SourceError(
+                source,
+                tenant,
+                Reason.HTTP_3XX,
+                f"{detail}, redirecting to {to or 'nowhere'}",
+                status_code=status,
+            )
         if status == 401:
             raise SourceError(
                 source,
@@ -241,24 +288,6 @@ class Upstream:
 def _parsed_url(url: str, params: tuple[tuple[str, str], ...]) -> httpx.URL:
     """Parsing a URL costs more than sending it; each tenant's URL is parsed once."""
     return httpx.URL(url, params=params or None)
-
-
-def _really_a_timeout(exc: httpx.TimeoutException) -> bool:
-    # httpx-aiohttp maps every aiohttp connection error (resets included) to ConnectTimeout;
-    # the original exception, kept as the cause, tells a reset from a timeout.
-    cause = exc.__cause__
-    return cause is None or isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__
-
-
-def _is_tls_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
-            return True
-        if "certificate" in str(seen).lower() or "ssl" in type(seen).__name__.lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -23,6 +23,7 @@ from syncwatch.sources.base import (
     SourceError,
     Upstream,
     aware,
+    guarded,
     parse_listing,
 )
 
@@ -208,12 +209,13 @@ class ParagonClient:
         """Every Connected User this replica owns; `users_file` is re-read each time."""
         try:
             users = self.users()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, or a bad user id
             # Keep watching the users we can name rather than nobody at all.
             log.error("users_file_unreadable", path=str(self.config.users_file), error=str(exc))
             users = list(self.config.users)
         users = [u for u in users if owns(Source.PARAGON, u.id)]
-        return list(await asyncio.gather(*(self.list_user(u) for u in users)))
+        listings = (guarded(Source.PARAGON, u.id, self.list_user(u)) for u in users)
+        return list(await asyncio.gather(*listings))
 
 
 def _last_synced_at(body: bytes, user_id: str) -> datetime | None:

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from syncwatch.config import TimbalConfig, TimbalOrg, secret_value
 from syncwatch.models import Source, TimbalSync
-from syncwatch.sources.base import Listing, SourceError, Upstream, aware, parse_listing
+from syncwatch.sources.base import (
+    Listing,
+    SourceError,
+    Upstream,
+    aware,
+    guarded,
+    parse_listing,
+)
 
 _Date = Annotated[datetime, Field(strict=False)]
 # The spec's int32/int64 formats, enforced: a bigger int cannot become a float in evaluation.
@@ -123,4 +130,5 @@ class TimbalClient:
     async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:
         """Every org this replica owns (see daemon.shard)."""
         orgs = [org for org in self.config.orgs if owns(Source.TIMBAL, org.id)]
-        return list(await asyncio.gather(*(self.list_org(org) for org in orgs)))
+        listings = (guarded(Source.TIMBAL, org.id, self.list_org(org)) for org in orgs)
+        return list(await asyncio.gather(*listings))
