@@ -205,7 +205,9 @@ async def test_sighup_starts_and_stops_delivery_loops(
     try:
         store.enqueue([queued("hook-1", "hook")])
         d.notifiers = {"hook": hook(hook_sink, client, clock)}  # what reload() does
-        await eventually(lambda: ids(hook_sink) == ["hook-1"])
+        # Acknowledged, not only received: a row in flight would be dropped with the notifier.
+        await eventually(lambda: d.outcomes[("hook", "sent")] == 1)
+        assert ids(hook_sink) == ["hook-1"]
         store.enqueue([queued("hook-2", "hook")])
         d.notifiers = {}
         assert store.pending() == {}  # a removed notifier's rows are dropped, and counted
