@@ -22,6 +22,7 @@ from syncwatch.config import (
     secrets_of,
     to_toml,
 )
+from syncwatch.startup import StartupError
 
 
 def _config(path_arg: str | None) -> Config:
@@ -206,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"syncwatch: config: {problem}", file=sys.stderr)
         return EX_CONFIG
+    except StartupError as exc:
+        # The state file or the listen address cannot be used: one line, a sysexits code.
+        print(f"syncwatch: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     return code
