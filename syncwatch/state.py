@@ -144,14 +144,17 @@ def _preflight(path: Path) -> wal.WalFrames | None:
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if not file.exists():
             continue
+        if file.is_dir():
+            raise StartupError(
+                f"daemon.state_path {path}: {file} is a directory; point state_path at a file",
+                EX_CANTCREAT,
+            )
         try:
             os.close(os.open(file, os.O_RDWR))
         except OSError as exc:
-            try:
-                os.close(os.open(file, os.O_RDONLY))
-            except OSError:
-                raise _access_error(path, exc, f"cannot read {file}") from None
-            raise _access_error(path, exc, f"{file} is read-only") from None
+            readable = os.access(file, os.R_OK)
+            what = f"{file} is read-only" if readable else f"cannot read {file}"
+            raise _access_error(path, exc, what) from None
     try:
         # SQLite creates the -wal and -shm files beside the database.
         with tempfile.TemporaryFile(dir=path.parent):
