@@ -9,6 +9,7 @@ mount namespace (`unshare -m`) that vanishes with the process.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ import pytest
 from syncwatch.lifecycle import Transition
 from syncwatch.startup import EX_CANTCREAT, EX_DATAERR, EX_IOERR, EX_NOPERM, EX_UNAVAILABLE
 from syncwatch.state import SCHEMA_VERSION, StateStore
-from tests.conftest import free_port, toml_value
+from tests.conftest import free_port, start_syncwatch, toml_value, wait_until
 
 NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
 
@@ -261,3 +262,55 @@ def test_a_listen_address_not_on_this_host_is_one_line_and_exit_69(tmp_path: Pat
     assert_one_line(
         result, EX_UNAVAILABLE, f"daemon.listen {listen}", "not an address of this host"
     )
+
+
+# --- a disk that fills while running ----------------------------------------------------
+
+
+@needs_unshare
+def test_a_disk_that_fills_while_running_is_named_and_recovered_from(tmp_path: Path) -> None:
+    """Each cycle writes (the unreachable tenant's failure count); a full disk fails those
+    writes, each failure names the file, and the first cycle after space is freed commits."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    db = directory / "state.db"
+    config = write_config(tmp_path, db)
+    config.write_text(config.read_text().replace("[daemon]", '[daemon]\npoll_interval = "0.5s"'))
+    mount = f'mount -t tmpfs -o size=2m tmpfs {directory} && exec "$@"'
+    proc = start_syncwatch(
+        ["run", "-c", str(config)],
+        tmp_path / "daemon.log",
+        wrapper=("unshare", "-m", "sh", "-c", mount, "sh"),
+    )
+
+    def in_namespace(script: str) -> None:
+        # The tmpfs exists only in the daemon's mount namespace: reach it there.
+        subprocess.run(
+            ["nsenter", "-t", str(proc.popen.pid), "-m", "--", "sh", "-c", script],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+
+    def events() -> list[dict[str, object]]:
+        return [json.loads(line) for line in proc.output.splitlines()]
+
+    def committed_after(index: int) -> bool:
+        assert proc.popen.poll() is None, proc.output
+        later = events()[index:]
+        return any(e["event"] == "cycle_complete" and e["rows_written"] for e in later)
+
+    try:
+        wait_until(lambda: committed_after(0))
+        in_namespace(f"dd if=/dev/zero of={directory}/filler bs=4k 2>/dev/null; true")
+        failed = wait_until(
+            lambda: [e for e in events() if e["event"] == "cycle_failed"], timeout=20
+        )
+        assert failed[0]["state_path"] == str(db)
+        assert "the disk is full" in str(failed[0]["state_problem"])
+        assert "free some space" in str(failed[0]["state_problem"])
+        in_namespace(f"rm {directory}/filler")
+        last_failure = max(i for i, e in enumerate(events()) if e["event"] == "cycle_failed")
+        wait_until(lambda: committed_after(last_failure + 1), timeout=20)
+    finally:
+        assert proc.stop() == 0
