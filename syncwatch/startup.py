@@ -1,9 +1,9 @@
 """Start-up failures: one line naming what is wrong and what to do, and a sysexits code.
 
 The codes follow sysexits(3) so that systemd can tell the kinds apart: the unit's
-`RestartPreventExitStatus=` lists the ones a restart cannot fix (65, 77, 78); the others
-(69, 74, 75) may clear by themselves (the port is freed, space is freed), so systemd keeps
-retrying them every `RestartSec`.
+`RestartPreventExitStatus=` lists the ones a restart cannot fix (65, 73, 77, 78); the
+others (69, 74, 75) may clear by themselves (the port is freed, space is freed, the other
+process exits), so systemd keeps retrying them every `RestartSec`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ EX_TEMPFAIL = 75  # the state database is locked by another process
 EX_NOPERM = 77  # the state database (or its directory) is unreadable or read-only
 # EX_CONFIG = 78 lives in syncwatch.config: a broken config.
 
-# A restart cannot fix these: the unit's RestartPreventExitStatus= lists them.
-PERMANENT = (EX_DATAERR, EX_NOPERM)
+# A restart cannot fix these (nor EX_CONFIG): the unit's RestartPreventExitStatus= lists them.
+PERMANENT = (EX_DATAERR, EX_CANTCREAT, EX_NOPERM)
 
 
 class StartupError(Exception):

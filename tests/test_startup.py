@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from syncwatch.lifecycle import Transition
@@ -55,6 +57,7 @@ def write_config(tmp_path: Path, state_path: Path, listen: str | None = None) ->
 listen = {toml_value(listen or f"127.0.0.1:{free_port()}")}
 state_path = {toml_value(str(state_path))}
 log_format = "json"
+poll_interval = "1s"
 
 [timbal]
 base_url = "http://127.0.0.1:{free_port()}"
@@ -275,7 +278,7 @@ def test_a_disk_that_fills_while_running_is_named_and_recovered_from(tmp_path: P
     directory.mkdir()
     db = directory / "state.db"
     config = write_config(tmp_path, db)
-    config.write_text(config.read_text().replace("[daemon]", '[daemon]\npoll_interval = "0.5s"'))
+    config.write_text(config.read_text().replace('poll_interval = "1s"', 'poll_interval = "0.5s"'))
     mount = f'mount -t tmpfs -o size=2m tmpfs {directory} && exec "$@"'
     proc = start_syncwatch(
         ["run", "-c", str(config)],
@@ -314,3 +317,32 @@ def test_a_disk_that_fills_while_running_is_named_and_recovered_from(tmp_path: P
         wait_until(lambda: committed_after(last_failure + 1), timeout=20)
     finally:
         assert proc.stop() == 0
+
+
+# --- the demo starts the same way -------------------------------------------------------
+
+
+def test_the_demo_binds_first_and_serves_on_the_port_it_prints(tmp_path: Path) -> None:
+    """With its usual port taken it binds another and prints that one: no bind race."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("127.0.0.1", 9875))
+            holder.listen()
+        except OSError:
+            pass  # taken already: just as good
+        proc = start_syncwatch(["demo", "--duration", "60s"], tmp_path / "demo.log")
+        try:
+            found = wait_until(
+                lambda: re.search(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", proc.output),
+                timeout=30,
+            )
+            port = int(found[1])
+            assert port != 9875
+            wait_until(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
+                timeout=30,
+            )
+        finally:
+            assert proc.stop() == 0
+    assert "Traceback" not in proc.output
