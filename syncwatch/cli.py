@@ -24,6 +24,7 @@ from syncwatch.config import (
     secrets_of,
     to_toml,
 )
+from syncwatch.startup import StartupError
 
 if TYPE_CHECKING:
     from syncwatch.simulator import SimConfig as SimConfigT
@@ -220,12 +221,15 @@ def _count(text: str) -> int:
 
 # Exit codes per command, shown by --help and kept in step with the README by a test.
 EXIT_CODES: dict[str, str] = {
-    "run": f"0 after SIGTERM/SIGINT; {EX_CONFIG} config error",
+    "run": f"0 after SIGTERM/SIGINT; {EX_CONFIG} config error; cannot start: "
+    "65 state database corrupt or newer, 69 listen address taken or unavailable, "
+    "73 state path cannot be created, 74 disk full or I/O error, 75 state database locked, "
+    "77 state file unreadable or read-only",
     "check": "Nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (a tenant unreachable); "
     f"{EX_CONFIG} config error",
     "validate": f"0 valid; {EX_CONFIG} invalid",
     "test-notify": f"0 all delivered; 1 any failed or none configured; {EX_CONFIG} config error",
-    "demo": "0",
+    "demo": "0; the start-up codes of `run`",
     "simulate": "0 after SIGTERM/SIGINT; 2 bad arguments",
 }
 
@@ -411,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"syncwatch: config: {problem}", file=sys.stderr)
         return EX_CONFIG
+    except StartupError as exc:
+        # The state file or the listen address cannot be used: one line, a sysexits code.
+        print(f"syncwatch: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     return code

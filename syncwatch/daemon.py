@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -34,14 +35,22 @@ from syncwatch.http import make_http_client, make_transport
 from syncwatch.metrics import Telemetry
 from syncwatch.notifiers import make_notifier
 from syncwatch.notifiers.base import Notifier
-from syncwatch.server import Liveness, build_app
+from syncwatch.server import (
+    ListenerLimits,
+    Liveness,
+    bind_listener,
+    build_app,
+    server_config,
+)
 from syncwatch.sources import Poller
-from syncwatch.state import StateStore
+from syncwatch.startup import raise_fd_limit
+from syncwatch.state import StateStore, WalLoss, state_error
 from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.daemon")
 
 SHUTDOWN_GRACE = 5.0  # in-flight deliveries get this long before they are cancelled
+LOG_SUPPRESSED_EVERY = 60.0  # s between reports of rate-limited library log lines
 
 
 # --- sharding ---------------------------------------------------------------------------
@@ -115,13 +124,22 @@ class Daemon:
         config: Config,
         config_path: Path | None,
         clock: Clock = SYSTEM,
+        sockets: list[socket.socket] | None = None,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.config_path = config_path
         self.stop = asyncio.Event()
         self.reload_requested = asyncio.Event()
+        # Bound by run_daemon before anything else, so a taken port is one line and exit 69.
+        self.sockets = sockets
+        self.limits = limits or ListenerLimits.for_fd_limit(
+            raise_fd_limit(), config.daemon.concurrency
+        )
         self.store = StateStore(config.daemon.resolved_state_path())
+        if self.store.wal_loss is not None:
+            _log_wal_loss(self.store.path, self.store.wal_loss)
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -209,12 +227,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
 
-        server = await self._start_server()
-        if server is None:
-            return 1
+        server = self._start_server()
         dispatch_stop = asyncio.Event()
         dispatcher = asyncio.create_task(self.dispatcher.run(dispatch_stop), name="dispatcher")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        log_report = asyncio.create_task(_report_suppressed_logs(), name="log-report")
         sd_notify(f"READY=1\nSTATUS=polling every {self.config.daemon.poll_interval:g}s")
         log.info(
             "started",
@@ -236,6 +253,7 @@ class Daemon:
             sd_notify("STOPPING=1")
             log.info("stopping")
             watchdog.cancel()
+            log_report.cancel()
             dispatch_stop.set()
             try:
                 await asyncio.wait_for(dispatcher, SHUTDOWN_GRACE)
@@ -257,7 +275,12 @@ class Daemon:
                     await cycle
                 return
             if (exc := cycle.exception()) is not None:
-                log.error("cycle_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                log.error(
+                    "cycle_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    **_state_problem(self.store, exc),
+                    exc_info=exc,
+                )
             deadline = started + self.config.daemon.poll_interval
             if time.monotonic() > deadline:
                 self.telemetry.cycle_overruns.inc()
@@ -288,32 +311,28 @@ class Daemon:
             stopper.cancel()
         return not self.stop.is_set()
 
-    async def _start_server(self) -> _Server | None:
-        host, _, port = self.config.daemon.listen.rpartition(":")
-        server = _Server(
-            uvicorn.Config(
-                build_app(self.telemetry, self.liveness),
-                host=host.strip("[]"),
-                port=int(port),
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-            )
+    def _start_server(self) -> _Server:
+        """Serve on the pre-bound sockets: they listen already, so there is nothing to wait for."""
+        if self.sockets is None:
+            self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
+        server = _Server(server_config(build_app(self.telemetry, self.liveness), self.limits))
+        task = asyncio.create_task(server.serve(sockets=self.sockets), name="http")
+        task.add_done_callback(self._server_done)
+        log.debug(
+            "listening",
+            listen=self.config.daemon.listen,
+            max_connections=self.limits.max_connections,
+            backlog=self.limits.backlog,
         )
-        task = asyncio.create_task(server.serve(), name="http")
-        deadline = time.monotonic() + 10
-        # uvicorn offers no "started" event to await; poll its flag with a deadline.
-        while not server.started and not task.done() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        if not server.started:
-            log.error(
-                "listen_failed",
-                listen=self.config.daemon.listen,
-                hint="is another process using the port? set daemon.listen",
-            )
-            task.cancel()
-            return None
         return server
+
+    def _server_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.stop.is_set():
+            return
+        # Without HTTP nobody sees metrics or health: stop, so systemd restarts us.
+        exc = task.exception()
+        log.error("http_server_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        self.stop.set()
 
     async def _watchdog(self) -> None:
         usec = os.environ.get("WATCHDOG_USEC", "")
@@ -348,10 +367,63 @@ class Daemon:
         sd_notify("READY=1")
 
 
-def run_daemon(config: Config, config_path: Path | None) -> int:
+def _state_problem(store: StateStore, exc: BaseException) -> dict[str, str]:
+    """A SQLite error names the file and what to do (disk full: free space; we keep going)."""
+    if not isinstance(exc, sqlite3.Error):
+        return {}
+    return {"state_path": str(store.path), "state_problem": str(state_error(store.path, exc))}
+
+
+def _log_wal_loss(path: Path | str, loss: WalLoss) -> None:
+    log.error(
+        "state_wal_corrupt",
+        state_path=str(path),
+        wal=str(loss.wal),
+        frames=loss.frames,
+        frames_recovered=loss.recovered,
+        commits_lost=loss.lost_commits,
+        wal_header_ok=loss.header_ok,
+        copy=None if loss.copy is None else str(loss.copy),
+        copy_error=loss.copy_error,
+        hint="SQLite ignored the WAL's last committed transaction(s) (a checksum fails); "
+        "starting from the state before them: alerts are re-derived by the next poll, so "
+        "a notification may be repeated or come one cycle late",
+    )
+
+
+async def _report_suppressed_logs() -> None:
+    while True:
+        await asyncio.sleep(LOG_SUPPRESSED_EVERY)
+        for logger, message, count in logs.take_suppressed():
+            log.warning("log_suppressed", logger=logger, message=message, suppressed=count)
+
+
+def run_daemon(
+    config: Config,
+    config_path: Path | None,
+    *,
+    clock: Clock = SYSTEM,
+    sockets: list[socket.socket] | None = None,
+    duration: float | None = None,
+) -> int:
+    """`syncwatch run` and `syncwatch demo`: raise the fd limit, bind, open the state, run."""
     logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
+    limits = ListenerLimits.for_fd_limit(raise_fd_limit(), config.daemon.concurrency)
+    # Bind first: a taken port is reported before any file is created.
+    sockets = sockets or bind_listener(config.daemon.listen, limits.backlog)
 
     async def main() -> int:
-        return await Daemon(config, config_path).run()
+        daemon = Daemon(
+            config,
+            config_path,
+            clock=clock,
+            sockets=sockets,
+            limits=limits,
+        )
+        return await daemon.run(duration)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        for sock in sockets:
+            sock.close()

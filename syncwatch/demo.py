@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 import tempfile
@@ -11,10 +10,11 @@ from typing import Any, TextIO
 
 import httpx
 
-from syncwatch import logs
-from syncwatch.config import Config, load_config, secrets_of
-from syncwatch.daemon import Daemon
+from syncwatch.config import Config, load_config
+from syncwatch.daemon import run_daemon
+from syncwatch.server import bind_listener
 from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
+from syncwatch.startup import StartupError
 
 # Simulated seconds per real second: an hour-long stall plays out in half a minute.
 DEMO_TIME_SCALE = 120.0
@@ -22,16 +22,12 @@ DEMO_POLL_INTERVAL = 3.0
 DEMO_LISTEN_PORT = 9875
 
 
-def _listen_port() -> int:
+def _listen() -> list[socket.socket]:
     """The usual port when it is free, else any free one: a demo should just start."""
-    for port in (DEMO_LISTEN_PORT, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free port on 127.0.0.1")
+    try:
+        return bind_listener(f"127.0.0.1:{DEMO_LISTEN_PORT}")
+    except StartupError:
+        return bind_listener("127.0.0.1:0")
 
 
 def demo_config(
@@ -82,9 +78,10 @@ def run_demo(duration: float | None, out: TextIO | None = None) -> int:
         sim.start()
         try:
             fleet = httpx.get(f"{sim.base_url}/_sim/fleet", timeout=5).json()
-            port = _listen_port()
+            # Bound here and handed over: the port printed is the port served, no race.
+            sockets = _listen()
+            port = int(sockets[0].getsockname()[1])
             config = demo_config(sim.base_url, fleet, workdir, key_file, port)
-            logs.configure("warning", "console", secrets_of(config))
             syncs = len(fleet["timbal"]) + len(fleet["paragon"])
             print(
                 f"syncwatch demo: watching {syncs} simulated syncs of {len(fleet['orgs'])} "
@@ -97,7 +94,6 @@ def run_demo(duration: float | None, out: TextIO | None = None) -> int:
                 file=out,
                 flush=True,
             )
-            daemon = Daemon(config, None, clock=clock)
-            return asyncio.run(daemon.run(duration))
+            return run_daemon(config, None, clock=clock, sockets=sockets, duration=duration)
         finally:
             sim.stop()

@@ -6,7 +6,11 @@ a crash either keeps both or neither. Only what changed is written.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,10 +18,20 @@ from pathlib import Path
 
 import orjson
 
+from syncwatch import wal
 from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import Severity
 from syncwatch.notifiers.base import AlertStatus, Batch
+from syncwatch.startup import (
+    EX_CANTCREAT,
+    EX_DATAERR,
+    EX_IOERR,
+    EX_NOPERM,
+    EX_TEMPFAIL,
+    StartupError,
+    os_exit_code,
+)
 
 SCHEMA_VERSION = 1
 
@@ -66,6 +80,128 @@ def _ts(value: datetime | None) -> float | None:
 
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+# --- opening: every way the file can be unusable is one line and a sysexits code ---------
+
+_CORRUPT_HINT = (
+    "move it (and its -wal and -shm files) aside to start with empty state (alerts are "
+    "re-derived from the next poll; firing ones are notified again), or restore a backup"
+)
+_ACCESS_HINT = (
+    "give the syncwatch user read and write access to it and its directory "
+    "(under systemd, keep state_path inside StateDirectory=, /var/lib/syncwatch)"
+)
+
+
+_NEARLY_FULL = 1 << 20  # bytes: below this an I/O error at start is reported as a full disk
+
+
+@dataclass(frozen=True, slots=True)
+class WalLoss:
+    """Commits in the WAL that SQLite's recovery ignored (bad checksum, torn or bad header)."""
+
+    wal: Path
+    frames: int
+    recovered: int
+    lost_commits: int
+    header_ok: bool
+    copy: Path | None
+    copy_error: str | None
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _access_error(path: Path, exc: OSError, what: str) -> StartupError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _full_error(path, exc.strerror or str(exc))
+    hint = _ACCESS_HINT if os_exit_code(exc) == EX_NOPERM else "point state_path at a file"
+    return StartupError(
+        f"daemon.state_path {path}: {what} ({exc.strerror or exc}); {hint}", os_exit_code(exc)
+    )
+
+
+def _full_error(path: Path, detail: str) -> StartupError:
+    free = _free_bytes(path)
+    room = "" if free is None else f"{free} bytes free on its file system; "
+    return StartupError(
+        f"daemon.state_path {path}: the disk is full ({detail}); {room}free some space",
+        EX_IOERR,
+    )
+
+
+def _preflight(path: Path) -> wal.WalFrames | None:
+    """Check what SQLite will need, to name the exact problem; returns the WAL's frames."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _access_error(path, exc, f"cannot create its directory {path.parent}") from None
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if not file.exists():
+            continue
+        if file.is_dir():
+            raise StartupError(
+                f"daemon.state_path {path}: {file} is a directory; point state_path at a file",
+                EX_CANTCREAT,
+            )
+        try:
+            os.close(os.open(file, os.O_RDWR))
+        except OSError as exc:
+            readable = os.access(file, os.R_OK)
+            what = f"{file} is read-only" if readable else f"cannot read {file}"
+            raise _access_error(path, exc, what) from None
+    try:
+        # SQLite creates the -wal and -shm files beside the database.
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise _access_error(path, exc, f"cannot create files in {path.parent}") from None
+    wal_path = Path(f"{path}-wal")
+    try:
+        with wal_path.open("rb") as wal_file:
+            return wal.scan(wal_file, os.fstat(wal_file.fileno()).st_size)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _access_error(path, exc, f"cannot read {wal_path}") from None
+
+
+def state_error(path: Path | str, exc: sqlite3.Error) -> StartupError:
+    """The one line, and exit code, for a SQLite error on the state database."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    path = Path(path)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StartupError(
+            f"daemon.state_path {path}: not a usable SQLite database ({exc}); {_CORRUPT_HINT}",
+            EX_DATAERR,
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return _full_error(path, str(exc))
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return StartupError(
+            f"daemon.state_path {path}: cannot open it read-write ({exc}); {_ACCESS_HINT}",
+            EX_NOPERM if path.exists() else EX_CANTCREAT,
+        )
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StartupError(
+            f"daemon.state_path {path}: locked by another process ({exc}); is another "
+            "syncwatch using the same state_path?",
+            EX_TEMPFAIL,
+        )
+    free = _free_bytes(path)
+    if free is not None and free < _NEARLY_FULL:
+        # SQLite reports a full disk as an I/O error when it cannot grow its -shm file.
+        return _full_error(path, str(exc))
+    return StartupError(
+        f"daemon.state_path {path}: I/O error ({exc}); check the disk and its free space",
+        EX_IOERR,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,27 +299,76 @@ class StateStore:
     """SQLite in WAL mode; every public method is one short transaction."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # Set when the WAL held commits that SQLite's recovery dropped (see `wal.py`).
+        self.wal_loss: WalLoss | None = None
+        on_disk = str(path) != ":memory:"
+        frames = _preflight(Path(path)) if on_disk else None
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise state_error(path, exc) from None
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged transaction survives power loss too, not only kill -9.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            if on_disk:
+                self._quick_check()
+            if frames is not None:
+                self.wal_loss = self._wal_loss(Path(path), frames)
             self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise state_error(path, exc) from None
         except BaseException:
-            # Refused (newer schema, not a database…): do not leak the open connection.
+            # Refused (newer schema…): do not leak the open connection.
             self._db.close()
             raise
+
+    def _quick_check(self) -> None:
+        """A truncated or damaged file is refused now, not in the middle of a cycle."""
+        problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StartupError(
+                f"daemon.state_path {self.path}: the database is corrupt "
+                f"({'; '.join(problems)}); {_CORRUPT_HINT}",
+                EX_DATAERR,
+            )
+
+    def _wal_loss(self, path: Path, frames: wal.WalFrames) -> WalLoss | None:
+        """The WAL's commits beyond the frames SQLite recovered; a copy of the WAL kept if any."""
+        recovered = int(self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+        lost = frames.lost_commits(max(recovered, 0))
+        if not lost:
+            return None
+        wal_path = Path(f"{path}-wal")
+        target = Path(f"{wal_path}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+        copy: Path | None = target
+        copy_error = None
+        try:
+            # Now, before the first write: that restarts the WAL over the evidence.
+            shutil.copyfile(wal_path, target)
+        except OSError as exc:
+            copy, copy_error = None, f"{exc.strerror or exc}"
+        return WalLoss(
+            wal=wal_path,
+            frames=frames.frames,
+            recovered=max(recovered, 0),
+            lost_commits=len(lost),
+            header_ok=frames.header_ok,
+            copy=copy,
+            copy_error=copy_error,
+        )
 
     def _migrate(self) -> None:
         version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"state database {self.path} has schema {version}, newer than this syncwatch "
-                f"({SCHEMA_VERSION}); upgrade syncwatch or point state_path elsewhere"
+            raise StartupError(
+                f"daemon.state_path {self.path}: the database has schema {version}, newer "
+                f"than this syncwatch ({SCHEMA_VERSION}); upgrade syncwatch or point "
+                "state_path elsewhere",
+                EX_DATAERR,
             )
         for target in range(version, SCHEMA_VERSION):
             # executescript commits anything open first, so the script carries its own BEGIN.

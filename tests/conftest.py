@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,13 +108,19 @@ class Proc:
             raise
 
 
-def start_syncwatch(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
+def start_syncwatch(
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+) -> Proc:
+    """`wrapper` runs it under another command that execs it (prlimit, setpriv, unshare)."""
     # A developer's own systemd session must not leak in; tests pass NOTIFY_SOCKET explicitly.
     full_env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     full_env.update(env or {})
     with log_path.open("wb") as out:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "syncwatch", *args],
+            [*wrapper, sys.executable, "-m", "syncwatch", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -309,6 +315,7 @@ def launch(
     keys: Keys,
     *,
     env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
     **config: Any,
 ) -> Daemon:
     port = free_port()
@@ -318,7 +325,9 @@ def launch(
             sim, keys, state_path=tmp_path / "state.db", listen=f"127.0.0.1:{port}", **config
         )
     )
-    proc = start_syncwatch(["run", "-c", str(config_path)], tmp_path / "daemon.log", env=env)
+    proc = start_syncwatch(
+        ["run", "-c", str(config_path)], tmp_path / "daemon.log", env=env, wrapper=wrapper
+    )
     daemon = Daemon(proc, f"http://127.0.0.1:{port}", config_path)
 
     def ready() -> bool:

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from syncwatch.config import EX_CONFIG
+from syncwatch.startup import PERMANENT
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +56,8 @@ def test_systemd_unit_has_what_operations_rely_on() -> None:
     text = UNIT.read_text()
     for line in (
         "Type=notify",
-        "RestartPreventExitStatus=78",
+        "RestartPreventExitStatus=",
+        "LimitNOFILE=",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "DynamicUser=yes",
         "StateDirectory=syncwatch",
@@ -62,3 +65,11 @@ def test_systemd_unit_has_what_operations_rely_on() -> None:
         "LoadCredential=timbal:",
     ):
         assert line in text, line
+
+
+def test_systemd_unit_stops_restarting_exactly_on_the_permanent_exit_codes() -> None:
+    """A corrupt or unreadable state file or a broken config: restarting cannot help; a
+    taken port, a full disk or a locked database may clear, so those are retried."""
+    match = re.search(r"^RestartPreventExitStatus=(.+)$", UNIT.read_text(), re.MULTILINE)
+    assert match is not None
+    assert sorted(int(code) for code in match[1].split()) == sorted((*PERMANENT, EX_CONFIG))

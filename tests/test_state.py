@@ -29,6 +29,7 @@ from syncwatch.notifiers.base import (
     NotificationReason,
 )
 from syncwatch.sources.base import Listing
+from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import SCHEMA_VERSION, StateStore
 from syncwatch.store import Store
 
@@ -150,8 +151,9 @@ def test_newer_schema_is_refused_with_a_clear_error(db_path: Path) -> None:
     StateStore(db_path).close()
     with sqlite3.connect(db_path) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match=r"newer than this syncwatch.*upgrade syncwatch"):
+    with pytest.raises(StartupError, match=r"newer than this syncwatch.*upgrade syncwatch") as err:
         StateStore(db_path)
+    assert err.value.exit_code == EX_DATAERR
     assert user_version(db_path) == SCHEMA_VERSION + 1
 
 
@@ -423,5 +425,6 @@ def test_commit_cycle_counts_rows_written(store: StateStore) -> None:
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not SQLite " * 100)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(StartupError, match=r"not a usable SQLite database") as err:
         StateStore(path)
+    assert err.value.exit_code == EX_DATAERR
