@@ -36,6 +36,7 @@ from syncwatch.state import (
     ShiftOutbox,
     StateStore,
     Write,
+    state_error,
 )
 
 log = structlog.get_logger("syncwatch.store")
@@ -310,6 +311,9 @@ class Store:
             log.error(
                 "state_degraded",
                 error=self._error,
+                state_path=str(self.db.path),
+                # What is wrong with the file and what to do, as at start (e.g. disk full).
+                state_problem=str(state_error(self.db.path, exc)),
                 writes_in_memory=self.unflushed(),
                 hint="polling and delivery go on from memory; check the state file's "
                 "disk, permissions and any other process holding it",
