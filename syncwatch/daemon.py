@@ -152,7 +152,7 @@ class Daemon:
         }
 
     def _poller(self, config: Config) -> Poller:
-        return Poller(config, self.transport, owns=owns(*shard_of(config.daemon)))
+        return Poller(config, self.transport, owns=owns(*shard_of(config.daemon)), clock=self.clock)
 
     # --- one cycle ----------------------------------------------------------------------
 
