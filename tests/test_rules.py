@@ -25,7 +25,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules_passes() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 def test_promtool_test_rules_passes() -> None:
@@ -47,6 +47,7 @@ def test_rule_groups_and_names() -> None:
             "SyncwatchDown",
             "SyncwatchNoCycle",
             "SyncwatchSourceDown",
+            "SyncwatchInvalidRecords",
             "SyncwatchOutboxBacklog",
             "SyncwatchNotificationsDropped",
         ],
