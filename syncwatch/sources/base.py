@@ -325,17 +325,18 @@ class JsonInt:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        # A strict float is converted by the lax int validator, which refuses a fraction.
-        whole_float = core_schema.chain_schema(
-            [core_schema.float_schema(strict=True), core_schema.int_schema(strict=False)]
+        # An int takes the first branch alone; a float is converted by the lax int validator,
+        # which refuses a fraction. Bounds in both branches: one bounds step chained after the
+        # union made a whole listing's validation 5 % slower.
+        exact = core_schema.int_schema(strict=True, ge=self.ge, le=self.le)
+        whole = core_schema.chain_schema(
+            [
+                core_schema.float_schema(strict=True),
+                core_schema.int_schema(strict=False, ge=self.ge, le=self.le),
+            ]
         )
-        number = core_schema.union_schema(
-            [core_schema.int_schema(strict=True), whole_float],
-            mode="left_to_right",
-            custom_error_type="int_type",
-        )
-        return core_schema.chain_schema(
-            [number, core_schema.int_schema(strict=True, ge=self.ge, le=self.le)]
+        return core_schema.union_schema(
+            [(exact, "integer"), (whole, "whole number")], mode="left_to_right"
         )
 
 
