@@ -139,5 +139,5 @@ def test_alerting_rules_load_and_evaluate(prometheus: str) -> None:
         )
 
     rules = wait_until(evaluated, timeout=30)
-    assert len(rules) == 9
+    assert len(rules) == 10
     assert {r["health"] for r in rules} == {"ok"}, [r for r in rules if r["health"] != "ok"]

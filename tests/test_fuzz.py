@@ -1,11 +1,12 @@
 """Property-based fuzzing of listing parsing and evaluation.
 
-The JSON Schemas below are derived by hand from the upstream OpenAPI documents (Timbal
-`ListSyncsRes`/`SyncView`, Paragon `SyncsResponse`), tightened only where syncwatch is stricter
-than the spec on purpose (`interval_secs > 0`, `seconds_since_success >= 0`, the int32/int64
-formats as bounds). Valid bodies and bodies with mutated records go through `parse_listing`:
-it may only raise `SourceError`, and only for a body that is not a listing; every item is either
-kept or counted invalid. Parsed records then go through `to_sync` and evaluation.
+The JSON Schemas come from the upstream OpenAPI documents (copies in tests/fixtures/api,
+read by tests/openapi.py: Timbal `SyncView`, Paragon `SyncsResponse`). Listings drawn from
+them exactly must be kept and evaluated record for record, except where a documented rule
+skips a record (`interval_secs <= 0`). The mutation tests start from records that pass that
+rule. Valid bodies and bodies with mutated records go through `parse_listing`: it may only
+raise `SourceError`, and only for a body that is not a listing; every item is either kept
+or counted invalid. Parsed records then go through `to_sync` and evaluation.
 
 Small example counts by default; `SYNCWATCH_FUZZ_EXAMPLES=10000` for a full run.
 """

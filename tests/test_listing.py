@@ -197,7 +197,7 @@ def test_a_repeated_id_in_one_answer_is_a_duplicate_and_both_records_are_kept() 
     collected.add(records({"id": "a"}, {"id": "a"}, {"id": "b"}, {"id": "a"}), None)
     assert [r.id for r in collected.records] == ["a", "a", "b", "a"]
     assert collected.duplicates == 2
-    assert collected.duplicate_ids == ["a"]
+    assert list(collected.duplicate_ids) == ["a"]
 
 
 def test_the_same_record_in_two_filter_answers_is_kept_once_without_a_warning() -> None:

@@ -426,7 +426,7 @@ class Collected(Generic[M]):
     invalid: int = 0
     invalid_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
-    duplicate_ids: list[str] = field(default_factory=list)
+    duplicate_ids: dict[str, None] = field(default_factory=dict)  # an ordered set
     unrequested: int = 0
 
     def add(self, parsed: ParsedRecords[M], requested: Callable[[M], bool] | None) -> None:
@@ -451,8 +451,7 @@ class Collected(Generic[M]):
             seen = earlier.get(sync_id)
             if sync_id in here or (seen is not None and record not in seen):
                 self.duplicates += 1
-                if sync_id not in self.duplicate_ids:
-                    self.duplicate_ids.append(sync_id)
+                self.duplicate_ids[sync_id] = None
             elif seen is not None:
                 continue  # the same record through another filter
             here.add(sync_id)
