@@ -34,7 +34,7 @@ async def poll_and_evaluate(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
         )
     async with transport:
-        listings = await Poller(config, transport).poll()
+        listings = await Poller(config, transport, clock=lambda: now or datetime.now(UTC)).poll()
     return evaluate_listings(
         listings,
         effective_thresholds(config.timbal) if config.timbal else None,

@@ -177,7 +177,13 @@ class Daemon:
         }
 
     def _poller(self, config: Config) -> Poller:
-        return Poller(config, self.transport, owns=owns(*shard_of(config.daemon)))
+        wall = self.clock.wall
+        return Poller(
+            config,
+            self.transport,
+            owns=owns(*shard_of(config.daemon)),
+            clock=lambda: datetime.fromtimestamp(wall(), UTC),
+        )
 
     # --- one cycle ----------------------------------------------------------------------
 

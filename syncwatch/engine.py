@@ -35,6 +35,7 @@ def outcomes_of(report: Report) -> list[TenantOutcome]:
             sync_ids=frozenset(s.id for s in listing.syncs),
             reason="" if listing.error is None else str(listing.error.reason),
             message="" if listing.error is None else str(listing.error),
+            invalid_ids=listing.invalid_ids,
         )
         for listing in report.listings
     ]

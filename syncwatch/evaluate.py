@@ -114,7 +114,8 @@ def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: dateti
         lag = max(0.0, _age(now, sync.created_at))
     else:
         alertname = AlertName.SYNC_STALE
-        lag = float(sync.seconds_since_success)
+        # int64 without a minimum: a negative lag is the upstream's clock skew, i.e. fresh.
+        lag = max(0.0, float(sync.seconds_since_success))
     ratio = lag / sync.interval_secs
 
     severity: Severity | None = None
@@ -303,7 +304,11 @@ def evaluate_listings(
     rules: ParagonRules | None,
     now: datetime,
 ) -> Report:
-    """Evaluate every sync of every healthy listing; failed listings are reported as such."""
+    """Evaluate every sync of every healthy listing; failed listings are reported as such.
+
+    Ages from upstream timestamps are judged by the upstream's clock (the listing's `Date`
+    header) when it sent one, so a step of our own clock raises no alert; `now` otherwise.
+    """
     evaluations: list[Evaluation] = []
     failures: list[Listing] = []
     listings = list(listings)
@@ -311,15 +316,37 @@ def evaluate_listings(
         if listing.error is not None:
             failures.append(listing)
             continue
-        for sync in listing.syncs:
-            if isinstance(sync, TimbalSync):
-                assert resolve is not None
-                evaluations.append(
-                    evaluate_timbal(
-                        sync, resolve(sync.org_id, sync.connector_id, sync.id, sync.name or ""), now
-                    )
-                )
-            else:
-                assert rules is not None
-                evaluations.append(evaluate_paragon(sync, rules, now))
+        moment = listing.upstream_now or now
+        found = [_evaluate(sync, resolve, rules, moment) for sync in listing.syncs]
+        evaluations.extend(_worst_per_sync(found) if listing.duplicates else found)
     return Report(evaluations, failures, listings)
+
+
+def _evaluate(
+    sync: TimbalSync | ParagonSync,
+    resolve: ThresholdResolver | None,
+    rules: ParagonRules | None,
+    now: datetime,
+) -> Evaluation:
+    if isinstance(sync, TimbalSync):
+        assert resolve is not None
+        return evaluate_timbal(
+            sync, resolve(sync.org_id, sync.connector_id, sync.id, sync.name or ""), now
+        )
+    assert rules is not None
+    return evaluate_paragon(sync, rules, now)
+
+
+def _badness(evaluation: Evaluation) -> tuple[int, float]:
+    severity = 0 if evaluation.condition is None else evaluation.condition.severity.rank
+    return (severity, -1.0 if evaluation.ratio is None else evaluation.ratio)
+
+
+def _worst_per_sync(evaluations: list[Evaluation]) -> list[Evaluation]:
+    """One verdict per sync id of a listing with duplicates: the worst, in first-seen order."""
+    worst: dict[str, Evaluation] = {}
+    for evaluation in evaluations:
+        kept = worst.get(evaluation.sync.id)
+        if kept is None or _badness(evaluation) > _badness(kept):
+            worst[evaluation.sync.id] = evaluation
+    return list(worst.values())

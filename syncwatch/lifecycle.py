@@ -1,7 +1,9 @@
 """Pure alert lifecycle: (alerts, conditions, tenant outcomes, now) → new alerts + events.
 
 inactive → pending (`for`) → firing → resolved (after `keep_firing_for`). While a tenant's
-listing fails, its sync alerts are held: neither resolved nor re-notified.
+listing fails, its sync alerts are held: neither resolved nor re-notified. So are the alerts
+of a sync that is listed but whose record failed validation this cycle: only an id absent
+from a healthy listing is gone.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ class AlertEvent:
 
 @dataclass(frozen=True, slots=True)
 class TenantOutcome:
-    """How one tenant's listing went this cycle; `sync_ids` only when it succeeded."""
+    """How one tenant's listing went this cycle; `sync_ids` only when it succeeded.
+
+    `invalid_ids`: syncs listed but unreadable this cycle (their record failed validation).
+    """
 
     source: Source
     tenant: str
@@ -88,6 +93,7 @@ class TenantOutcome:
     sync_ids: frozenset[str] = frozenset()
     reason: str = ""
     message: str = ""
+    invalid_ids: frozenset[str] = frozenset()
 
     @property
     def key(self) -> TenantKey:
@@ -172,6 +178,7 @@ def transition(
     outcomes = list(outcomes)
     new_failures, failures_changed, listed, unreachable = _tenants(failures, outcomes, rules)
     held = {o.key for o in outcomes if not o.ok}
+    unreadable = {o.key: o.invalid_ids for o in outcomes if o.ok and o.invalid_ids}
     current: dict[Identity, Condition] = {c.identity: c for c in conditions}
     current.update((c.identity, c) for c in unreachable)
 
@@ -190,8 +197,10 @@ def transition(
             _advance(old, current.pop(identity), rules=rules, now=now, keep=keep, events=events)
             continue
         is_sync_alert = old.alertname != AlertName.SOURCE_UNREACHABLE
-        if is_sync_alert and old.tenant_key in held:
-            # No data for this tenant: hold the alert exactly as it is.
+        if is_sync_alert and (
+            old.tenant_key in held or old.sync_id in unreadable.get(old.tenant_key, ())
+        ):
+            # No data for this tenant, or for this sync: hold the alert exactly as it is.
             result[identity] = old
             continue
         gone = (

@@ -50,6 +50,7 @@ class Snapshot:
     source_up: Mapping[tuple[str, str], bool] = field(default_factory=dict)
     last_success: Mapping[tuple[str, str], float] = field(default_factory=dict)
     last_cycle_timestamp: float | None = None
+    clock_skew: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 class Telemetry:
@@ -92,13 +93,26 @@ class Telemetry:
             ["source"],
             registry=self.registry,
         )
+        self.duplicate_records = Counter(
+            "syncwatch_duplicate_records",
+            "Upstream records repeating a sync id already listed (the worst one is evaluated).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.unrequested_records = Counter(
+            "syncwatch_unrequested_records",
+            "Upstream records outside the connector or credential filter asked for: dropped.",
+            ["source"],
+            registry=self.registry,
+        )
         self.cycle_overruns = Counter(
             "syncwatch_cycle_overruns",
             "Cycles that took longer than poll_interval (the next one started at once).",
             registry=self.registry,
         )
         for source in ("timbal", "paragon"):
-            self.invalid_records.labels(source)
+            for counter in (self.invalid_records, self.duplicate_records, self.unrequested_records):
+                counter.labels(source)
         self.registry.register(
             DaemonCollector(self, notifier_outcomes, outbox_pending, notifier_names, state_up)
         )
@@ -110,9 +124,12 @@ class Telemetry:
     def record(self, report: Report, alerts: Iterable[Alert], finished_at: float) -> None:
         """Fold one finished cycle in: counters grow, the snapshot is replaced."""
         up: dict[tuple[str, str], bool] = {}
+        skew: dict[tuple[str, str], float] = {}
         for listing in report.listings:
             self._record_listing(listing, finished_at)
             up[(str(listing.source), listing.tenant)] = listing.ok
+            if listing.clock_skew is not None:
+                skew[(str(listing.source), listing.tenant)] = listing.clock_skew
         with self._fleet_lock:
             # The previous cycle's page is not served again: free it now, not at the next scrape.
             self._fleet_page = (None, FleetPage([]))
@@ -122,6 +139,7 @@ class Telemetry:
             source_up=up,
             last_success=dict(self.last_success),
             last_cycle_timestamp=finished_at,
+            clock_skew=skew,
         )
 
     def _record_listing(self, listing: Listing, finished_at: float) -> None:
@@ -129,6 +147,10 @@ class Telemetry:
         self.poll_duration.labels(source).observe(listing.duration)
         if listing.invalid_records:
             self.invalid_records.labels(source).inc(listing.invalid_records)
+        if listing.duplicates:
+            self.duplicate_records.labels(source).inc(listing.duplicates)
+        if listing.unrequested:
+            self.unrequested_records.labels(source).inc(listing.unrequested)
         if listing.error is not None:
             self.poll_errors.labels(source, str(listing.error.reason)).inc()
         else:
@@ -270,7 +292,7 @@ def _timbal_families(evaluations: Sequence[Evaluation]) -> list[Family]:
             )
         value = e.ratio
         if value is None and s.seconds_since_success is not None:
-            value = s.seconds_since_success / s.interval_secs
+            value = max(0, s.seconds_since_success) / s.interval_secs
         if value is not None:
             ratio.append(f"syncwatch_timbal_sync_staleness_ratio{labels}{_value(value)}\n")
         if s.last_success_at is not None:
@@ -376,6 +398,11 @@ def _tenant_families(snap: Snapshot) -> list[Family]:
         for (source, tenant), ts in sorted(snap.last_success.items())
         if (source, tenant) in snap.source_up
     )
+    skew = _lines(
+        f'syncwatch_source_clock_skew_seconds{{source="{_escape(source)}",'
+        f'tenant="{_escape(tenant)}"}} {_value(seconds)}\n'
+        for (source, tenant), seconds in sorted(snap.clock_skew.items())
+    )
     return [
         Family("syncwatch_alert", "Pending and firing alerts (1 per alert).", "gauge", alerts),
         Family(
@@ -386,6 +413,12 @@ def _tenant_families(snap: Snapshot) -> list[Family]:
             "When the tenant's listing last succeeded (unix seconds).",
             "gauge",
             last,
+        ),
+        Family(
+            "syncwatch_source_clock_skew_seconds",
+            "Our clock minus the upstream's (its Date header) at the tenant's last listing.",
+            "gauge",
+            skew,
         ),
     ]
 

@@ -61,7 +61,7 @@ class TimbalSync:
     last_run_at: datetime | None
     last_state: str | None
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime | None  # carried from upstream; nothing relies on it
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.utils
 import hmac
 import math
 import random
@@ -31,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["SimConfig", "SimulatorThread", "build_app", "serve"]
 
@@ -68,7 +69,20 @@ _HTTP_FAULTS: Final = {
     "http_403": (403, "forbidden"),
 }
 FAULT_KINDS: Final = frozenset(
-    {*_HTTP_FAULTS, "timeout", "slow_body", "reset", "truncated", "html", "wrong_shape", "poison"}
+    {
+        *_HTTP_FAULTS,
+        "timeout",
+        "slow_body",
+        "reset",
+        "truncated",
+        "html",
+        "wrong_shape",
+        "poison",
+        # An upstream that answers with the whole listing whatever the filter asked for.
+        "ignore_filter",
+        # A listing that repeats its first sync id with a worse record (a paging bug).
+        "duplicate",
+    }
 )
 # The first variant of each source is the default.
 POISON_VARIANTS: Final = {
@@ -799,6 +813,21 @@ def _poison(views: list[dict[str, Any]], source: str, variant: str) -> str | Non
     return sync_id
 
 
+def _duplicate(views: list[dict[str, Any]], source: str, now: int) -> str | None:
+    """Append a worse copy of the first record: Timbal 10 intervals stale, Paragon ERRORED."""
+    if not views:
+        return None
+    copy = dict(views[0])
+    if source == TIMBAL:
+        interval = copy.get("interval_secs")
+        lag = 10 * interval if _is_int(interval) and interval > 0 else 10 * HOUR
+        copy.update(seconds_since_success=lag, last_success_at=_dt(now - lag), last_state="failed")
+    else:
+        copy.update(status="ERRORED", reason="duplicated by the simulator")
+    views.append(copy)
+    return str(copy.get("id", ""))
+
+
 def _html_page(status: int) -> bytes:
     if status == 200:
         title, text = "Scheduled maintenance", "We'll be back shortly."
@@ -871,6 +900,7 @@ class _Simulator:
         self._jwt_cache: dict[str, tuple[str, float]] = {}
         # One event per event loop: an app may be served by more than one (e.g. TestClient).
         self._closing: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._date: tuple[int, bytes] = (-1, b"")
 
     def routes(self) -> list[Route]:
         return [
@@ -900,6 +930,13 @@ class _Simulator:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return math.floor(moment.timestamp())
+
+    def http_date(self) -> bytes:
+        """The `Date` header every answer carries: this API's own (simulated) clock."""
+        now = self.now()
+        if self._date[0] != now:
+            self._date = (now, email.utils.formatdate(now, usegmt=True).encode())
+        return self._date[1]
 
     async def _pause(self, seconds: float) -> None:
         if seconds <= 0:
@@ -997,10 +1034,15 @@ class _Simulator:
         if org not in self.timbal_by_org:
             return await self._respond(request, fault, 404, _dumps({"detail": "org not found"}))
         connector = request.query_params.get("connector_id")
+        if fault is not None and fault.kind == "ignore_filter":
+            connector = None
         now = self.now()
-        if fault is not None and fault.kind == "poison":
+        if fault is not None and fault.kind in ("poison", "duplicate"):
             views = self.timbal_views(org, connector, now)
-            broken = _poison(views, TIMBAL, fault.variant or POISON_VARIANTS[TIMBAL][0])
+            if fault.kind == "poison":
+                broken = _poison(views, TIMBAL, fault.variant or POISON_VARIANTS[TIMBAL][0])
+            else:
+                broken = _duplicate(views, TIMBAL, now)
             body = _dumps({"syncs": views})
             return await self._respond(request, fault, 200, body, broken)
         key = (TIMBAL, org, connector)
@@ -1063,10 +1105,15 @@ class _Simulator:
             return denied
         fault = self._take_fault(PARAGON, user)
         credential = request.query_params.get("credentialId")
+        if fault is not None and fault.kind == "ignore_filter":
+            credential = None
         now = self.now()
-        if fault is not None and fault.kind == "poison":
+        if fault is not None and fault.kind in ("poison", "duplicate"):
             views = self.paragon_views(user, credential, now)
-            broken = _poison(views, PARAGON, fault.variant or POISON_VARIANTS[PARAGON][0])
+            if fault.kind == "poison":
+                broken = _poison(views, PARAGON, fault.variant or POISON_VARIANTS[PARAGON][0])
+            else:
+                broken = _duplicate(views, PARAGON, now)
             return await self._respond(request, fault, 200, _dumps({"data": views}), broken)
         key = (PARAGON, user, credential)
         body = self._cached(key, now) or self._store(
@@ -1132,9 +1179,9 @@ class _Simulator:
             return Response(_html_page(code), code, headers, media_type="text/html")
         if kind == "wrong_shape":
             return Response(b'{"items":[]}', 200, headers, media_type=_JSON)
-        # poison: the caller already broke one record; say which.
+        # poison / duplicate: the caller already changed one record; say which.
         if poisoned is not None:
-            headers["X-Sim-Poisoned"] = poisoned
+            headers["X-Sim-Duplicated" if kind == "duplicate" else "X-Sim-Poisoned"] = poisoned
         return Response(body, status, headers, media_type=_JSON)
 
     async def _trickle(self, body: bytes, seconds: float) -> AsyncIterator[bytes]:
@@ -1291,7 +1338,19 @@ class _SimApp(Starlette):
         # Starlette's error middleware wraps `send`; the `reset` fault needs the original to
         # reach the connection's transport.
         scope[_RAW_SEND] = send
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            # uvicorn's own Date (real time, `date_header=False`) would contradict the
+            # simulated clock the bodies are written in.
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"date", self.sim.http_date())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await super().__call__(scope, receive, dated)
 
 
 def _build(config: SimConfig, clock: Clock | None) -> _SimApp:
@@ -1340,6 +1399,7 @@ def _uvicorn_config(app: _SimApp, host: str, port: int, *, own_logging: bool) ->
         access_log=False,
         lifespan="off",
         server_header=False,
+        date_header=False,  # the app sends its own, from the simulated clock
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN,
         **extra,
     )

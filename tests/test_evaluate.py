@@ -679,6 +679,94 @@ def test_failed_listing_yields_no_sync_evaluations() -> None:
     assert [c.labels["reason"] for c in report.conditions] == ["http_401"]
 
 
+# --- issue 13: upstream data -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lag", [-5, -1, -(2**63)])
+def test_a_negative_lag_is_upstream_clock_skew_and_fresh(lag: int) -> None:
+    """int64 without a minimum: a negative seconds_since_success is lag 0, not invalid."""
+    evaluation = evaluate_timbal(
+        timbal(seconds_since_success=lag), thresholds(min_stale=0, warn=0.01), NOW
+    )
+    assert (evaluation.state, evaluation.ratio) == (SyncState.OK, 0.0)
+
+
+def _dupes(*syncs: TimbalSync | ParagonSync) -> Listing:
+    source = Source.TIMBAL if isinstance(syncs[0], TimbalSync) else Source.PARAGON
+    return Listing(source, "t", list(syncs), duplicates=len(syncs) - len({s.id for s in syncs}))
+
+
+@pytest.mark.parametrize(
+    ("listing", "expected"),
+    [
+        # A fresh record first, a stale duplicate after: the stale one is evaluated.
+        (
+            _dupes(timbal(), timbal(seconds_since_success=7200), timbal(id="sync_2")),
+            [("sync_1", SyncState.CRITICAL), ("sync_2", SyncState.OK)],
+        ),
+        (
+            _dupes(timbal(seconds_since_success=1000), timbal(seconds_since_success=7200)),
+            [("sync_1", SyncState.CRITICAL)],
+        ),
+        (
+            _dupes(paragon(), paragon(status="ERRORED"), paragon(status="DISABLED")),
+            [("psync-1", SyncState.CRITICAL)],
+        ),
+    ],
+)
+def test_duplicate_sync_ids_are_evaluated_once_by_their_worst_record(
+    listing: Listing, expected: list[tuple[str, SyncState]]
+) -> None:
+    report = evaluate_listings([listing], _resolver(), rules(), NOW)
+    assert [(e.sync.id, e.state) for e in report.evaluations] == expected
+
+
+def test_of_duplicates_that_are_all_ok_the_laggiest_is_exported() -> None:
+    listing = _dupes(timbal(seconds_since_success=30), timbal(), timbal(seconds_since_success=5))
+    [only] = evaluate_listings([listing], _resolver(), rules(), NOW).evaluations
+    assert isinstance(only.sync, TimbalSync)
+    assert (only.state, only.sync.seconds_since_success) == (SyncState.OK, 60)
+
+
+DAY = 86_400.0
+
+
+@pytest.mark.parametrize("step", [DAY, -DAY, 3600.0, -3600.0])
+def test_upstream_ages_are_judged_by_the_upstreams_clock_not_ours(step: float) -> None:
+    """The listing's Date header is the upstream's now: our clock's step changes nothing."""
+    listings = [
+        Listing(Source.TIMBAL, "org_1", [never_succeeded(120, interval_secs=60)], upstream_now=NOW),
+        Listing(
+            Source.PARAGON,
+            "user-1",
+            [
+                paragon(id="fresh", status="INITIALIZING", date_created=NOW - timedelta(minutes=5)),
+                paragon(id="stuck", status="INITIALIZING", date_created=NOW - timedelta(hours=30)),
+                paragon(id="idle", status="IDLE", last_synced_at=NOW - timedelta(minutes=30)),
+            ],
+            upstream_now=NOW,
+        ),
+    ]
+    ours = NOW + timedelta(seconds=step)
+    rules_ = replace(rules(), idle_stale_after=HOUR)
+    stepped = evaluate_listings(listings, _resolver(), rules_, ours)
+    right = evaluate_listings(listings, _resolver(), rules_, NOW)
+    verdicts = [(e.sync.id, e.state) for e in stepped.evaluations]
+    assert verdicts == [(e.sync.id, e.state) for e in right.evaluations]
+    assert verdicts == [
+        ("sync_1", SyncState.OK),  # 120 s old, under min_stale_seconds
+        ("fresh", SyncState.OK),
+        ("stuck", SyncState.WARNING),
+        ("idle", SyncState.OK),
+    ]
+
+
+def test_without_a_date_header_upstream_ages_fall_back_to_our_clock() -> None:
+    listing = Listing(Source.TIMBAL, "org_1", [never_succeeded(120, interval_secs=60)])
+    report = evaluate_listings([listing], _resolver(), rules(), NOW + timedelta(days=1))
+    assert [e.state for e in report.evaluations] == [SyncState.CRITICAL]
+
+
 # --- properties ---------------------------------------------------------------------------
 
 _RANK = {SyncState.OK: 0, SyncState.WARNING: 1, SyncState.CRITICAL: 2}

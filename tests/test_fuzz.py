@@ -1,11 +1,12 @@
 """Property-based fuzzing of listing parsing and evaluation.
 
-The JSON Schemas below are derived by hand from the upstream OpenAPI documents (Timbal
-`ListSyncsRes`/`SyncView`, Paragon `SyncsResponse`), tightened only where syncwatch is stricter
-than the spec on purpose (`interval_secs > 0`, `seconds_since_success >= 0`, the int32/int64
-formats as bounds). Valid bodies and bodies with mutated records go through `parse_listing`:
-it may only raise `SourceError`, and only for a body that is not a listing; every item is either
-kept or counted invalid. Parsed records then go through `to_sync` and evaluation.
+The JSON Schemas come from the upstream OpenAPI documents (copies in tests/fixtures/api,
+read by tests/openapi.py: Timbal `SyncView`, Paragon `SyncsResponse`). Listings drawn from
+them exactly must be kept and evaluated record for record, except where a documented rule
+skips a record (`interval_secs <= 0`). The mutation tests start from records that pass that
+rule. Valid bodies and bodies with mutated records go through `parse_listing`: it may only
+raise `SourceError`, and only for a body that is not a listing; every item is either kept
+or counted invalid. Parsed records then go through `to_sync` and evaluation.
 
 Small example counts by default; `SYNCWATCH_FUZZ_EXAMPLES=10000` for a full run.
 """
@@ -31,6 +32,7 @@ from syncwatch.models import Source
 from syncwatch.sources.base import ParsedRecords, SourceError, parse_listing
 from syncwatch.sources.paragon import ParagonListing, ParagonRecord
 from syncwatch.sources.timbal import TimbalListing, TimbalRecord
+from tests import openapi
 
 try:
     from hypothesis_jsonschema import from_schema
@@ -67,76 +69,36 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 DATE_TIME = {"type": "string", "format": "date-time"}
 
-TIMBAL_RECORD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "id",
-        "connector_id",
-        "source_kind",
-        "connection_ref",
-        "source_schema",
-        "source_table",
-        "cursor_column",
-        "kb_uid",
-        "dest_table",
-        "interval_secs",
-        "enabled",
-        "has_cursor",
-        "created_at",
-        "updated_at",
-    ],
-    "properties": {
-        "connection_ref": {"type": "string"},
-        "connector_id": {"type": "string"},
-        "created_at": DATE_TIME,
-        "cursor_column": {"type": "string"},
-        "dest_table": {"type": "string"},
-        "enabled": {"type": "boolean"},
-        "has_cursor": {"type": "boolean"},
-        "id": {"type": "string"},
-        # int32 in the spec; syncwatch requires a positive interval.
-        "interval_secs": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
-        "kb_uid": {"type": "string"},
-        "last_run_at": {"anyOf": [DATE_TIME, {"type": "null"}]},
-        "last_state": {"type": ["string", "null"]},
-        "last_success_at": {"anyOf": [DATE_TIME, {"type": "null"}]},
-        "name": {"type": ["string", "null"]},
-        # int64 in the spec; a lag is never negative.
-        "seconds_since_success": {
-            "anyOf": [{"type": "integer", "minimum": 0, "maximum": INT64_MAX}, {"type": "null"}]
-        },
-        "source_kind": {"type": "string"},
-        "source_schema": {"type": "string"},
-        "source_table": {"type": "string"},
-        "updated_at": DATE_TIME,
-    },
-}
-TIMBAL_LISTING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["syncs"],
-    "properties": {"syncs": {"type": "array", "items": TIMBAL_RECORD_SCHEMA, "maxItems": 5}},
-}
 
-PARAGON_RECORD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "integration", "pipeline", "status"],
-    "properties": {
-        "id": {"type": "string"},
-        "integration": {"type": "string"},
-        "pipeline": {"type": "string"},
-        "status": {"enum": ["INITIALIZING", "ACTIVE", "IDLE", "DISABLED", "ERRORED"]},
-        "reason": {"type": "string"},
-        "configurationName": {"type": "string"},
-        "dateCreated": DATE_TIME,
-        "dateUpdated": DATE_TIME,
-        "credentialId": {"type": "string"},
-    },
-}
-PARAGON_LISTING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {"data": {"type": "array", "items": PARAGON_RECORD_SCHEMA, "maxItems": 5}},
-}
+def listing_schema(key: str, record: dict[str, Any]) -> dict[str, Any]:
+    # The spec's listings, with at most 5 records: more would only slow the search down.
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": record, "maxItems": 5}},
+    }
+
+
+# Exactly what the OpenAPI documents allow (tests/openapi.py reads the fixtures).
+SPEC_TIMBAL_RECORD: dict[str, Any] = openapi.timbal_record()
+SPEC_PARAGON_RECORD: dict[str, Any] = openapi.paragon_record()
+SPEC_TIMBAL_LISTING = listing_schema("syncs", SPEC_TIMBAL_RECORD)
+SPEC_PARAGON_LISTING = listing_schema("data", SPEC_PARAGON_RECORD)
+
+# syncwatch's one documented rule beyond the spec (PRODUCT §3, docs/reliability.md): a
+# record with `interval_secs <= 0` is skipped as invalid. The mutation tests start from
+# records that pass it, so that a record they expect kept is kept.
+TIMBAL_RECORD_SCHEMA: dict[str, Any] = openapi.timbal_record()
+TIMBAL_RECORD_SCHEMA["properties"]["interval_secs"]["minimum"] = 1
+TIMBAL_LISTING_SCHEMA = listing_schema("syncs", TIMBAL_RECORD_SCHEMA)
+PARAGON_RECORD_SCHEMA: dict[str, Any] = openapi.paragon_record()
+PARAGON_LISTING_SCHEMA = listing_schema("data", PARAGON_RECORD_SCHEMA)
+
+
+def skipped_by_a_documented_rule(source: str, record: dict[str, Any]) -> bool:
+    """The documented reasons a spec-valid record is skipped: only `interval_secs <= 0`."""
+    return source == "timbal" and record["interval_secs"] <= 0
+
 
 # What the models need, by kind: the oracle for "this mutation surely breaks/keeps a record".
 TIMBAL_FIELDS = {
@@ -148,12 +110,13 @@ TIMBAL_FIELDS = {
     "interval_secs": "posint",
     "enabled": "bool",
     "created_at": "date",
-    "updated_at": "date",
     "name": "str?",
-    "seconds_since_success": "natint?",
+    "seconds_since_success": "int?",
     "last_success_at": "date?",
-    "last_run_at": "date?",
     "last_state": "str?",
+    # Carried but not relied on: a bad value reads as null, the record is kept.
+    "updated_at": "any",
+    "last_run_at": "any",
     # In the spec, ignored by syncwatch.
     "connection_ref": "any",
     "source_schema": "any",
@@ -169,7 +132,7 @@ PARAGON_FIELDS = {
     "reason": "str?",
     "configurationName": "str?",
     "dateCreated": "date?",
-    "dateUpdated": "date?",
+    "dateUpdated": "any",
     "credentialId": "str?",
 }
 
@@ -293,7 +256,9 @@ NON_INTS = (
 )
 NON_DATES = st.booleans() | st.just([]) | st.just({}) | st.integers() | st.floats()
 NOT_POSITIVE = st.integers(max_value=0)
-NEGATIVE = st.integers(max_value=-1)
+FRACTIONS = st.floats(allow_nan=False, allow_infinity=False).filter(
+    lambda f: abs(f) < 1e300 and f != int(f)
+)
 SHORT_TEXT = st.text(max_size=12)
 
 
@@ -313,7 +278,9 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
         record[field] = value
         if base == "any":
             return KEEPS
-        if base in ("str", "bool") or (base in ("posint", "natint") and value < 0):
+        if base == "int":
+            return KEEPS if -(2**63) <= value <= INT64_MAX else BREAKS
+        if base in ("str", "bool") or (base == "posint" and value < 0):
             return BREAKS
         return MAYBE  # a huge positive int or a timestamp: the models decide
     if action == "unicode":
@@ -330,7 +297,7 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
         if base == "bool":
             record[field] = draw(NON_BOOLS)
             return BREAKS
-        if base in ("posint", "natint"):
+        if base in ("posint", "int"):
             record[field] = draw(NON_INTS)
             return BREAKS
         if base == "date":
@@ -345,8 +312,8 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
     if base == "posint":
         record[field] = draw(NOT_POSITIVE)
         return BREAKS
-    if base == "natint":
-        record[field] = draw(NEGATIVE)
+    if base == "int":
+        record[field] = draw(FRACTIONS)
         return BREAKS
     if base == "date":
         record[field] = draw(SURELY_BAD_DATES)
@@ -373,8 +340,9 @@ def _mutated_record(
     record.update(draw(extra_strategy))
     if summary_strategy is not None and draw(st.booleans()):
         # Not in the spec, read by syncwatch: Get Sync's summary, sometimes in the listing.
+        # Whatever it holds, it cannot cost a record the spec says is valid.
         record["summary"] = draw(summary_strategy)
-        verdicts.append(MAYBE)
+        verdicts.append(KEEPS)
     if BREAKS in verdicts:
         return record, BREAKS
     return record, KEEPS if all(v == KEEPS for v in verdicts) else MAYBE
@@ -460,31 +428,25 @@ def top_level_extras(source: str) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+LISTING_SCHEMAS = {
+    "timbal": TIMBAL_LISTING_SCHEMA,
+    "paragon": PARAGON_LISTING_SCHEMA,
+    "timbal-spec": SPEC_TIMBAL_LISTING,
+    "paragon-spec": SPEC_PARAGON_LISTING,
+}
+
+
 @needs_jsonschema
-@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@pytest.mark.parametrize("name", sorted(LISTING_SCHEMAS))
 # Checks the test's own strategy, not syncwatch: a fixed count, even for the full run.
 @settings(fuzz_settings(50), max_examples=min(EXAMPLES or 50, 1000))
 @given(data=st.data())
-def test_object_strategies_follow_the_schemas(source: str, data: st.DataObject):
+def test_object_strategies_follow_the_schemas(name: str, data: st.DataObject):
     """The hand-built listing strategy makes only what the schemas allow."""
-    schema = TIMBAL_LISTING_SCHEMA if source == "timbal" else PARAGON_LISTING_SCHEMA
+    schema = LISTING_SCHEMAS[name]
     listing = data.draw(listing_strategy(schema))
     errors = [e.message for e in Draft7Validator(schema).iter_errors(listing)]
     assert errors == []
-
-
-@needs_jsonschema
-@pytest.mark.parametrize("source", ["timbal", "paragon"])
-@fuzz_settings(25)
-@given(data=st.data(), ascii_only=st.booleans())
-def test_valid_listing_keeps_every_record(source: str, data: st.DataObject, ascii_only: bool):
-    schema = TIMBAL_LISTING_SCHEMA if source == "timbal" else PARAGON_LISTING_SCHEMA
-    listing = data.draw(listing_strategy(schema), label="listing")
-    parsed = check_listing(source, listing, dumps(listing, ascii_only))
-    assert parsed is not None
-    key = SOURCES[source][2]
-    assert parsed.invalid == 0
-    assert [r.id for r in parsed.records] == [item["id"] for item in listing[key]]
 
 
 @needs_jsonschema
@@ -615,3 +577,48 @@ def test_parsed_records_evaluate_without_raising(source: str, data: st.DataObjec
                 *evaluation.condition.annotations.values(),
             ):
                 assert isinstance(text, str)
+
+
+# (4) every record the OpenAPI documents allow --------------------------------------------
+
+
+def integer_fields(record_schema: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, prop in record_schema["properties"].items()
+        if "integer" in (t if isinstance(t := prop.get("type"), list) else [t])
+    ]
+
+
+def as_whole_floats(record: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """`3600` written as `3600.0`: the same JSON Schema integer (exact below 2**53)."""
+    return {
+        k: float(v) if k in fields and isinstance(v, int) and abs(v) <= 2**53 else v
+        for k, v in record.items()
+    }
+
+
+@needs_jsonschema
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+@fuzz_settings(25)
+@given(data=st.data(), ascii_only=st.booleans(), whole_floats=st.booleans(), now=NOW)
+def test_every_spec_valid_record_is_evaluated_or_skipped_by_a_documented_rule(
+    source: str, data: st.DataObject, ascii_only: bool, whole_floats: bool, now: datetime
+):
+    """Listings drawn from the OpenAPI schemas: every record is kept and evaluates, unless
+    a documented rule skips it (`interval_secs <= 0`); never for a negative lag, a float
+    integer or a required field syncwatch does not use."""
+    spec = SPEC_TIMBAL_LISTING if source == "timbal" else SPEC_PARAGON_LISTING
+    key = SOURCES[source][2]
+    listing = data.draw(listing_strategy(spec), label="listing")
+    if whole_floats:
+        fields = integer_fields(spec["properties"][key]["items"])
+        listing = {**listing, key: [as_whole_floats(r, fields) for r in listing[key]]}
+    parsed = check_listing(source, listing, dumps(listing, ascii_only))
+    assert parsed is not None
+    expected = [r["id"] for r in listing[key] if not skipped_by_a_documented_rule(source, r)]
+    assert [r.id for r in parsed.records] == expected
+    assert parsed.invalid == len(listing[key]) - len(expected)
+    assert len(evaluate_all(source, parsed.records, now)) == len(expected) * (
+        len(THRESHOLDS) if source == "timbal" else len(RULES)
+    )

@@ -60,6 +60,17 @@ def listed(*sync_ids: str, tenant: str = ORG) -> TenantOutcome:
     return TenantOutcome(Source.TIMBAL, tenant, ok=True, sync_ids=frozenset(sync_ids))
 
 
+def unreadable(*invalid: str, listed_ok: tuple[str, ...] = (), tenant: str = ORG) -> TenantOutcome:
+    """A healthy listing in which the records of `invalid` failed validation."""
+    return TenantOutcome(
+        Source.TIMBAL,
+        tenant,
+        ok=True,
+        sync_ids=frozenset(listed_ok),
+        invalid_ids=frozenset(invalid),
+    )
+
+
 def down(tenant: str = ORG) -> TenantOutcome:
     return TenantOutcome(
         Source.TIMBAL, tenant, ok=False, reason="timeout", message=f"timbal {tenant}: timed out"
@@ -404,6 +415,84 @@ def test_source_back_re_evaluates(
     ]
     r = run(cycles + after, rules)
     assert [(t, kind) for t, kind, _, _ in r.events] == [(0, FIRING), *expected]
+
+
+# --- listed but unreadable (issue 13, item 15) ------------------------------------------
+
+
+def bad_record_cycle(t: float) -> Cycle:
+    return Cycle(t, outcomes=(unreadable("s1", listed_ok=("s2",)),))
+
+
+@pytest.mark.parametrize(
+    ("cycles", "expected"),
+    [
+        pytest.param(
+            [firing_cycle(0), *(bad_record_cycle(t) for t in range(60, 601, 60))],
+            [(0, FIRING)],
+            id="held-while-unreadable",
+        ),
+        pytest.param(
+            [firing_cycle(0), bad_record_cycle(60), bad_record_cycle(120), firing_cycle(180)],
+            [(0, FIRING)],
+            id="readable-again-and-still-stale-is-not-a-new-alert",
+        ),
+        pytest.param(
+            [firing_cycle(0), bad_record_cycle(60), clear_cycle(120)],
+            [(0, FIRING), (120, RESOLVED)],
+            id="readable-again-and-fine-resolves",
+        ),
+        pytest.param(
+            [firing_cycle(0), bad_record_cycle(60), Cycle(120, outcomes=(listed("s2"),))],
+            [(0, FIRING), (120, RESOLVED)],
+            id="then-absent-from-a-healthy-listing-resolves",
+        ),
+        pytest.param(
+            [firing_cycle(0), *(bad_record_cycle(t) for t in range(60, 5 * 3600, 600))],
+            [(0, FIRING)],
+            id="held-past-repeat-interval-not-re-notified",
+        ),
+    ],
+)
+def test_an_alert_of_a_listed_but_unreadable_sync_is_held(
+    cycles: list[Cycle], expected: list[tuple[float, EventKind]]
+) -> None:
+    r = run(cycles, Rules(repeat_interval=4 * HOUR))
+    assert [(t, kind) for t, kind, _, _ in r.events] == expected
+
+
+def test_an_unreadable_sync_is_held_exactly_as_it_was() -> None:
+    r = run([firing_cycle(0)])
+    before = only_alert(r)
+    held = run([bad_record_cycle(60), bad_record_cycle(120)], alerts=r.alerts)
+    assert held.alerts == {before.identity: before}
+    assert all(not s.changed and not s.removed for s in held.steps)
+
+
+def test_an_unreadable_sync_holds_a_pending_alert_and_a_keep_firing_countdown() -> None:
+    pending = run([firing_cycle(0), bad_record_cycle(60), bad_record_cycle(120)], Rules(for_=HOUR))
+    assert only_alert(pending).state == "pending"
+    countdown = run(
+        [firing_cycle(0), clear_cycle(60), bad_record_cycle(120), bad_record_cycle(7200)],
+        Rules(keep_firing_for=HOUR),
+    )
+    assert countdown.kinds == [FIRING]
+    assert only_alert(countdown).cleared_since == at(60)
+
+
+def test_only_the_unreadable_sync_is_held_its_neighbour_resolves() -> None:
+    r = run(
+        [
+            Cycle(0, (stale("s1"), stale("s2")), (listed("s1", "s2"),)),
+            Cycle(60, (), (unreadable("s1", listed_ok=("s2",)),)),
+        ]
+    )
+    assert [(t, kind, a) for t, kind, a, _ in r.events] == [
+        (0, FIRING, "SyncStale"),
+        (0, FIRING, "SyncStale"),
+        (60, RESOLVED, "SyncStale"),
+    ]
+    assert [a.sync_id for a in r.alerts.values()] == ["s1"]
 
 
 # --- disappearing syncs and tenants -----------------------------------------------------

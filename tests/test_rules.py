@@ -47,6 +47,7 @@ def test_rule_groups_and_names() -> None:
             "SyncwatchDown",
             "SyncwatchNoCycle",
             "SyncwatchSourceDown",
+            "SyncwatchInvalidRecords",
             "SyncwatchOutboxBacklog",
             "SyncwatchNotificationsDropped",
             "SyncwatchStateDown",

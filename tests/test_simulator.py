@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import re
 import signal
 import socket
@@ -503,6 +504,49 @@ def test_poison_breaks_exactly_one_record(
             expected[field] = value
     assert poisoned[0] == expected
     assert call(client).json()[key] == clean
+
+
+def test_ignore_filter_answers_with_the_whole_listing(client: httpx.Client) -> None:
+    everything = timbal(client).json()["syncs"]
+    connector = everything[0]["connector_id"]
+    fault(client, source="timbal", kind="ignore_filter", count=1)
+    assert timbal(client, connector_id=connector).json()["syncs"] == everything
+    assert len(timbal(client, connector_id=connector).json()["syncs"]) < len(everything)
+
+    data = paragon(client).json()["data"]
+    fault(client, source="paragon", kind="ignore_filter", count=1)
+    assert paragon(client, credentialId=data[0]["credentialId"]).json()["data"] == data
+
+
+@pytest.mark.parametrize(
+    ("source", "worse"),
+    [("timbal", {"last_state": "failed"}), ("paragon", {"status": "ERRORED"})],
+)
+def test_duplicate_repeats_the_first_id_with_a_worse_record(
+    client: httpx.Client, source: str, worse: dict[str, Any]
+) -> None:
+    call, key = (timbal, "syncs") if source == "timbal" else (paragon, "data")
+    clean = call(client).json()[key]
+    fault(client, source=source, kind="duplicate", count=1)
+    response = call(client)
+    listed = response.json()[key]
+    assert response.headers["x-sim-duplicated"] == clean[0]["id"]
+    assert listed[:-1] == clean
+    assert listed[-1]["id"] == clean[0]["id"]
+    assert listed[-1] != clean[0]
+    assert worse.items() <= listed[-1].items()
+    if source == "timbal":
+        assert listed[-1]["seconds_since_success"] == 10 * clean[0]["interval_secs"]
+
+
+def test_every_answer_has_one_date_header_from_the_simulated_clock(
+    client: httpx.Client, clock: ManualClock
+) -> None:
+    """The upstream's clock is the simulated one, never uvicorn's real time beside it."""
+    expected = email.utils.format_datetime(clock().replace(microsecond=0), usegmt=True)
+    fault(client, source="timbal", kind="http_503", count=1)
+    for response in (timbal(client), timbal(client), paragon(client), client.get("/_sim/health")):
+        assert response.headers.get_list("date") == [expected], response.status_code
 
 
 def test_bad_fault_requests_are_rejected(client: httpx.Client) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import httpx
 import jwt
 import pytest
 
-from syncwatch.config import Config, load_config
+from syncwatch.config import Config, effective_thresholds, load_config
+from syncwatch.evaluate import ParagonRules, SyncState, evaluate_listings
 from syncwatch.http import make_transport
 from syncwatch.models import ParagonSync, Source, TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread
@@ -520,3 +522,198 @@ async def test_a_body_that_fails_its_content_encoding_is_an_invalid_response() -
                 await upstream.get(Source.TIMBAL, "org_x", f"{server.url}/orgs/org_x")
     assert caught.value.reason is Reason.INVALID_RESPONSE
     assert len(server.requests) == 1  # a body that cannot be decoded is not retried
+
+
+# --- issue 13: upstream data -----------------------------------------------------------------
+
+
+def test_a_record_that_fails_validation_keeps_its_id_as_listed(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    first = next(s["sync_id"] for s in fleet["timbal"] if s["org_id"] == org)
+    mutate(control, "timbal", org, first, {"interval_secs": 0})
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert listing.ok
+    assert (listing.invalid_records, listing.invalid_ids) == (1, {first})
+    assert first not in {s.id for s in listing.syncs}
+
+
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+def test_a_listing_whose_every_record_is_invalid_is_a_failed_poll(
+    thread_sim: SimulatorThread,
+    rsa_keys: Keys,
+    fleet: dict[str, Any],
+    control: httpx.Client,
+    source: str,
+) -> None:
+    if source == "timbal":
+        tenant = fleet["orgs"][0]
+        ids = [s["sync_id"] for s in fleet["timbal"] if s["org_id"] == tenant]
+        broken: dict[str, Any] = {"interval_secs": 0}
+        config = make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": tenant}]})
+    else:
+        tenant = fleet["users"][0]
+        ids = [s["sync_id"] for s in fleet["paragon"] if s["user_id"] == tenant]
+        broken = {"status": 5}
+        config = make_config(thread_sim, rsa_keys, paragon={"users": [tenant]})
+    for sync_id in ids:
+        mutate(control, source, tenant, sync_id, broken)
+    [listing] = run(config)
+    assert listing.error is not None
+    assert listing.error.reason is Reason.SCHEMA_MISMATCH
+    assert f"all {len(ids)} records" in str(listing.error)
+    assert listing.invalid_records == len(ids)  # still counted in syncwatch_invalid_records
+
+
+def test_an_empty_listing_is_a_healthy_tenant_with_no_syncs(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    for sync in (s for s in fleet["timbal"] if s["org_id"] == org):
+        control.post(
+            "/_sim/mutate", json={"source": "timbal", "sync_id": sync["sync_id"], "delete": True}
+        ).raise_for_status()
+    [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
+    assert (listing.ok, list(listing.syncs), listing.invalid_records) == (True, [], 0)
+
+
+def test_timbal_records_of_connectors_not_asked_for_are_dropped_and_counted(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    org = fleet["orgs"][0]
+    of_org = [s for s in fleet["timbal"] if s["org_id"] == org]
+    connector = of_org[0]["connector_id"]
+    wanted = {s["sync_id"] for s in of_org if s["connector_id"] == connector}
+    fault(control, source="timbal", tenant=org, kind="ignore_filter")
+    config = make_config(
+        thread_sim, rsa_keys, timbal={"orgs": [{"id": org, "connector_ids": [connector]}]}
+    )
+    [listing] = run(config)
+    assert listing.ok
+    assert {s.id for s in listing.syncs} == wanted
+    assert listing.unrequested == len(of_org) - len(wanted) > 0
+    assert listing.duplicates == 0
+
+
+def test_timbal_filters_answered_with_everything_list_each_sync_once(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    """Two connector filters, both ignored upstream: each sync once, no duplicate warned."""
+    org = fleet["orgs"][0]
+    of_org = [s for s in fleet["timbal"] if s["org_id"] == org]
+    connectors = sorted({s["connector_id"] for s in of_org})[:2]
+    fault(control, source="timbal", tenant=org, kind="ignore_filter")
+    config = make_config(
+        thread_sim, rsa_keys, timbal={"orgs": [{"id": org, "connector_ids": connectors}]}
+    )
+    [listing] = run(config)
+    ids = [s.id for s in listing.syncs]
+    assert sorted(ids) == sorted(s["sync_id"] for s in of_org if s["connector_id"] in connectors)
+    assert listing.duplicates == 0
+    assert listing.unrequested == 2 * len(of_org) - len(ids)
+
+
+def test_paragon_records_of_credentials_not_asked_for_are_dropped_and_counted(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    by_user: dict[str, set[str]] = {}
+    for s in fleet["paragon"]:
+        by_user.setdefault(s["user_id"], set()).add(s["credential_id"])
+    user = next(u for u, credentials in sorted(by_user.items()) if len(credentials) > 1)
+    of_user = [s for s in fleet["paragon"] if s["user_id"] == user]
+    credential = of_user[0]["credential_id"]
+    fault(control, source="paragon", tenant=user, kind="ignore_filter")
+    config = make_config(
+        thread_sim, rsa_keys, paragon={"users": [{"id": user, "credential_id": credential}]}
+    )
+    [listing] = run(config)
+    assert listing.ok
+    assert {s.id for s in listing.syncs} == {
+        s["sync_id"] for s in of_user if s["credential_id"] == credential
+    }
+    assert listing.unrequested == sum(1 for s in of_user if s["credential_id"] != credential)
+
+
+@pytest.mark.parametrize("source", ["timbal", "paragon"])
+def test_a_duplicated_sync_id_is_counted_and_its_worse_record_alerts(
+    thread_sim: SimulatorThread,
+    rsa_keys: Keys,
+    fleet: dict[str, Any],
+    control: httpx.Client,
+    source: str,
+) -> None:
+    if source == "timbal":
+        tenant = fleet["orgs"][0]
+        config = make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": tenant}]})
+        first = next(s for s in fleet["timbal"] if s["org_id"] == tenant)
+    else:
+        tenant = fleet["users"][0]
+        config = make_config(thread_sim, rsa_keys, paragon={"users": [tenant]})
+        first = next(s for s in fleet["paragon"] if s["user_id"] == tenant)
+    assert first["intended"] == "ok", "the first sync of the seed-3 fleet is healthy"
+    fault(control, source=source, tenant=tenant, kind="duplicate")
+    [listing] = run(config)
+    assert (listing.duplicates, listing.duplicate_ids) == (1, (first["sync_id"],))
+    report = evaluate_listings(
+        [listing],
+        effective_thresholds(config.timbal) if config.timbal else None,
+        ParagonRules.from_config(config.paragon) if config.paragon else None,
+        datetime.now(UTC),
+    )
+    verdicts = [e for e in report.evaluations if e.sync.id == first["sync_id"]]
+    assert [e.state for e in verdicts] == [SyncState.CRITICAL]
+
+
+def test_a_listing_carries_the_upstreams_clock_and_how_far_ours_is_from_it(
+    rsa_keys: Keys,
+) -> None:
+    behind = timedelta(days=1, seconds=30)
+    with SimulatorThread(
+        SimConfig(orgs=1, syncs_per_org=2, users=1, churn=0),
+        clock=lambda: datetime.now(UTC) - behind,
+    ) as sim:
+        config = make_config(
+            sim,
+            rsa_keys,
+            timbal={"orgs": [{"id": "org_0001"}]},
+            paragon={"users": [{"id": "user-0001", "token": "sim-paragon-token:user-0001"}]},
+        )
+        before = datetime.now(UTC)
+        listings = run(config)
+        after = datetime.now(UTC)
+    assert [listing.ok for listing in listings] == [True, True]
+    for listing in listings:
+        assert listing.upstream_now is not None
+        assert before - behind - timedelta(seconds=1) <= listing.upstream_now <= after - behind
+        assert listing.clock_skew is not None
+        assert behind.total_seconds() <= listing.clock_skew <= behind.total_seconds() + 2
+
+
+@pytest.mark.parametrize("date", [None, b"Date: the day after tomorrow\r\n"])
+async def test_without_a_readable_date_header_a_listing_has_no_upstream_clock(
+    date: bytes | None,
+) -> None:
+    """A raw HTTP server (every framework adds a Date): evaluation falls back to our clock."""
+    body = b'{"syncs": []}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + (date or b"")
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = load_config(
+        None, timbal={"base_url": f"http://127.0.0.1:{port}", "api_key": "k", "orgs": [{"id": "o"}]}
+    )
+    async with server, make_transport(max_connections=2) as transport:
+        [listing] = await Poller(config, transport).poll()
+    assert listing.ok
+    assert (listing.upstream_now, listing.clock_skew) == (None, None)

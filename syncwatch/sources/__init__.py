@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import httpx
 import structlog
@@ -18,6 +19,9 @@ __all__ = ["Listing", "Poller", "Reason", "SourceError"]
 
 log = structlog.get_logger("syncwatch.sources")
 
+# Our clock and an upstream's further apart than this is worth a line in the log.
+CLOCK_SKEW_WARN = 300.0
+
 
 class Poller:
     """Polls every tenant of every configured source, all sharing one concurrency bound."""
@@ -27,6 +31,7 @@ class Poller:
         config: Config,
         transport: httpx.AsyncBaseTransport,
         owns: Callable[[str, str], bool] = lambda _source, _tenant: True,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         upstream = Upstream(
             transport=transport,
@@ -35,9 +40,13 @@ class Poller:
             semaphore=asyncio.Semaphore(config.daemon.concurrency),
             max_body_size=config.daemon.max_body_size,
         )
-        self.timbal = TimbalClient(config.timbal, upstream) if config.timbal else None
-        self.paragon = ParagonClient(config.paragon, upstream) if config.paragon else None
+        self.timbal = TimbalClient(config.timbal, upstream, now=clock) if config.timbal else None
+        self.paragon = (
+            ParagonClient(config.paragon, upstream, now=clock) if config.paragon else None
+        )
         self.owns = owns
+        # What was last logged per (what, source, tenant): a lasting anomaly logs once.
+        self._logged: dict[tuple[str, str, str], float | bool] = {}
 
     async def poll(self) -> list[Listing]:
         """One listing per tenant; failures are listings with `error` set, never raised."""
@@ -54,4 +63,51 @@ class Poller:
                     status_code=err.status_code,
                     error=str(err),
                 )
+            else:
+                self._log_anomalies(listing)
         return listings
+
+    def _log_anomalies(self, listing: Listing) -> None:
+        """One line per tenant when an upstream anomaly starts or changes, not per cycle."""
+        source, tenant = str(listing.source), listing.tenant
+        if self._changed(("duplicates", source, tenant), listing.duplicates) and listing.duplicates:
+            log.warning(
+                "duplicate_records",
+                source=source,
+                tenant=tenant,
+                duplicates=listing.duplicates,
+                sync_ids=list(listing.duplicate_ids[:10]),
+                hint="the upstream listed these sync ids more than once; the worst record "
+                "of each is evaluated",
+            )
+        if self._changed(("unrequested", source, tenant), listing.unrequested) and (
+            listing.unrequested
+        ):
+            log.warning(
+                "unrequested_records",
+                source=source,
+                tenant=tenant,
+                dropped=listing.unrequested,
+                hint="the upstream answered with records outside the connector or credential "
+                "filter asked for; they are dropped",
+            )
+        skewed = listing.clock_skew is not None and abs(listing.clock_skew) > CLOCK_SKEW_WARN
+        if self._changed(("clock_skew", source, tenant), skewed):
+            if skewed:
+                log.warning(
+                    "clock_skew",
+                    source=source,
+                    tenant=tenant,
+                    skew_seconds=round(listing.clock_skew or 0.0, 1),
+                    hint="our clock and the upstream's (its Date header) disagree; upstream "
+                    "ages are judged by the upstream's clock. Check NTP on this host",
+                )
+            else:
+                log.info("clock_skew_cleared", source=source, tenant=tenant)
+
+    def _changed(self, key: tuple[str, str, str], value: float | bool) -> bool:
+        """Whether `value` differs from last cycle's (nothing logged counts as 0)."""
+        before = self._logged.pop(key, 0)
+        if value:  # only lasting anomalies take memory, not every healthy tenant
+            self._logged[key] = value
+        return value != before

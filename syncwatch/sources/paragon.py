@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import jwt
@@ -18,13 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from syncwatch.config import ParagonConfig, ParagonUser, secret_value
 from syncwatch.models import ParagonStatus, ParagonSync, Source
 from syncwatch.sources.base import (
+    Collected,
     Listing,
+    NoneOnError,
     Reason,
+    Reply,
     SourceError,
     Upstream,
     aware,
     guarded,
+    parse_http_date,
     parse_listing,
+    skew_of,
 )
 
 log = structlog.get_logger("syncwatch.sources")
@@ -49,9 +54,11 @@ class ParagonRecord(BaseModel):
     reason: str | None = None
     configurationName: str | None = None  # noqa: N815
     dateCreated: _Date | None = None  # noqa: N815
-    dateUpdated: _Date | None = None  # noqa: N815
     credentialId: str | None = None  # noqa: N815
-    summary: SyncSummary | None = None
+    # Carried, never relied on (and `summary` is not in the listing's spec): a bad value
+    # must not cost the record.
+    dateUpdated: Annotated[_Date | None, NoneOnError()] = None  # noqa: N815
+    summary: Annotated[SyncSummary | None, NoneOnError()] = None
 
     @field_validator("status")
     @classmethod
@@ -126,9 +133,11 @@ class ParagonClient:
         config: ParagonConfig,
         upstream: Upstream,
         clock: Callable[[], float] = time.time,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
         self.upstream = upstream
+        self.now = now  # our clock, to compare with the upstream's `Date`
         self.minter: TokenMinter | None = None
         if config.signing_key is not None and config.project_id:
             self.minter = TokenMinter(
@@ -145,7 +154,7 @@ class ParagonClient:
         assert self.minter is not None, "config validation requires signing_key without tokens"
         return self.minter.token(user.id)
 
-    async def _get(self, user: ParagonUser, path: str, params: dict[str, str] | None) -> bytes:
+    async def _get(self, user: ParagonUser, path: str, params: dict[str, str] | None) -> Reply:
         url = f"{self.config.base_url}{path}"
         for first_try in (True, False):
             try:
@@ -174,24 +183,53 @@ class ParagonClient:
     async def list_user(self, user: ParagonUser) -> Listing:
         started = time.perf_counter()
         try:
-            params = {"credentialId": user.credential_id} if user.credential_id else None
-            body = await self._get(user, "/api/syncs", params)
-            parsed = parse_listing(
-                body,
-                source=Source.PARAGON,
-                tenant=user.id,
-                listing_model=ParagonListing,
-                key="data",
-                record_model=ParagonRecord,
-            )
-            syncs = await asyncio.gather(*(self._complete(user, r) for r in parsed.records))
+            reply, received, collected = await self._list(user)
+            if (failure := collected.failure(Source.PARAGON, user.id)) is not None:
+                return Listing(
+                    Source.PARAGON,
+                    user.id,
+                    invalid_records=collected.invalid,
+                    error=failure,
+                    duration=time.perf_counter() - started,
+                )
+            syncs = await asyncio.gather(*(self._complete(user, r) for r in collected.records))
         except SourceError as exc:
             return Listing(
                 Source.PARAGON, user.id, error=exc, duration=time.perf_counter() - started
             )
+        upstream_now = parse_http_date(reply.date)
         return Listing(
-            Source.PARAGON, user.id, syncs, parsed.invalid, duration=time.perf_counter() - started
+            Source.PARAGON,
+            user.id,
+            syncs,
+            collected.invalid,
+            duration=time.perf_counter() - started,
+            invalid_ids=frozenset(collected.invalid_ids),
+            duplicates=collected.duplicates,
+            duplicate_ids=tuple(collected.duplicate_ids),
+            unrequested=collected.unrequested,
+            upstream_now=upstream_now,
+            clock_skew=skew_of(upstream_now, received),
         )
+
+    async def _list(self, user: ParagonUser) -> tuple[Reply, datetime, Collected[ParagonRecord]]:
+        """List Syncs, validated; records for another credential than asked for dropped."""
+        wanted = user.credential_id
+        reply = await self._get(user, "/api/syncs", {"credentialId": wanted} if wanted else None)
+        received = self.now()
+        parsed = parse_listing(
+            reply.body,
+            source=Source.PARAGON,
+            tenant=user.id,
+            listing_model=ParagonListing,
+            key="data",
+            record_model=ParagonRecord,
+        )
+        collected: Collected[ParagonRecord] = Collected()
+        # An upstream ignoring the filter must not make us watch what we did not ask for; a
+        # record that names no credential cannot be told apart and is kept.
+        collected.add(parsed, None if not wanted else lambda r: r.credentialId in (None, wanted))
+        return reply, received, collected
 
     async def _complete(self, user: ParagonUser, record: ParagonRecord) -> ParagonSync:
         """The sync, with `summary.lastSyncedAt` from Get Sync when it is needed and missing."""
@@ -202,8 +240,8 @@ class ParagonClient:
         )
         if not needs_summary:
             return record.to_sync(user.id)
-        body = await self._get(user, f"/api/syncs/{record.id}", None)
-        return record.to_sync(user.id, _last_synced_at(body, user.id))
+        reply = await self._get(user, f"/api/syncs/{record.id}", None)
+        return record.to_sync(user.id, _last_synced_at(reply.body, user.id))
 
     async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:
         """Every Connected User this replica owns; `users_file` is re-read each time."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,22 +13,33 @@ from pydantic import BaseModel, ConfigDict, Field
 from syncwatch.config import TimbalConfig, TimbalOrg, secret_value
 from syncwatch.models import Source, TimbalSync
 from syncwatch.sources.base import (
+    Collected,
+    JsonInt,
     Listing,
+    NoneOnError,
+    ParsedRecords,
     SourceError,
     Upstream,
     aware,
     guarded,
+    parse_http_date,
     parse_listing,
+    skew_of,
 )
 
 _Date = Annotated[datetime, Field(strict=False)]
 # The spec's int32/int64 formats, enforced: a bigger int cannot become a float in evaluation.
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 
 class TimbalRecord(BaseModel):
-    """The fields of the upstream SyncView that syncwatch uses; others are ignored."""
+    """The fields of the upstream SyncView that syncwatch uses; others are ignored.
+
+    Types follow the OpenAPI document exactly, with one documented rule of our own:
+    `interval_secs` must be positive (a ratio to a zero interval means nothing).
+    """
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
@@ -37,15 +48,17 @@ class TimbalRecord(BaseModel):
     source_kind: str
     source_table: str
     dest_table: str
-    interval_secs: int = Field(gt=0, le=INT32_MAX)
+    interval_secs: Annotated[int, JsonInt(ge=1, le=INT32_MAX)]
     enabled: bool
     created_at: _Date
-    updated_at: _Date
     name: str | None = None
-    seconds_since_success: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    # int64 without a minimum: a negative lag is upstream clock skew, evaluated as lag 0.
+    seconds_since_success: Annotated[int, JsonInt(ge=INT64_MIN, le=INT64_MAX)] | None = None
     last_success_at: _Date | None = None
-    last_run_at: _Date | None = None
     last_state: str | None = None
+    # Carried, never used: a bad value must not cost the record.
+    updated_at: Annotated[_Date | None, NoneOnError()] = None
+    last_run_at: Annotated[_Date | None, NoneOnError()] = None
 
     def to_sync(self, org_id: str) -> TimbalSync:
         return TimbalSync(
@@ -63,7 +76,7 @@ class TimbalRecord(BaseModel):
             last_run_at=aware(self.last_run_at),
             last_state=self.last_state,
             created_at=aware(self.created_at) or self.created_at,
-            updated_at=aware(self.updated_at) or self.updated_at,
+            updated_at=aware(self.updated_at),
         )
 
 
@@ -72,12 +85,22 @@ class TimbalListing(BaseModel):
     syncs: list[TimbalRecord]
 
 
+def _of_connector(connector_id: str) -> Callable[[TimbalRecord], bool]:
+    return lambda record: record.connector_id == connector_id
+
+
 class TimbalClient:
     """Lists every configured org's connector syncs."""
 
-    def __init__(self, config: TimbalConfig, upstream: Upstream) -> None:
+    def __init__(
+        self,
+        config: TimbalConfig,
+        upstream: Upstream,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.config = config
         self.upstream = upstream
+        self.now = now  # our clock, to compare with the upstream's `Date`
 
     @property
     def tenants(self) -> list[str]:
@@ -86,29 +109,45 @@ class TimbalClient:
     async def list_org(self, org: TimbalOrg) -> Listing:
         """One org's listing: every connector filter fetched, merged, de-duplicated."""
         started = time.perf_counter()
+        filters: list[str | None] = list(org.connector_ids) or [None]
         try:
-            filters: list[str | None] = list(org.connector_ids) or [None]
             parts = await asyncio.gather(*(self._fetch(org, f) for f in filters))
         except SourceError as exc:
             return Listing(Source.TIMBAL, org.id, error=exc, duration=time.perf_counter() - started)
-        seen: set[str] = set()
-        syncs: list[TimbalSync] = []
-        invalid = 0
-        for records, bad in parts:
-            invalid += bad
-            for record in records:
-                if record.id not in seen:
-                    seen.add(record.id)
-                    syncs.append(record.to_sync(org.id))
+        collected: Collected[TimbalRecord] = Collected()
+        for connector_id, (parsed, _, _) in zip(filters, parts, strict=True):
+            # An upstream ignoring the filter must not make us watch what we did not ask for.
+            collected.add(parsed, None if connector_id is None else _of_connector(connector_id))
+        # The latest answer's clock: the parts were fetched together, seconds apart at most.
+        dated = [(theirs, ours) for _, theirs, ours in parts if theirs is not None]
+        upstream_now, received = max(dated) if dated else (None, None)
+        if (failure := collected.failure(Source.TIMBAL, org.id)) is not None:
+            return Listing(
+                Source.TIMBAL,
+                org.id,
+                invalid_records=collected.invalid,
+                error=failure,
+                duration=time.perf_counter() - started,
+            )
         return Listing(
-            Source.TIMBAL, org.id, syncs, invalid, duration=time.perf_counter() - started
+            Source.TIMBAL,
+            org.id,
+            [record.to_sync(org.id) for record in collected.records],
+            collected.invalid,
+            duration=time.perf_counter() - started,
+            invalid_ids=frozenset(collected.invalid_ids),
+            duplicates=collected.duplicates,
+            duplicate_ids=tuple(collected.duplicate_ids),
+            unrequested=collected.unrequested,
+            upstream_now=upstream_now,
+            clock_skew=skew_of(upstream_now, received),
         )
 
     async def _fetch(
         self, org: TimbalOrg, connector_id: str | None
-    ) -> tuple[list[TimbalRecord], int]:
+    ) -> tuple[ParsedRecords[TimbalRecord], datetime | None, datetime]:
         key = secret_value(org.api_key or self.config.api_key)
-        body = await self.upstream.get(
+        reply = await self.upstream.get(
             Source.TIMBAL,
             org.id,
             f"{self.config.base_url}/orgs/{org.id}/connectors/syncs",
@@ -117,15 +156,16 @@ class TimbalClient:
             auth_hint="check timbal.api_key_file or the org's api_key, and that the key "
             "belongs to this org",
         )
+        received = self.now()
         parsed = parse_listing(
-            body,
+            reply.body,
             source=Source.TIMBAL,
             tenant=org.id,
             listing_model=TimbalListing,
             key="syncs",
             record_model=TimbalRecord,
         )
-        return parsed.records, parsed.invalid
+        return parsed, parse_http_date(reply.date), received
 
     async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:
         """Every org this replica owns (see daemon.shard)."""
