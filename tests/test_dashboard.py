@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
 from tests.test_prometheus import query, running_prometheus
+from tests.test_rules import rule_names
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -139,5 +140,5 @@ def test_alerting_rules_load_and_evaluate(prometheus: str) -> None:
         )
 
     rules = wait_until(evaluated, timeout=30)
-    assert len(rules) == 10
+    assert len(rules) == len(rule_names())
     assert {r["health"] for r in rules} == {"ok"}, [r for r in rules if r["health"] != "ok"]

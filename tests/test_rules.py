@@ -12,6 +12,14 @@ from tests.conftest import require_tool
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 RULES = RULES_DIR / "syncwatch-rules.yml"
+
+
+def rule_names() -> list[str]:
+    """Every alert in the shipped rules file, in order."""
+    doc = yaml.safe_load(RULES.read_text())
+    return [r["alert"] for g in doc["groups"] for r in g["rules"]]
+
+
 RULES_TEST = RULES_DIR / "syncwatch-rules.test.yml"
 
 
@@ -25,7 +33,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_promtool_check_rules_passes() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert f"SUCCESS: {len(rule_names())} rules found" in result.stdout
 
 
 def test_promtool_test_rules_passes() -> None:
