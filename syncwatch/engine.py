@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from syncwatch import logs
 from syncwatch.clock import StepDetector
 from syncwatch.config import Config
 from syncwatch.dispatch import route
@@ -122,9 +123,12 @@ class Engine:
             new_id=self._new_id,
         )
         rows = self.store.commit_cycle(result, batches, created_mono)
+        # A console notifier already prints each event on the terminal the logs go to.
+        shown = logs.for_humans() and any(n.type == "console" for n in self.config.notifiers)
+        emit = log.debug if shown else log.info
         for event in result.events:
             a = event.alert
-            log.info(
+            emit(
                 "alert_transition",
                 kind=str(event.kind),
                 alertname=a.alertname,
