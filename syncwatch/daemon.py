@@ -411,6 +411,7 @@ def run_daemon(
     clock: Clock = SYSTEM,
     sockets: list[socket.socket] | None = None,
     duration: float | None = None,
+    after: Callable[[Daemon], None] | None = None,
 ) -> int:
     """`syncwatch run` and `syncwatch demo`: raise the fd limit, bind, open the state, run."""
     logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
@@ -426,7 +427,10 @@ def run_daemon(
             sockets=sockets,
             limits=limits,
         )
-        return await daemon.run(duration)
+        code = await daemon.run(duration)
+        if after is not None:
+            after(daemon)  # e.g. the demo's closing summary
+        return code
 
     try:
         return asyncio.run(main())

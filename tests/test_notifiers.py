@@ -14,6 +14,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -739,20 +740,56 @@ async def test_console_prints_one_line_per_alert_event() -> None:
     assert len(await console_output(golden_batch())) == 2
 
 
-async def test_console_firing_line_reads_time_event_severity_alertname_where_summary() -> None:
+async def test_console_firing_line_reads_time_event_severity_alertname_summary() -> None:
     (line,) = await console_output(batch(stale("sync_12", "critical")))
     assert line == (
-        "2025-01-06T09:00:00Z FIRING   critical SyncStale timbal/org_123/sync_12  "
+        "2025-01-06T09:00:00Z FIRING    critical SyncStale "
         "Timbal sync sync_12 (billing-daily) is 3.2x its interval"
     )
 
 
-async def test_console_resolved_line_says_what_the_alert_was() -> None:
+async def test_console_names_the_sync_when_the_summary_does_not() -> None:
+    (line,) = await console_output(batch(stale("sync_12", summary="stale for a while")))
+    assert line.endswith("SyncStale org_123/sync_12  stale for a while")
+
+
+async def test_console_resolved_line_without_a_resolution_says_what_the_alert_was() -> None:
     (line,) = await console_output(batch(stale("sync_12", status=AlertStatus.RESOLVED)))
     assert line == (
-        "2025-01-06T09:00:00Z RESOLVED warning  SyncStale timbal/org_123/sync_12  "
+        "2025-01-06T09:00:00Z RESOLVED  warning  SyncStale org_123/sync_12: "
         "was: Timbal sync sync_12 (billing-daily) is 3.2x its interval"
     )
+
+
+async def test_console_resolved_line_says_what_the_sync_looks_like_now() -> None:
+    alert = stale("sync_12", status=AlertStatus.RESOLVED)
+    alert = replace(
+        alert,
+        annotations={
+            **alert.annotations,
+            "ratio": "12.93",
+            "resolution": "now 0.3x its 5m interval",
+        },
+    )
+    (line,) = await console_output(batch(alert))
+    assert line.endswith("org_123/sync_12 'billing-daily': now 0.3x its 5m interval (was 12.9x)")
+
+
+async def test_console_shows_an_escalation_as_the_severities_it_moved_between() -> None:
+    stream = io.StringIO()
+    notifier = ConsoleNotifier(ConsoleConfig(name="console", type="console"), stream)
+    await notifier.send(batch(stale("sync_12", "warning")))
+    await notifier.send(batch(replace(stale("sync_12", "critical"), event=EventKind.CHANGED)))
+    await notifier.send(batch(replace(stale("sync_12", "warning"), event=EventKind.CHANGED)))
+    lines = stream.getvalue().splitlines()
+    assert " ESCALATED warning → critical SyncStale " in lines[1]
+    assert " DE-ESCALATED critical → warning SyncStale " in lines[2]
+    assert notifier.counts == {"FIRING": 1, "ESCALATED": 1, "DE-ESCALATED": 1}
+
+
+async def test_console_without_the_previous_severity_says_changed() -> None:
+    (line,) = await console_output(batch(replace(stale("sync_12"), event=EventKind.CHANGED)))
+    assert " CHANGED   warning  SyncStale " in line
 
 
 async def test_console_marks_a_test_batch() -> None:
