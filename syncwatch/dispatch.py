@@ -16,7 +16,7 @@ from syncwatch.clock import SYSTEM, Clock, wait_for_event
 from syncwatch.config import AlertmanagerNotifier, glob_match
 from syncwatch.config import Notifier as NotifierConfig
 from syncwatch.lifecycle import Alert, AlertEvent, Identity, Transition
-from syncwatch.notifiers.base import (
+from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,
     Batch,

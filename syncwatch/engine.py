@@ -24,7 +24,7 @@ from syncwatch.lifecycle import (
     transition,
 )
 from syncwatch.models import AlertName, ParagonSync, Source, TimbalSync
-from syncwatch.notifiers.base import Batch, EventKind
+from syncwatch.outbox import Batch, EventKind
 from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.engine")

@@ -23,7 +23,7 @@ from syncwatch.config import (
 from syncwatch.dispatch import Dispatcher, make_test_batch, route, send_test
 from syncwatch.lifecycle import Alert, Identity, Rules, TenantOutcome, Transition, transition
 from syncwatch.models import AlertName, Condition, Severity, Source
-from syncwatch.notifiers.base import (
+from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,
     Batch,

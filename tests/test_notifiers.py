@@ -31,16 +31,7 @@ from syncwatch.dispatch import Dispatcher, make_test_batch
 from syncwatch.http import make_http_client
 from syncwatch.notifiers import make_notifier
 from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertPayload,
-    AlertStatus,
-    Batch,
-    DeliveryError,
-    EventKind,
-    NotificationReason,
-    post,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, post
 from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.notifiers.slack import (
     MAX_BLOCKS,
@@ -52,6 +43,14 @@ from syncwatch.notifiers.slack import (
     slack_message,
 )
 from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.outbox import (
+    AlertPayload,
+    AlertStatus,
+    Batch,
+    DeliveryError,
+    EventKind,
+    NotificationReason,
+)
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer

@@ -39,9 +39,10 @@ from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.http import make_http_client
 from syncwatch.models import Source, TimbalSync
 from syncwatch.notifiers.alertmanager import ENDS_AT_CYCLES, AlertmanagerNotifier
-from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Batch, Notifier, rfc3339
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, rfc3339
 from syncwatch.notifiers.slack import SlackNotifier, slack_message
 from syncwatch.notifiers.webhook import WebhookNotifier, webhook_payload
+from syncwatch.outbox import Batch, Notifier
 from syncwatch.sources.base import Listing
 from syncwatch.state import StateStore
 from syncwatch.store import Store

@@ -20,10 +20,10 @@ from syncwatch.config import (
     WebhookNotifier as WebhookConfig,
 )
 from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
-from syncwatch.notifiers.base import Notifier
 from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.notifiers.slack import SlackNotifier
 from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.outbox import Notifier
 
 __all__ = ["Notifier", "make_notifier"]
 

@@ -12,14 +12,8 @@ import orjson
 
 from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
 from syncwatch.failures import origin
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertStatus,
-    Batch,
-    DeliveryError,
-    post,
-    rfc3339,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, post, rfc3339
+from syncwatch.outbox import AlertStatus, Batch, DeliveryError
 
 # Firing alerts are re-sent every cycle; a few missed cycles must not resolve them.
 ENDS_AT_CYCLES = 4

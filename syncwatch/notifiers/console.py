@@ -9,7 +9,7 @@ from typing import TextIO
 
 from syncwatch.config import ConsoleNotifier as ConsoleConfig
 from syncwatch.models import Severity
-from syncwatch.notifiers.base import AlertPayload, Batch, EventKind
+from syncwatch.outbox import AlertPayload, Batch, EventKind
 
 _WORDS = {
     EventKind.FIRING: "FIRING",

@@ -17,15 +17,8 @@ from slack_sdk.models.blocks import (
 from syncwatch.config import SlackNotifier as SlackConfig
 from syncwatch.config import secret_value
 from syncwatch.models import Severity
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertPayload,
-    AlertStatus,
-    Batch,
-    EventKind,
-    HttpNotifier,
-    post,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, post
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
