@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from syncwatch.models import Severity
+from syncwatch.outbox import Capabilities
 
 EX_CONFIG = 78
 DEFAULT_PATHS = (Path("syncwatch.toml"), Path("/etc/syncwatch/config.toml"))
@@ -573,12 +574,16 @@ class AlertingConfig(_Model):
 
 
 class _NotifierBase(_WithSecrets):
+    # The kind's needs of routing and delivery (Alertmanager hears every resolve…).
+    capabilities: ClassVar[Capabilities] = Capabilities()
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     min_severity: Severity = Severity.WARNING
     match: dict[str, Glob] = {}
 
 
 class SlackNotifier(_NotifierBase):
+    # Slack allows about one message per second per incoming webhook.
+    capabilities = Capabilities(min_interval=1.0)
     _secrets = ("webhook_url",)
     type: Literal["slack"]
     webhook_url: SecretUrl = None
@@ -621,6 +626,8 @@ class WebhookNotifier(_NotifierBase):
 
 
 class AlertmanagerNotifier(_NotifierBase):
+    # Fed the way Prometheus feeds it: every resolve, and firing alerts every cycle.
+    capabilities = Capabilities(always_resolves=True, resends_active=True)
     type: Literal["alertmanager"]
     urls: list[HttpUrl] = Field(min_length=1)
 
@@ -754,7 +761,13 @@ def _loc_path(loc: Iterable[int | str]) -> str:
     return out
 
 
-_UNION_TAGS = {"slack", "webhook", "alertmanager", "console"}
+def _notifier_types() -> list[str]:
+    """The `type` of every notifier kind, read from the config union itself."""
+    union = get_args(Notifier)[0]
+    return [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
+
+
+_UNION_TAGS = set(_notifier_types())
 
 
 def _keys_of(models: Iterable[type[BaseModel]]) -> set[str]:
@@ -800,7 +813,7 @@ def _all_models() -> list[type[BaseModel]]:
     return found
 
 
-_NOTIFIER_TYPES = "slack, webhook, alertmanager, console"
+_NOTIFIER_TYPES = ", ".join(_notifier_types())
 
 
 def format_errors(exc: ValidationError) -> list[str]:

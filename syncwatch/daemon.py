@@ -33,7 +33,7 @@ from syncwatch.engine import Engine
 from syncwatch.evaluate import ParagonRules, evaluate_listings
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.metrics import Telemetry
-from syncwatch.notifiers import make_notifier
+from syncwatch.notifiers.registry import make_notifier
 from syncwatch.outbox import Notifier
 from syncwatch.server import (
     ListenerLimits,

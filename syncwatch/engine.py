@@ -12,7 +12,6 @@ import structlog
 from syncwatch import logs
 from syncwatch.clock import StepDetector
 from syncwatch.config import Config
-from syncwatch.dispatch import route
 from syncwatch.evaluate import Report, state_text
 from syncwatch.lifecycle import (
     Alert,
@@ -25,6 +24,7 @@ from syncwatch.lifecycle import (
 )
 from syncwatch.models import AlertName, ParagonSync, Source, TimbalSync
 from syncwatch.outbox import Batch, EventKind
+from syncwatch.routing import route
 from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.engine")

@@ -155,10 +155,20 @@ class DeliveryError(Exception):
         self.status_code = status_code
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What routing and delivery must know of a notifier kind, as data (one per kind)."""
+
+    always_resolves: bool = False  # hears every resolve, even with send_resolved = false
+    resends_active: bool = False  # every firing alert goes out again every cycle
+    min_interval: float = 0.0  # seconds between two messages to one notifier
+
+
 class Notifier(Protocol):
     """Small by design: bookkeeping, retries and backoff live in dispatch."""
 
     name: str
+    capabilities: Capabilities
 
     async def send(self, batch: Batch) -> None:
         """Deliver the batch, or raise DeliveryError."""

@@ -29,10 +29,10 @@ from syncwatch.config import SlackNotifier as SlackConfig
 from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.dispatch import Dispatcher, make_test_batch
 from syncwatch.http import make_http_client
-from syncwatch.notifiers import make_notifier
 from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, post
 from syncwatch.notifiers.console import ConsoleNotifier
+from syncwatch.notifiers.registry import make_notifier
 from syncwatch.notifiers.slack import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
@@ -1013,3 +1013,22 @@ async def test_alertmanager_url_credentials_become_basic_auth_and_stay_out_of_er
         [_, delivered] = capture.wait_for(2)
         expected = "Basic " + base64.b64encode(b"am-user:s3cr3t-PASS").decode()
         assert delivered.header("Authorization") == expected
+
+
+def test_the_registry_builds_exactly_the_kinds_the_config_accepts() -> None:
+    """One registry line per notifier kind: nothing else lists them."""
+    from typing import get_args
+
+    from syncwatch.config import Notifier as NotifierConfig
+    from syncwatch.notifiers.registry import KINDS
+
+    union = get_args(NotifierConfig)[0]
+    types = [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
+    assert sorted(KINDS) == sorted(types)
+
+
+def test_capabilities_are_the_kinds_own_data() -> None:
+    assert AlertmanagerConfig.capabilities.always_resolves
+    assert AlertmanagerConfig.capabilities.resends_active
+    assert SlackConfig.capabilities.min_interval == 1.0
+    assert WebhookConfig.capabilities.min_interval == 0.0

@@ -42,7 +42,7 @@ from syncwatch.notifiers.alertmanager import ENDS_AT_CYCLES, AlertmanagerNotifie
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, rfc3339
 from syncwatch.notifiers.slack import SlackNotifier, slack_message
 from syncwatch.notifiers.webhook import WebhookNotifier, webhook_payload
-from syncwatch.outbox import Batch, Notifier
+from syncwatch.outbox import Batch, Capabilities, Notifier
 from syncwatch.sources.base import Listing
 from syncwatch.state import StateStore
 from syncwatch.store import Store
@@ -215,7 +215,7 @@ class Sim:
                 # Slack's one-message-a-second spacing would move the clock inside a pass, and
                 # every check here is per pass. It is kept, and checked, in
                 # test_slack_backlog_drains_at_slacks_pace.
-                slack.min_interval = 0.0
+                slack.capabilities = Capabilities()
             notifier, entry = slack, slack_entry
         else:
             am = AlertmanagerConfig(name=self.name, type="alertmanager", urls=[url])

@@ -6,16 +6,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from syncwatch.failures import classify, origin, scrub
 from syncwatch.http import read_body
-from syncwatch.outbox import DeliveryError
+from syncwatch.outbox import Capabilities, DeliveryError
 from syncwatch.sources.base import parse_retry_after
 
 DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
@@ -25,8 +25,19 @@ class _Named(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def capabilities(self) -> Capabilities: ...
+
 
 C = TypeVar("C", bound=_Named)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a notifier may need besides its config entry and the shared HTTP client."""
+
+    poll_interval: float
+    clock: Callable[[], float] = field(default=time.time)
 
 
 class HttpNotifier(Generic[C]):
@@ -39,6 +50,12 @@ class HttpNotifier(Generic[C]):
         self.config = config
         self.client = client
         self.clock = clock
+        self.capabilities = config.capabilities
+
+    @classmethod
+    def build(cls, config: C, client: httpx.AsyncClient, context: Context) -> Self:
+        """The registry's uniform factory."""
+        return cls(config, client, context.clock)
 
 
 def rfc3339(value: datetime | None) -> str:

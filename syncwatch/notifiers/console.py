@@ -50,9 +50,15 @@ def console_line(
 class ConsoleNotifier:
     def __init__(self, config: ConsoleConfig, stream: TextIO | None = None) -> None:
         self.name = config.name
+        self.capabilities = config.capabilities
         self.stream = stream
         self.counts: Counter[str] = Counter()  # printed lines by word (FIRING, ESCALATED…)
         self._shown: dict[str, Severity] = {}  # fingerprint → severity last printed
+
+    @classmethod
+    def build(cls, config: ConsoleConfig, _client: object, _context: object) -> ConsoleNotifier:
+        """The registry's uniform factory (the console needs neither client nor clock)."""
+        return cls(config)
 
     async def send(self, batch: Batch) -> None:
         stream = self.stream or sys.stdout

@@ -130,9 +130,6 @@ def slack_message(batch: Batch) -> dict[str, Any]:
 
 
 class SlackNotifier(HttpNotifier[SlackConfig]):
-    # Slack allows about one message per second per incoming webhook.
-    min_interval = 1.0
-
     async def send(self, batch: Batch) -> None:
         url = secret_value(self.config.webhook_url)
         assert url is not None, "config validation requires webhook_url"
