@@ -153,7 +153,7 @@ AWKWARD = st.sampled_from(
         " ",
     ]
 )
-CHARS = st.characters(exclude_categories=("Cs",))
+CHARS = st.characters(exclude_categories=["Cs"])
 TEXT = st.text(st.one_of(AWKWARD, CHARS), max_size=12)
 NONEMPTY = st.text(st.one_of(AWKWARD, CHARS), min_size=1, max_size=12)
 # A glob without an unclosed '[' (config rejects those), plus a few real classes.
