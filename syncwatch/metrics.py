@@ -206,7 +206,7 @@ _RENAMING_ESCAPES = re.compile(r"escaping=(?:dots|values)\b")
 # Written directly rather than through prometheus_client's encoders, which spend ~10 µs per
 # sample building and sorting label dicts: for a large fleet that is most of a second per
 # 100,000 series (docs/benchmarks.md). The output is byte for byte what those encoders
-# write (tests/test_metrics.py compares them): labels sorted by name, values as Go floats.
+# write (tests/test_exposition.py compares them): labels sorted by name, values as Go floats.
 
 
 @dataclass(frozen=True, slots=True)
