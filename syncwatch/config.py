@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import math
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
+import tomli_w
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -756,7 +758,8 @@ def _loc_path(loc: Iterable[int | str]) -> str:
             # Discriminated-union branch names are internal; the key path skips them.
             continue
         else:
-            key = part if _BARE_KEY.match(part) else _toml_value(part)
+            # Spelt as in the file: JSON's string escapes are TOML's.
+            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
             out += f".{key}" if out else key
     return out
 
@@ -772,6 +775,9 @@ _UNION_TAGS = set(_notifier_types())
 
 def _keys_of(models: Iterable[type[BaseModel]]) -> set[str]:
     return {info.alias or name for m in models for name, info in m.model_fields.items()}
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _models_at(loc: tuple[int | str, ...]) -> list[type[BaseModel]]:
@@ -878,56 +884,9 @@ def _mask_url_password(url: str) -> str:
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
-    """A small TOML writer for the resolved config (tables, arrays of tables, scalars)."""
-    lines: list[str] = []
-    _emit_table(lines, [], data)
-    return "\n".join(lines).strip() + "\n"
-
-
-def _emit_table(lines: list[str], prefix: list[str], table: Mapping[str, Any]) -> None:
-    def is_table(v: object) -> bool:
-        return isinstance(v, Mapping)
-
-    def is_table_array(v: object) -> bool:
-        return isinstance(v, list) and bool(v) and all(isinstance(i, Mapping) for i in v)
-
-    for key, value in table.items():
-        if not is_table(value) and not is_table_array(value):
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in table.items():
-        if is_table(value):
-            if prefix == [] or any(
-                not is_table(v) and not is_table_array(v) for v in value.values()
-            ):
-                lines.extend(["", f"[{'.'.join(_toml_key(k) for k in [*prefix, key])}]"])
-            _emit_table(lines, [*prefix, key], value)
-        elif is_table_array(value):
-            for item in value:
-                lines.extend(["", f"[[{'.'.join(_toml_key(k) for k in [*prefix, key])}]]"])
-                _emit_table(lines, [*prefix, key], item)
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_value(key)
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + inner + " }" if inner else "{}"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+    """`data` as TOML, written by tomli-w (it escapes every control character)."""
+    # One-line strings: tomli-w's multi-line strings turn "\r\n" into "\n", losing the "\r".
+    return tomli_w.dumps(data, multiline_strings=False)
 
 
 def effective_thresholds(
