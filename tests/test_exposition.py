@@ -33,7 +33,7 @@ from syncwatch.metrics import (
     fleet_families,
 )
 from syncwatch.models import ParagonSync, Severity, TimbalSync
-from syncwatch.notifiers.base import AlertStatus
+from syncwatch.outbox import AlertStatus
 
 EPOCH = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
