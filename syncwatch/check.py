@@ -9,8 +9,15 @@ from typing import Any
 import httpx
 import orjson
 
-from syncwatch.config import Config, effective_thresholds, format_duration
-from syncwatch.evaluate import Evaluation, ParagonRules, Report, SyncState, evaluate_listings
+from syncwatch.config import Config, format_duration
+from syncwatch.evaluate import (
+    Evaluation,
+    ParagonRules,
+    Report,
+    SyncState,
+    effective_thresholds,
+    evaluate_listings,
+)
 from syncwatch.http import make_transport
 from syncwatch.models import Condition, ParagonSync, Severity, TimbalSync
 from syncwatch.sources import Poller

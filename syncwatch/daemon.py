@@ -20,17 +20,10 @@ import uvicorn
 
 from syncwatch import __version__, logs
 from syncwatch.clock import SYSTEM, Clock
-from syncwatch.config import (
-    Config,
-    ConfigError,
-    DaemonConfig,
-    effective_thresholds,
-    load_config,
-    secrets_of,
-)
+from syncwatch.config import Config, ConfigError, DaemonConfig, load_config, secrets_of
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
-from syncwatch.evaluate import ParagonRules, evaluate_listings
+from syncwatch.evaluate import ParagonRules, effective_thresholds, evaluate_listings
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.metrics import Telemetry
 from syncwatch.notifiers.registry import make_notifier

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from syncwatch.config import ParagonConfig, Thresholds, format_duration
+from syncwatch.config import ParagonConfig, Thresholds, TimbalConfig, format_duration, glob_match
 from syncwatch.models import (
     AlertName,
     Condition,
@@ -70,7 +70,34 @@ class ParagonRules:
         return cls(severity, config.initializing_grace, config.idle_stale_after)
 
 
-ThresholdResolver = Callable[[str, str, str, str], Thresholds | None]
+ThresholdResolver = Callable[[str, str, str, str | None], Thresholds | None]
+
+
+def effective_thresholds(
+    timbal: TimbalConfig,
+) -> ThresholdResolver:
+    """A resolver (org_id, connector_id, sync_id, name) → thresholds, or None if ignored.
+
+    A sync without a name (null upstream) matches a `name` glob as the empty string, so
+    only `*`-like patterns select it.
+    """
+    resolved = [(o, None if o.ignore else o.apply(timbal.thresholds)) for o in timbal.overrides]
+
+    def resolve(
+        org_id: str, connector_id: str, sync_id: str, name: str | None
+    ) -> Thresholds | None:
+        for override, thresholds in resolved:
+            m = override.match
+            if (
+                glob_match(org_id, m.org_id)
+                and glob_match(connector_id, m.connector_id)
+                and glob_match(sync_id, m.sync_id)
+                and glob_match(name or "", m.name)
+            ):
+                return thresholds
+        return timbal.thresholds
+
+    return resolve
 
 
 def age_text(seconds: float) -> str:

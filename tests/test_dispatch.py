@@ -12,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from syncwatch.config import (
-    AlertmanagerNotifier,
-    ConsoleNotifier,
-    WebhookNotifier,
-)
-from syncwatch.config import (
-    Notifier as NotifierConfig,
-)
+from syncwatch.config import AlertmanagerNotifier, ConsoleNotifier, WebhookNotifier
+from syncwatch.config import Notifier as NotifierConfig
 from syncwatch.dispatch import Dispatcher, make_test_batch, send_test
 from syncwatch.lifecycle import Alert, Identity, Rules, TenantOutcome, Transition, transition
 from syncwatch.models import AlertName, Condition, Severity, Source

@@ -10,18 +10,12 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from syncwatch.config import (
-    ParagonConfig,
-    Thresholds,
-    TimbalConfig,
-    TimbalMatch,
-    TimbalOverride,
-    effective_thresholds,
-)
+from syncwatch.config import ParagonConfig, Thresholds, TimbalConfig, TimbalMatch, TimbalOverride
 from syncwatch.evaluate import (
     Evaluation,
     ParagonRules,
     SyncState,
+    effective_thresholds,
     evaluate_listings,
     evaluate_paragon,
     evaluate_timbal,

@@ -29,13 +29,13 @@ from typing import Any
 import httpx
 import pytest
 
-from syncwatch.config import AlertingConfig, Config, TimbalConfig, TimbalOrg, effective_thresholds
+from syncwatch.config import AlertingConfig, Config, TimbalConfig, TimbalOrg
 from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
 from syncwatch.config import SlackNotifier as SlackConfig
 from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.dispatch import BACKOFF_MAX, MAX_AGE, Dispatcher
 from syncwatch.engine import Engine
-from syncwatch.evaluate import Report, evaluate_listings
+from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
 from syncwatch.http import make_http_client
 from syncwatch.models import Source, TimbalSync
 from syncwatch.notifiers.alertmanager import ENDS_AT_CYCLES, AlertmanagerNotifier

@@ -13,8 +13,8 @@ import httpx
 import jwt
 import pytest
 
-from syncwatch.config import Config, effective_thresholds, load_config
-from syncwatch.evaluate import ParagonRules, SyncState, evaluate_listings
+from syncwatch.config import Config, load_config
+from syncwatch.evaluate import ParagonRules, SyncState, effective_thresholds, evaluate_listings
 from syncwatch.http import make_transport
 from syncwatch.models import ParagonSync, Source, TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread

@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from syncwatch.config import (
-    AlertingConfig,
-    Config,
-    ConsoleNotifier,
-    TimbalConfig,
-    TimbalOrg,
-    effective_thresholds,
-)
+from syncwatch.config import AlertingConfig, Config, ConsoleNotifier, TimbalConfig, TimbalOrg
 from syncwatch.engine import Engine
-from syncwatch.evaluate import Report, evaluate_listings
+from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import AlertName, Severity, Source, TimbalSync
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason

@@ -1,0 +1,385 @@
+"""The config sections: [daemon], [timbal], [paragon], [alerting], [[notifiers]]."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal, Self, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from syncwatch.config.types import (
+    DEFAULT_MAX_BODY_SIZE,
+    Duration,
+    Glob,
+    HttpUrl,
+    OptionalDuration,
+    OptionalSecret,
+    ReadableFile,
+    SecretFile,
+    SecretFilePath,
+    SecretUrl,
+    Size,
+    _check_listen,
+    _check_secret_url,
+    _check_shard,
+    _check_url,
+    _KeyProblemError,
+)
+from syncwatch.models import Severity
+from syncwatch.outbox import Capabilities
+
+# --- models -----------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _WithSecrets(_Model):
+    """Fills each secret in `_secrets` from its `*_file` twin when that is set."""
+
+    _secrets: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Self:
+        for name in self._secrets:
+            file: SecretFile | None = getattr(self, f"{name}_file")
+            if file is None:
+                continue
+            if getattr(self, name) is not None:
+                raise _KeyProblemError(
+                    f"{name}_file", f"set either {name} or {name}_file, not both"
+                )
+            # Frozen model: filled once, during validation.
+            object.__setattr__(self, name, file.value)
+        return self
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The plain value of an optional secret, for the one place that sends it."""
+    return None if secret is None else secret.get_secret_value()
+
+
+class DaemonConfig(_Model):
+    poll_interval: Duration = Field(default=60.0, gt=0)
+    listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:9875"
+    state_path: Path = Path("syncwatch-state.db")
+    concurrency: int = Field(default=32, ge=1, le=4096)
+    request_timeout: Duration = Field(default=10.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
+    shard: Annotated[str, AfterValidator(_check_shard)] = "0/1"
+    shard_count: int | None = Field(default=None, ge=1)
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ca_bundle: ReadableFile = None
+    max_body_size: Size = Field(default=DEFAULT_MAX_BODY_SIZE, ge=1024)
+
+    @model_validator(mode="after")
+    def _auto_shard_needs_count(self) -> Self:
+        if self.shard == "auto" and self.shard_count is None:
+            raise _KeyProblemError(
+                "shard_count", "required with shard = 'auto' (the StatefulSet replica count)"
+            )
+        return self
+
+    def resolved_state_path(self) -> Path:
+        """`state_path`, under `$STATE_DIRECTORY` (systemd StateDirectory=) when relative."""
+        state_dir = os.environ.get("STATE_DIRECTORY")
+        if state_dir and not self.state_path.is_absolute():
+            # systemd may pass several colon-separated directories; the first is ours.
+            return Path(state_dir.split(":")[0]) / self.state_path
+        return self.state_path
+
+
+class Thresholds(_Model):
+    warn_ratio: float = Field(default=1.5, gt=0)
+    critical_ratio: float = Field(default=3.0, gt=0)
+    min_stale_seconds: Duration = 300.0
+    alert_on_disabled: bool = False
+
+    @model_validator(mode="after")
+    def _warn_below_critical(self) -> Self:
+        if self.warn_ratio >= self.critical_ratio:
+            raise ValueError(
+                f"warn_ratio ({self.warn_ratio:g}) must be below critical_ratio "
+                f"({self.critical_ratio:g})"
+            )
+        return self
+
+
+class TimbalMatch(_Model):
+    org_id: Glob = "*"
+    connector_id: Glob = "*"
+    sync_id: Glob = "*"
+    name: Glob = "*"
+
+
+class TimbalOverride(_Model):
+    match: TimbalMatch = TimbalMatch()
+    ignore: bool = False
+    warn_ratio: float | None = Field(default=None, gt=0)
+    critical_ratio: float | None = Field(default=None, gt=0)
+    min_stale_seconds: Duration | None = None
+    alert_on_disabled: bool | None = None
+
+    def apply(self, base: Thresholds) -> Thresholds:
+        """`base` refined by the threshold keys this override sets."""
+        changes = self.model_dump(
+            exclude={"match", "ignore"}, exclude_none=True, mode="python", round_trip=True
+        )
+        return base.model_validate({**base.model_dump(round_trip=True), **changes})
+
+
+class TimbalOrg(_WithSecrets):
+    _secrets = ("api_key",)
+    id: str = Field(min_length=1)
+    connector_ids: list[str] = []
+    api_key: OptionalSecret = None
+    api_key_file: SecretFilePath = None
+
+
+class TimbalConfig(_WithSecrets):
+    _secrets = ("api_key",)
+    base_url: HttpUrl = "https://api.timbal.ai"
+    api_key: OptionalSecret = None
+    api_key_file: SecretFilePath = None
+    orgs: list[TimbalOrg] = []
+    thresholds: Thresholds = Thresholds()
+    overrides: list[TimbalOverride] = []
+
+    @model_validator(mode="after")
+    def _check_orgs(self) -> Self:
+        seen: set[str] = set()
+        for i, org in enumerate(self.orgs):
+            if org.id in seen:
+                raise _KeyProblemError(f"orgs[{i}].id", f"org {org.id!r} is listed twice")
+            seen.add(org.id)
+            if org.api_key is None and self.api_key is None:
+                raise _KeyProblemError(
+                    f"orgs[{i}].api_key",
+                    f"org {org.id!r} has no API key: set timbal.api_key_file "
+                    "(or timbal.api_key, or a per-org api_key)",
+                )
+        for i, override in enumerate(self.overrides):
+            try:
+                override.apply(self.thresholds)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False, include_input=False)[0]
+                inner = _loc_path(first["loc"])
+                raise _KeyProblemError(
+                    f"overrides[{i}].{inner}" if inner else f"overrides[{i}]",
+                    first["msg"].removeprefix("Value error, "),
+                ) from None
+        return self
+
+
+class ParagonUser(_WithSecrets):
+    _secrets = ("token",)
+    id: str = Field(min_length=1)
+    token: OptionalSecret = None
+    token_file: SecretFilePath = None
+    credential_id: str | None = None
+
+
+def _users_from_strings(value: object) -> object:
+    if isinstance(value, list):
+        return [{"id": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class ParagonConfig(_WithSecrets):
+    _secrets = ("signing_key",)
+    base_url: HttpUrl = "https://sync.useparagon.com"
+    project_id: str | None = None
+    signing_key: OptionalSecret = None
+    signing_key_file: SecretFilePath = None
+    token_ttl: Duration = Field(default=3600.0, ge=60)
+    users: Annotated[list[ParagonUser], BeforeValidator(_users_from_strings)] = []
+    users_file: ReadableFile = None
+    disabled_severity: Literal["warning", "critical", "none"] = "warning"
+    initializing_grace: Duration = 3600.0
+    idle_stale_after: OptionalDuration = None
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.signing_key is not None:
+            key_name = "signing_key_file" if self.signing_key_file else "signing_key"
+            try:
+                _check_rsa_private_key(self.signing_key)
+            except ValueError as exc:
+                raise _KeyProblemError(key_name, str(exc)) from None
+            if not self.project_id:
+                raise _KeyProblemError(
+                    "project_id",
+                    "required to mint user tokens with signing_key "
+                    "(the token audience is useparagon.com/<project_id>)",
+                )
+        else:
+            for i, user in enumerate(self.users):
+                if user.token is None:
+                    raise _KeyProblemError(
+                        f"users[{i}].token",
+                        f"user {user.id!r} has no token: set its token_file (or token), or "
+                        "paragon.signing_key_file (the RS256 signing key from the Paragon "
+                        "dashboard) to mint one",
+                    )
+            if self.users_file is not None:
+                raise _KeyProblemError(
+                    "users_file",
+                    "users listed in a file have no static token: set "
+                    "paragon.signing_key_file (the RS256 signing key from the Paragon "
+                    "dashboard) to mint theirs",
+                )
+        seen: set[str] = set()
+        for i, user in enumerate(self.users):
+            if user.id in seen:
+                raise _KeyProblemError(f"users[{i}].id", f"user {user.id!r} is listed twice")
+            seen.add(user.id)
+        return self
+
+    def all_users(self) -> list[ParagonUser]:
+        """`users` plus those in `users_file` (re-read on every call: one id per line)."""
+        users = list(self.users)
+        if self.users_file is not None:
+            known = {u.id for u in users}
+            for line in self.users_file.read_text(encoding="utf-8").splitlines():
+                user_id = line.split("#", 1)[0].strip()
+                if user_id and user_id not in known:
+                    known.add(user_id)
+                    users.append(ParagonUser(id=user_id))
+        return users
+
+
+def _check_rsa_private_key(key: SecretStr) -> None:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        load_pem_private_key,
+    )
+
+    try:
+        loaded = load_pem_private_key(key.get_secret_value().encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "signing_key is not an unencrypted PEM private key (value not shown)"
+        ) from None
+    if not isinstance(loaded, RSAPrivateKey):
+        raise ValueError("signing_key must be an RSA key: Paragon user tokens are RS256")
+
+
+class AlertingConfig(_Model):
+    for_: Duration = Field(default=0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
+    send_resolved: bool = True
+    source_failure_threshold: int = Field(default=3, ge=1)
+    external_url: Annotated[str, AfterValidator(lambda v: v and _check_url(v))] = ""
+
+
+class _NotifierBase(_WithSecrets):
+    # The kind's needs of routing and delivery (Alertmanager hears every resolve…).
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    min_severity: Severity = Severity.WARNING
+    match: dict[str, Glob] = {}
+
+
+class SlackNotifier(_NotifierBase):
+    # Slack allows about one message per second per incoming webhook.
+    capabilities = Capabilities(min_interval=1.0)
+    _secrets = ("webhook_url",)
+    type: Literal["slack"]
+    webhook_url: SecretUrl = None
+    webhook_url_file: SecretFilePath = None
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> Self:
+        if self.webhook_url is None:
+            raise _KeyProblemError(
+                "webhook_url", "required: a slack notifier needs webhook_url_file (or webhook_url)"
+            )
+        if self.webhook_url_file is not None:
+            # An inline value was checked as a field; one read from a file is checked here.
+            try:
+                _check_secret_url(self.webhook_url)
+            except ValueError as exc:
+                raise _KeyProblemError("webhook_url_file", str(exc)) from None
+        return self
+
+
+class WebhookNotifier(_NotifierBase):
+    _secrets = ("url", "secret")
+    type: Literal["webhook"]
+    url: SecretUrl = None
+    url_file: SecretFilePath = None
+    secret: OptionalSecret = None
+    secret_file: SecretFilePath = None
+    headers: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> Self:
+        if self.url is None:
+            raise _KeyProblemError("url", "required: a webhook notifier needs url (or url_file)")
+        if self.url_file is not None:
+            try:
+                _check_secret_url(self.url)
+            except ValueError as exc:
+                raise _KeyProblemError("url_file", str(exc)) from None
+        return self
+
+
+class AlertmanagerNotifier(_NotifierBase):
+    # Fed the way Prometheus feeds it: every resolve, and firing alerts every cycle.
+    capabilities = Capabilities(always_resolves=True, resends_active=True)
+    type: Literal["alertmanager"]
+    urls: list[HttpUrl] = Field(min_length=1)
+
+
+class ConsoleNotifier(_NotifierBase):
+    type: Literal["console"]
+
+
+Notifier = Annotated[
+    SlackNotifier | WebhookNotifier | AlertmanagerNotifier | ConsoleNotifier,
+    Field(discriminator="type"),
+]
+
+
+def _notifier_types() -> list[str]:
+    """The `type` of every notifier kind, read from the config union itself."""
+    union = get_args(Notifier)[0]
+    return [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
+
+
+_UNION_TAGS = set(_notifier_types())
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _loc_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    parts = tuple(loc)
+    for i, part in enumerate(parts):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i == 2 and parts[0] == "notifiers" and part in _UNION_TAGS:
+            # Discriminated-union branch names are internal; the key path skips them.
+            continue
+        else:
+            # Spelt as in the file: JSON's string escapes are TOML's.
+            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
+            out += f".{key}" if out else key
+    return out
