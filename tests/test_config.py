@@ -17,7 +17,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from syncwatch.cli import main
-from syncwatch.config import EX_CONFIG, DaemonConfig, ParagonConfig, TimbalConfig, TimbalMatch, format_duration, load_config, parse_duration, secrets_of
+from syncwatch.config import (
+    EX_CONFIG,
+    DaemonConfig,
+    ParagonConfig,
+    TimbalConfig,
+    TimbalMatch,
+    format_duration,
+    load_config,
+    parse_duration,
+    secrets_of,
+)
 from syncwatch.config.load import _all_models
 from syncwatch.evaluate import effective_thresholds
 from tests.conftest import ENV_OWNED
