@@ -83,9 +83,6 @@ class ParagonSync:
     last_synced_at: datetime | None = None
 
 
-Sync = TimbalSync | ParagonSync
-
-
 @dataclass(frozen=True, slots=True)
 class Condition:
     """An alert condition that holds now; the lifecycle turns these into alerts."""

@@ -23,7 +23,8 @@ from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_HEADER = 150
-MAX_TEXT = 40_000
+# The plain-text fallback is the notification preview; Slack allows 40,000 characters.
+MAX_FALLBACK = 3000
 # Slack answers msg_blocks_too_long near 13k characters of block text, below its
 # per-block limits; stay well under it.
 MAX_BLOCKS_TEXT = 12_000
@@ -126,7 +127,7 @@ def slack_message(batch: Batch) -> dict[str, Any]:
         + "\n"
         + "\n".join(_escape(a.annotations.get("summary", a.alertname)) for a in alerts[:50])
     )
-    return {"text": _truncate(fallback, 3000), "blocks": [b.to_dict() for b in blocks]}
+    return {"text": _truncate(fallback, MAX_FALLBACK), "blocks": [b.to_dict() for b in blocks]}
 
 
 class SlackNotifier(HttpNotifier[SlackConfig]):

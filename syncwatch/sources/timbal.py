@@ -102,10 +102,6 @@ class TimbalClient:
         self.upstream = upstream
         self.now = now  # our clock, to compare with the upstream's `Date`
 
-    @property
-    def tenants(self) -> list[str]:
-        return [org.id for org in self.config.orgs]
-
     async def list_org(self, org: TimbalOrg) -> Listing:
         """One org's listing: every connector filter fetched, merged, de-duplicated."""
         started = time.perf_counter()
