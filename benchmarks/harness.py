@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import operator
 import os
 import platform
 import random
@@ -30,6 +32,7 @@ from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -159,6 +162,7 @@ def simulator(
 def floor_gets(sim: Simulator, orgs: Sequence[str], users: Sequence[str], key: bytes) -> list[Get]:
     """The daemon's GETs, with tokens minted beforehand (minting is not part of the floor)."""
     signing_key = load_pem_private_key(key, password=None)  # parsed once, not per token
+    assert isinstance(signing_key, RSAPrivateKey)  # RS256 below
     now = int(time.time())
     gets = [
         Get(f"{sim.base_url}/orgs/{o}/connectors/syncs", {"Authorization": "Bearer sim-timbal-key"})
@@ -354,6 +358,7 @@ class Scrapers:
     def _run(self, path: str) -> None:
         with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
+                error: str | None
                 try:
                     status = client.get(f"{self.url}{path}").status_code
                 except httpx.HTTPError as exc:
@@ -475,7 +480,7 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
                     },
                 ).raise_for_status()
                 wait_for(
-                    lambda s=sync_id: s in capture.first_seen,
+                    functools.partial(operator.contains, capture.first_seen, sync_id),
                     f"the webhook to hear about {sync_id}",
                     3 * size.poll_interval + 120,
                 )

@@ -72,4 +72,5 @@ def timbal_record() -> dict[str, Any]:
 
 def paragon_record() -> dict[str, Any]:
     """One item of Paragon's `SyncsResponse.data`."""
-    return schema(PARAGON_API, "SyncsResponse")["properties"]["data"]["items"]
+    items: dict[str, Any] = schema(PARAGON_API, "SyncsResponse")["properties"]["data"]["items"]
+    return items

@@ -6,6 +6,7 @@ import argparse
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def _readme_rows() -> dict[str, tuple[str, str]]:
     return rows
 
 
-def _options(p: argparse.ArgumentParser) -> list[list[str]]:
+def _options(p: argparse.ArgumentParser) -> list[Sequence[str]]:
     """Each option's spellings (`["-c", "--config"]`), --help left out."""
     return [a.option_strings for a in p._actions if a.option_strings and a.dest != "help"]
 

@@ -921,7 +921,8 @@ def test_every_match_key_is_a_glob(key: str) -> None:
     ids = {"org_id": "o", "connector_id": "c", "sync_id": "s", "name": "n"}
 
     def ratio_for(value: str) -> float | None:
-        t = resolve(**{**ids, key: value})
+        args = {**ids, key: value}
+        t = resolve(args["org_id"], args["connector_id"], args["sync_id"], args["name"])
         return None if t is None else t.critical_ratio
 
     assert ratio_for("abd-1") == 2.0

@@ -722,10 +722,10 @@ def test_of_duplicates_that_are_all_ok_the_laggiest_is_exported() -> None:
     assert (only.state, only.sync.seconds_since_success) == (SyncState.OK, 60)
 
 
-DAY = 86_400.0
+DAY_S = DAY.total_seconds()
 
 
-@pytest.mark.parametrize("step", [DAY, -DAY, 3600.0, -3600.0])
+@pytest.mark.parametrize("step", [DAY_S, -DAY_S, 3600.0, -3600.0])
 def test_upstream_ages_are_judged_by_the_upstreams_clock_not_ours(step: float) -> None:
     """The listing's Date header is the upstream's now: our clock's step changes nothing."""
     listings = [

@@ -35,7 +35,7 @@ _KEY = ConnectionKey("127.0.0.1", 1, False, True, None, None, None)
             Kind.PROTOCOL,
             "status line or header too long",
         ),
-        (http_exceptions.BadStatusLine(b"x"), Kind.PROTOCOL, "bad status line"),
+        (http_exceptions.BadStatusLine("x"), Kind.PROTOCOL, "bad status line"),
         (ValueError("x"), Kind.UNEXPECTED, "ValueError"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,

@@ -40,10 +40,12 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     if os.environ.get("CI"):
         raise
-    from_schema = None
+    HAVE_JSONSCHEMA = False
+else:
+    HAVE_JSONSCHEMA = True
 
 needs_jsonschema = pytest.mark.skipif(
-    from_schema is None,
+    not HAVE_JSONSCHEMA,
     reason="SKIPPED LOUDLY: hypothesis-jsonschema is not installed, the schema-driven fuzz "
     "tests did not run (pip install hypothesis-jsonschema; with CI set this is an error)",
 )
@@ -175,7 +177,7 @@ SURELY_BAD_DATES = st.sampled_from(
         "\u0662\u0660\u0662\u0664-01-01T00:00:00Z",
     ]
 )
-NON_STRINGS = st.one_of(
+NON_STRINGS: st.SearchStrategy[object] = st.one_of(
     st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.just([])
 ) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
 
@@ -246,7 +248,7 @@ def listing_strategy(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]
 ACTIONS = st.sampled_from(["delete", "null", "wrong_type", "huge_int", "unicode", "bad_value"])
 UNICODE = st.text(max_size=30)
 NON_BOOLS = NON_STRINGS.filter(lambda v: not isinstance(v, bool)) | st.text()
-NON_INTS = (
+NON_INTS: st.SearchStrategy[object] = (
     st.text()
     | st.booleans()
     | st.floats(allow_nan=False, allow_infinity=False).filter(
@@ -254,7 +256,9 @@ NON_INTS = (
     )
     | st.just({})
 )
-NON_DATES = st.booleans() | st.just([]) | st.just({}) | st.integers() | st.floats()
+NON_DATES: st.SearchStrategy[object] = (
+    st.booleans() | st.just([]) | st.just({}) | st.integers() | st.floats()
+)
 NOT_POSITIVE = st.integers(max_value=0)
 FRACTIONS = st.floats(allow_nan=False, allow_infinity=False).filter(
     lambda f: abs(f) < 1e300 and f != int(f)
@@ -301,10 +305,12 @@ def mutate_field(draw: st.DrawFn, record: dict[str, Any], field: str, kind: str)
             record[field] = draw(NON_INTS)
             return BREAKS
         if base == "date":
-            value = draw(NON_DATES)
-            record[field] = value if value == value else 0.5  # JSON has no NaN
+            non_date = draw(NON_DATES)
+            record[field] = non_date if non_date == non_date else 0.5  # JSON has no NaN
             return (
-                MAYBE if isinstance(value, int | float) and not isinstance(value, bool) else BREAKS
+                MAYBE
+                if isinstance(non_date, int | float) and not isinstance(non_date, bool)
+                else BREAKS
             )
         record[field] = draw(json_values(4))
         return KEEPS
@@ -373,7 +379,7 @@ def mutated_record(record_schema: dict[str, Any]) -> st.SearchStrategy[tuple[dic
     return _once("mutated", record_schema, _build_mutated)
 
 
-SOURCES = {
+SOURCES: dict[str, tuple[Source, type[BaseModel], str, type[BaseModel]]] = {
     "timbal": (Source.TIMBAL, TimbalListing, "syncs", TimbalRecord),
     "paragon": (Source.PARAGON, ParagonListing, "data", ParagonRecord),
 }
@@ -441,7 +447,7 @@ LISTING_SCHEMAS = {
 # Checks the test's own strategy, not syncwatch: a fixed count, even for the full run.
 @settings(fuzz_settings(50), max_examples=min(EXAMPLES or 50, 1000))
 @given(data=st.data())
-def test_object_strategies_follow_the_schemas(name: str, data: st.DataObject):
+def test_object_strategies_follow_the_schemas(name: str, data: st.DataObject) -> None:
     """The hand-built listing strategy makes only what the schemas allow."""
     schema = LISTING_SCHEMAS[name]
     listing = data.draw(listing_strategy(schema))
@@ -453,7 +459,9 @@ def test_object_strategies_follow_the_schemas(name: str, data: st.DataObject):
 @pytest.mark.parametrize("source", ["timbal", "paragon"])
 @fuzz_settings(25)
 @given(data=st.data(), ascii_only=st.booleans())
-def test_mutated_records_are_kept_or_counted(source: str, data: st.DataObject, ascii_only: bool):
+def test_mutated_records_are_kept_or_counted(
+    source: str, data: st.DataObject, ascii_only: bool
+) -> None:
     items = data.draw(mutated_records(source, 6), label="items")
     key = SOURCES[source][2]
     extra = data.draw(top_level_extras(source))
@@ -503,7 +511,7 @@ JSONISH = st.lists(
 @pytest.mark.parametrize("source", ["timbal", "paragon"])
 @fuzz_settings(40)
 @given(body=st.binary(max_size=300) | JSONISH)
-def test_arbitrary_bytes_raise_only_source_error(source: str, body: bytes):
+def test_arbitrary_bytes_raise_only_source_error(source: str, body: bytes) -> None:
     try:
         parsed = parse(source, body)
     except SourceError:
@@ -527,7 +535,9 @@ def arbitrary_json(key: str) -> st.SearchStrategy[Any]:
 @pytest.mark.parametrize("source", ["timbal", "paragon"])
 @fuzz_settings(40)
 @given(data=st.data(), ascii_only=st.booleans())
-def test_arbitrary_json_raise_only_source_error(source: str, data: st.DataObject, ascii_only: bool):
+def test_arbitrary_json_raise_only_source_error(
+    source: str, data: st.DataObject, ascii_only: bool
+) -> None:
     key = SOURCES[source][2]
     value = data.draw(arbitrary_json(key), label="value")
     check_listing(source, value, dumps(value, ascii_only))
@@ -563,7 +573,9 @@ def evaluate_all(source: str, records: list[BaseModel], now: datetime) -> list[E
 @pytest.mark.parametrize("source", ["timbal", "paragon"])
 @fuzz_settings(25)
 @given(data=st.data(), now=NOW)
-def test_parsed_records_evaluate_without_raising(source: str, data: st.DataObject, now: datetime):
+def test_parsed_records_evaluate_without_raising(
+    source: str, data: st.DataObject, now: datetime
+) -> None:
     items = data.draw(mutated_records(source, 4), label="items")
     key = SOURCES[source][2]
     body_data = {key: [record for record, _ in items]}
@@ -604,7 +616,7 @@ def as_whole_floats(record: dict[str, Any], fields: list[str]) -> dict[str, Any]
 @given(data=st.data(), ascii_only=st.booleans(), whole_floats=st.booleans(), now=NOW)
 def test_every_spec_valid_record_is_evaluated_or_skipped_by_a_documented_rule(
     source: str, data: st.DataObject, ascii_only: bool, whole_floats: bool, now: datetime
-):
+) -> None:
     """Listings drawn from the OpenAPI schemas: every record is kept and evaluates, unless
     a documented rule skips it (`interval_secs <= 0`); never for a negative lag, a float
     integer or a required field syncwatch does not use."""

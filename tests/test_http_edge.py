@@ -198,15 +198,15 @@ def _instance(cls: type[BaseException]) -> BaseException:
     request = httpx.Request("POST", SECRET_URL)
     attempts: list[Callable[[], BaseException]] = [
         lambda: cls(_INFO, (), status=400, message=msg),  # type: ignore[call-arg]
-        lambda: cls(_KEY, ssl.SSLCertVerificationError(1, msg)),  # type: ignore[call-arg]
-        lambda: cls(_KEY, os_error),  # type: ignore[call-arg]
-        lambda: cls(SECRET_URL, _KEY, os_error),  # type: ignore[call-arg]
-        lambda: cls(b"a", b"b", "127.0.0.1", 1),  # type: ignore[call-arg]
-        lambda: cls(SECRET_URL, msg),  # type: ignore[call-arg]
+        lambda: cls(_KEY, ssl.SSLCertVerificationError(1, msg)),
+        lambda: cls(_KEY, os_error),
+        lambda: cls(SECRET_URL, _KEY, os_error),
+        lambda: cls(b"a", b"b", "127.0.0.1", 1),
+        lambda: cls(SECRET_URL, msg),
         lambda: cls(msg, request=request),  # type: ignore[call-arg]
         lambda: cls(msg, request=request, response=httpx.Response(500)),  # type: ignore[call-arg]
         lambda: cls(message=msg),  # type: ignore[call-arg]
-        lambda: cls(SECRET_URL.encode(), "8190"),  # type: ignore[call-arg]
+        lambda: cls(SECRET_URL.encode(), "8190"),
         lambda: cls(SECRET_URL),
         cls,
     ]

@@ -51,7 +51,7 @@ PARAGON_SYNC: dict[str, Any] = {
 }
 
 
-def timbal(records: list[dict[str, Any]]) -> ParsedRecords[TimbalRecord]:
+def timbal(records: list[object]) -> ParsedRecords[TimbalRecord]:
     return parse_listing(
         json.dumps({"syncs": records}).encode(),
         source=Source.TIMBAL,

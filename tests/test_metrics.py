@@ -16,6 +16,7 @@ from syncwatch.config import load_config
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report
 from syncwatch.metrics import Telemetry
+from syncwatch.models import TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.state import StateStore
 from syncwatch.store import Store
@@ -179,6 +180,7 @@ def test_label_values_are_escaped(frozen_sim: SimulatorThread, openmetrics: bool
 
     report = _report(frozen_sim)
     first = report.evaluations[0]
+    assert isinstance(first.sync, TimbalSync)  # the interval family below is Timbal's
     awkward = 'a "quoted" back\\slash\nnew line'
     evaluations = [replace(first, sync=replace(first.sync, name=awkward)), *report.evaluations[1:]]
     telemetry = Telemetry()

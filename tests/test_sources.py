@@ -116,6 +116,20 @@ def requests_for(control: httpx.Client, source: str, tenant: str) -> int:
     return int(control.get("/_sim/requests").json()[source].get(tenant, 0))
 
 
+def timbal_syncs(listing: Listing) -> list[TimbalSync]:
+    """A Timbal listing's syncs, each checked to be one."""
+    syncs = [s for s in listing.syncs if isinstance(s, TimbalSync)]
+    assert len(syncs) == len(listing.syncs)
+    return syncs
+
+
+def paragon_syncs(listing: Listing) -> list[ParagonSync]:
+    """A Paragon listing's syncs, each checked to be one."""
+    syncs = [s for s in listing.syncs if isinstance(s, ParagonSync)]
+    assert len(syncs) == len(listing.syncs)
+    return syncs
+
+
 # --- Timbal -----------------------------------------------------------------------------
 
 
@@ -125,7 +139,7 @@ def test_timbal_lists_every_sync_of_every_org(
     config = make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": o} for o in fleet["orgs"]]})
     listings = run(config)
     assert all(listing.ok for listing in listings)
-    got = {(s.org_id, s.id) for listing in listings for s in listing.syncs}
+    got = {(s.org_id, s.id) for listing in listings for s in timbal_syncs(listing)}
     assert got == {(s["org_id"], s["sync_id"]) for s in fleet["timbal"]}
     assert all(isinstance(s, TimbalSync) for listing in listings for s in listing.syncs)
 
@@ -139,7 +153,7 @@ def test_timbal_connector_filter_makes_one_call_per_connector(
         thread_sim, rsa_keys, timbal={"orgs": [{"id": org, "connector_ids": connectors}]}
     )
     [listing] = run(config)
-    assert {s.connector_id for s in listing.syncs} == set(connectors)
+    assert {s.connector_id for s in timbal_syncs(listing)} == set(connectors)
     expected = {
         s["sync_id"]
         for s in fleet["timbal"]
@@ -163,8 +177,9 @@ def test_timbal_per_org_key_overrides_the_global_key(
     )
     by_org = {listing.tenant: listing for listing in run(config)}
     assert by_org[first].ok
-    assert by_org[second].error is not None
-    assert by_org[second].error.reason is Reason.HTTP_403
+    error = by_org[second].error
+    assert error is not None
+    assert error.reason is Reason.HTTP_403
 
 
 @pytest.mark.parametrize(
@@ -325,7 +340,7 @@ def test_paragon_lists_every_users_syncs_with_minted_tokens(
     config = make_config(thread_sim, rsa_keys, paragon={"users": fleet["users"]})
     listings = run(config)
     assert all(listing.ok for listing in listings), [str(x.error) for x in listings]
-    got = {(s.user_id, s.id) for listing in listings for s in listing.syncs}
+    got = {(s.user_id, s.id) for listing in listings for s in paragon_syncs(listing)}
     assert got == {(s["user_id"], s["sync_id"]) for s in fleet["paragon"]}
 
 
@@ -370,7 +385,7 @@ def test_paragon_unknown_status_is_carried_as_its_own_value(
     mutate(control, "paragon", sync["user_id"], sync["sync_id"], {"status": "PAUSED"})
     [listing] = run(make_config(thread_sim, rsa_keys, paragon={"users": [sync["user_id"]]}))
     assert listing.ok
-    assert {s.status for s in listing.syncs if s.id == sync["sync_id"]} == {"PAUSED"}
+    assert {s.status for s in paragon_syncs(listing) if s.id == sync["sync_id"]} == {"PAUSED"}
 
 
 def test_paragon_credential_filter_is_sent(
@@ -383,7 +398,7 @@ def test_paragon_credential_filter_is_sent(
         paragon={"users": [{"id": sync["user_id"], "credential_id": sync["credential_id"]}]},
     )
     [listing] = run(config)
-    assert {s.credential_id for s in listing.syncs} == {sync["credential_id"]}
+    assert {s.credential_id for s in paragon_syncs(listing)} == {sync["credential_id"]}
 
 
 def test_paragon_reminted_once_on_401(
@@ -535,7 +550,7 @@ def test_a_record_that_fails_validation_keeps_its_id_as_listed(
     mutate(control, "timbal", org, first, {"interval_secs": 0})
     [listing] = run(make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]}))
     assert listing.ok
-    assert (listing.invalid_records, listing.invalid_ids) == (1, {first})
+    assert (listing.invalid_records, listing.invalid_ids) == (1, frozenset({first}))
     assert first not in {s.id for s in listing.syncs}
 
 
