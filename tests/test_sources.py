@@ -20,7 +20,7 @@ from syncwatch.models import ParagonSync, Source, TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.sources import Listing, Poller, Reason
 from syncwatch.sources.base import SourceError, Upstream
-from syncwatch.sources.paragon import TokenMinter
+from syncwatch.sources.paragon import ParagonClient, TokenMinter
 from tests.capture import CaptureServer
 from tests.conftest import Keys
 
@@ -481,6 +481,55 @@ def test_invalidate_forces_a_new_token(rsa_keys: Keys) -> None:
     now[0] += 1
     minter.invalidate("u")
     assert minter.token("u") != first
+
+
+def test_a_minted_token_carries_the_upstreams_clock_once_its_skew_is_observed(
+    rsa_keys: Keys,
+) -> None:
+    now = [1_700_000_000.0]
+    minter = TokenMinter(rsa_keys.private_pem.decode(), "p", 3600, clock=lambda: now[0])
+    minter.observe(86_400.0)  # our clock a day ahead of the upstream's
+    claims = jwt.decode(minter.token("u"), options={"verify_signature": False})
+    assert (claims["iat"], claims["exp"]) == (1_699_913_600, 1_699_917_200)
+    minter.observe(None)  # an answer without a readable Date keeps what is known
+    assert minter.skew == 86_400.0
+    # The cache is judged on the upstream's clock too: still fresh 3,000 s later.
+    first = minter.token("u")
+    now[0] += 3000
+    assert minter.token("u") == first
+
+
+@pytest.mark.parametrize("offset", [86_400.0, -86_400.0], ids=["+1d", "-1d"])
+async def test_a_token_refused_for_our_clock_is_reminted_once_on_the_upstreams(
+    thread_sim: SimulatorThread,
+    rsa_keys: Keys,
+    fleet: dict[str, Any],
+    control: httpx.Client,
+    offset: float,
+) -> None:
+    """Our clock a day off, the upstream's right: the first token (iat in its future, or
+    long expired) is refused with 401; the 401's Date gives the skew; one re-mint works."""
+    user = fleet["users"][0]
+    config = make_config(thread_sim, rsa_keys, paragon={"users": [user]})
+    assert config.paragon is not None
+    async with make_transport(max_connections=2) as transport:
+        upstream = Upstream(
+            transport=transport, retries=0, timeout=5, semaphore=asyncio.Semaphore(2)
+        )
+        client = ParagonClient(
+            config.paragon,
+            upstream,
+            clock=lambda: time.time() + offset,
+            now=lambda: datetime.now(UTC) + timedelta(seconds=offset),
+        )
+        [first] = await client.poll(lambda _source, _tenant: True)
+        [second] = await client.poll(lambda _source, _tenant: True)
+    assert first.error is None
+    assert second.error is None
+    assert first.clock_skew is not None
+    assert abs(first.clock_skew - offset) < 5
+    # 401, the re-mint, then the cached token: three requests for two listings.
+    assert requests_for(control, "paragon", user) == 3
 
 
 def test_users_file_is_reread_every_poll(

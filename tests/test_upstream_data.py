@@ -262,18 +262,29 @@ def intended(fleet: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
+def paragon_requests(sim: SimProcess) -> dict[str, int]:
+    with sim.control() as client:
+        counts: dict[str, int] = client.get("/_sim/requests").raise_for_status().json()["paragon"]
+        return counts
+
+
+@pytest.mark.parametrize("tokens", ["static", "minted"])
 @pytest.mark.parametrize("step", ["+1d", "-1d"])
 def test_a_daemon_whose_clock_is_a_day_off_raises_the_upstream_age_alerts_real_time_would(
-    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, step: str
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, step: str, tokens: str
 ) -> None:
     """`syncwatch run` under libfaketime, the simulator on real time: SyncNeverSucceeded
-    and SyncStuckInitializing are judged by the upstream's Date, not our clock."""
+    and SyncStuckInitializing are judged by the upstream's Date, not our clock; minted
+    Paragon user tokens (verified by the simulator's PyJWT) carry the upstream's time."""
     library = libfaketime()
     fleet = sim.fleet()
     expected = intended(fleet)
     assert {name for name, _ in expected} == set(ORDER), "seed 7 has both kinds"
-    # Static user tokens: a minted JWT carries our clock in iat/exp (not this test's subject).
-    users = [{"id": u, "token": f"sim-paragon-token:{u}"} for u in fleet["users"]]
+    users = (
+        [{"id": u, "token": f"sim-paragon-token:{u}"} for u in fleet["users"]]
+        if tokens == "static"
+        else None  # every fleet user, tokens minted with paragon.signing_key_file
+    )
     env = {
         "LD_PRELOAD": library,
         "FAKETIME": step,
@@ -282,6 +293,9 @@ def test_a_daemon_whose_clock_is_a_day_off_raises_the_upstream_age_alerts_real_t
     }
     daemon = launch(tmp_path, sim, rsa_keys, env=env, users=users)
     try:
+        daemon.wait_cycles(1)
+        first = paragon_requests(sim)
+        cycles = daemon.cycles()
         daemon.wait_cycles(3)
         raised = {
             (a["labels"]["alertname"], a["labels"]["sync_id"])
@@ -289,11 +303,21 @@ def test_a_daemon_whose_clock_is_a_day_off_raises_the_upstream_age_alerts_real_t
             if a["labels"]["alertname"] in ORDER
         }
         metrics = daemon.metrics()
+        cycles = daemon.cycles() - cycles
+        later = paragon_requests(sim)
         skews = [v for _, v in metrics.get("syncwatch_source_clock_skew_seconds", [])]
         down = [lb for lb, v in metrics["syncwatch_source_up"] if v != 1.0]
     finally:
         daemon.proc.stop()
     assert down == []
+    assert not [e for e in events(daemon, "poll_failed") if e["source"] == "paragon"]
+    # A minted token is refused once, re-minted on the upstream's clock and then cached:
+    # about one request per user and cycle, not a 401 and a re-mint every time.
+    assert all(later[u] - first.get(u, 0) <= cycles + 1 for u in fleet["users"]), (
+        first,
+        later,
+        cycles,
+    )
     assert raised == expected
     sign = 1 if step.startswith("+") else -1
     assert len(skews) == len(fleet["orgs"]) + len(fleet["users"])

@@ -90,12 +90,14 @@ class SourceError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         hint: str | None = None,
+        date: str | None = None,
     ) -> None:
         self.source = source
         self.tenant = tenant
         self.reason = reason
         self.status_code = status_code
         self.retry_after = retry_after
+        self.date = date  # the answer's `Date` header: the upstream's clock, when it answered
         self.hint = hint or _HINTS.get(reason, "")
         message = f"{source} {tenant}: {detail}"
         super().__init__(f"{message} ({self.hint})" if self.hint else message)
@@ -262,8 +264,9 @@ class Upstream:
                     hint=_PROTOCOL_HINT if failure.kind is Kind.PROTOCOL else None,
                 ) from None
         status = response.status_code
+        date = response.headers.get("Date")
         if status == 200:
-            return Reply(body, response.headers.get("Date"))
+            return Reply(body, date)
         detail = f"HTTP {status} from {where}"
         if 300 <= status < 400:
             # Not followed: the bearer token must never travel to wherever this points.
@@ -275,6 +278,7 @@ class Upstream:
                 Reason.HTTP_3XX,
                 f"{detail}, redirecting to {to or 'nowhere'}",
                 status_code=status,
+                date=date,
             )
         if status == 401:
             raise SourceError(
@@ -283,6 +287,7 @@ class Upstream:
                 Reason.HTTP_401,
                 detail,
                 status_code=status,
+                date=date,
                 hint=f"unauthorized: {auth_hint}" if auth_hint else None,
             )
         if status == 403:
@@ -292,17 +297,26 @@ class Upstream:
                 Reason.HTTP_403,
                 detail,
                 status_code=status,
+                date=date,
                 hint=f"forbidden: {auth_hint}" if auth_hint else None,
             )
         if status == 404:
-            raise SourceError(source, tenant, Reason.HTTP_404, detail, status_code=status)
+            raise SourceError(
+                source, tenant, Reason.HTTP_404, detail, status_code=status, date=date
+            )
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             reason = Reason.HTTP_429 if status == 429 else Reason.HTTP_5XX
             raise SourceError(
-                source, tenant, reason, detail, status_code=status, retry_after=retry_after
+                source,
+                tenant,
+                reason,
+                detail,
+                status_code=status,
+                retry_after=retry_after,
+                date=date,
             )
-        raise SourceError(source, tenant, Reason.HTTP_4XX, detail, status_code=status)
+        raise SourceError(source, tenant, Reason.HTTP_4XX, detail, status_code=status, date=date)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -90,7 +90,11 @@ class ParagonListing(BaseModel):
 
 
 class TokenMinter:
-    """Mints Paragon User Tokens (RS256 JWT) and caches each until shortly before expiry."""
+    """Mints Paragon User Tokens (RS256 JWT) and caches each until shortly before expiry.
+
+    The upstream checks `iat` and `exp` against its own clock, so tokens are minted on it:
+    our clock minus the last skew observed from its `Date` header (0 until one is seen).
+    """
 
     def __init__(
         self,
@@ -108,10 +112,16 @@ class TokenMinter:
         # Renew with a margin so a token never expires in flight.
         self.margin = min(300, self.ttl // 10)
         self._clock = clock
+        self.skew = 0.0  # our clock minus the upstream's, in seconds
         self._cache: dict[str, tuple[str, int]] = {}
 
+    def observe(self, skew: float | None) -> None:
+        """The skew of the upstream's latest answer; None (no readable `Date`) keeps the last."""
+        if skew is not None:
+            self.skew = skew
+
     def token(self, user_id: str) -> str:
-        now = int(self._clock())
+        now = int(self._clock() - self.skew)
         cached = self._cache.get(user_id)
         if cached is not None and cached[1] - self.margin > now:
             return cached[0]
@@ -158,7 +168,7 @@ class ParagonClient:
         url = f"{self.config.base_url}{path}"
         for first_try in (True, False):
             try:
-                return await self.upstream.get(
+                reply = await self.upstream.get(
                     Source.PARAGON,
                     user.id,
                     url,
@@ -172,13 +182,22 @@ class ParagonClient:
                     ),
                 )
             except SourceError as exc:
-                # A minted token may have been revoked or the clock skewed: re-mint once.
+                self._observe(exc.date)
+                # A minted token may have been revoked or our clock be off: re-mint once, on
+                # the clock of the upstream that refused it.
                 if first_try and exc.reason is Reason.HTTP_401 and user.token is None:
                     assert self.minter is not None
                     self.minter.invalidate(user.id)
                     continue
                 raise
+            self._observe(reply.date)
+            return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, date: str | None) -> None:
+        # Measured on the same wall clock as the listing's clock_skew.
+        if self.minter is not None:
+            self.minter.observe(skew_of(parse_http_date(date), self.now()))
 
     async def list_user(self, user: ParagonUser) -> Listing:
         started = time.perf_counter()
