@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_test_notify(args: argparse.Namespace) -> int:
     from syncwatch.dispatch import send_test
     from syncwatch.http import make_http_client
-    from syncwatch.notifiers import make_notifier
+    from syncwatch.notifiers.registry import make_notifier
 
     config = _config(args.config)
     _setup_logs(config)

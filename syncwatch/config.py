@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 import math
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
+import tomli_w
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,6 +38,7 @@ from pydantic_settings import (
 )
 
 from syncwatch.models import Severity
+from syncwatch.outbox import Capabilities
 
 EX_CONFIG = 78
 DEFAULT_PATHS = (Path("syncwatch.toml"), Path("/etc/syncwatch/config.toml"))
@@ -574,12 +577,16 @@ class AlertingConfig(_Model):
 
 
 class _NotifierBase(_WithSecrets):
+    # The kind's needs of routing and delivery (Alertmanager hears every resolve…).
+    capabilities: ClassVar[Capabilities] = Capabilities()
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     min_severity: Severity = Severity.WARNING
     match: dict[str, Glob] = {}
 
 
 class SlackNotifier(_NotifierBase):
+    # Slack allows about one message per second per incoming webhook.
+    capabilities = Capabilities(min_interval=1.0)
     _secrets = ("webhook_url",)
     type: Literal["slack"]
     webhook_url: SecretUrl = None
@@ -622,6 +629,8 @@ class WebhookNotifier(_NotifierBase):
 
 
 class AlertmanagerNotifier(_NotifierBase):
+    # Fed the way Prometheus feeds it: every resolve, and firing alerts every cycle.
+    capabilities = Capabilities(always_resolves=True, resends_active=True)
     type: Literal["alertmanager"]
     urls: list[HttpUrl] = Field(min_length=1)
 
@@ -750,16 +759,26 @@ def _loc_path(loc: Iterable[int | str]) -> str:
             # Discriminated-union branch names are internal; the key path skips them.
             continue
         else:
-            key = part if _BARE_KEY.match(part) else _toml_value(part)
+            # Spelt as in the file: JSON's string escapes are TOML's.
+            key = part if _BARE_KEY.match(part) else json.dumps(part, ensure_ascii=False)
             out += f".{key}" if out else key
     return out
 
 
-_UNION_TAGS = {"slack", "webhook", "alertmanager", "console"}
+def _notifier_types() -> list[str]:
+    """The `type` of every notifier kind, read from the config union itself."""
+    union = get_args(Notifier)[0]
+    return [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
+
+
+_UNION_TAGS = set(_notifier_types())
 
 
 def _keys_of(models: Iterable[type[BaseModel]]) -> set[str]:
     return {info.alias or name for m in models for name, info in m.model_fields.items()}
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _models_at(loc: tuple[int | str, ...]) -> list[type[BaseModel]]:
@@ -801,7 +820,7 @@ def _all_models() -> list[type[BaseModel]]:
     return found
 
 
-_NOTIFIER_TYPES = "slack, webhook, alertmanager, console"
+_NOTIFIER_TYPES = ", ".join(_notifier_types())
 
 
 def format_errors(exc: ValidationError) -> list[str]:
@@ -866,56 +885,9 @@ def _mask_url_password(url: str) -> str:
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
-    """A small TOML writer for the resolved config (tables, arrays of tables, scalars)."""
-    lines: list[str] = []
-    _emit_table(lines, [], data)
-    return "\n".join(lines).strip() + "\n"
-
-
-def _emit_table(lines: list[str], prefix: list[str], table: Mapping[str, Any]) -> None:
-    def is_table(v: object) -> bool:
-        return isinstance(v, Mapping)
-
-    def is_table_array(v: object) -> bool:
-        return isinstance(v, list) and bool(v) and all(isinstance(i, Mapping) for i in v)
-
-    for key, value in table.items():
-        if not is_table(value) and not is_table_array(value):
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in table.items():
-        if is_table(value):
-            if prefix == [] or any(
-                not is_table(v) and not is_table_array(v) for v in value.values()
-            ):
-                lines.extend(["", f"[{'.'.join(_toml_key(k) for k in [*prefix, key])}]"])
-            _emit_table(lines, [*prefix, key], value)
-        elif is_table_array(value):
-            for item in value:
-                lines.extend(["", f"[[{'.'.join(_toml_key(k) for k in [*prefix, key])}]]"])
-                _emit_table(lines, [*prefix, key], item)
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_value(key)
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + inner + " }" if inner else "{}"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+    """`data` as TOML, written by tomli-w (it escapes every control character)."""
+    # One-line strings: tomli-w's multi-line strings turn "\r\n" into "\n", losing the "\r".
+    return tomli_w.dumps(data, multiline_strings=False)
 
 
 def effective_thresholds(

@@ -33,8 +33,8 @@ from syncwatch.engine import Engine
 from syncwatch.evaluate import ParagonRules, evaluate_listings
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.metrics import Telemetry
-from syncwatch.notifiers import make_notifier
-from syncwatch.notifiers.base import Notifier
+from syncwatch.notifiers.registry import make_notifier
+from syncwatch.outbox import Notifier
 from syncwatch.server import (
     ListenerLimits,
     Liveness,
@@ -412,6 +412,7 @@ def run_daemon(
     clock: Clock = SYSTEM,
     sockets: list[socket.socket] | None = None,
     duration: float | None = None,
+    after: Callable[[Daemon], None] | None = None,
 ) -> int:
     """`syncwatch run` and `syncwatch demo`: raise the fd limit, bind, open the state, run."""
     logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
@@ -427,7 +428,10 @@ def run_daemon(
             sockets=sockets,
             limits=limits,
         )
-        return await daemon.run(duration)
+        code = await daemon.run(duration)
+        if after is not None:
+            after(daemon)  # e.g. the demo's closing summary
+        return code
 
     try:
         return asyncio.run(main())

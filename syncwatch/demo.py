@@ -5,13 +5,15 @@ from __future__ import annotations
 import socket
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
 from syncwatch.config import Config, load_config
-from syncwatch.daemon import run_daemon
+from syncwatch.daemon import Daemon, run_daemon
+from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.server import bind_listener
 from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
 from syncwatch.startup import StartupError
@@ -60,6 +62,25 @@ def demo_config(
     )
 
 
+def demo_summary(daemon: Daemon) -> str:
+    """The closing line: what the console printed, and what is still firing."""
+    console = daemon.dispatcher.notifiers.get("console")
+    counts = console.counts if isinstance(console, ConsoleNotifier) else Counter[str]()
+    firing = sum(1 for a in daemon.engine.alerts.values() if a.firing)
+    told = ", ".join(
+        f"{counts[word]} {label}"
+        for word, label in (
+            ("FIRING", "fired"),
+            ("ESCALATED", "escalated"),
+            ("DE-ESCALATED", "de-escalated"),
+            ("REPEAT", "repeated"),
+            ("RESOLVED", "resolved"),
+        )
+        if counts[word] or word in ("FIRING", "RESOLVED")
+    )
+    return f"\nsyncwatch demo: done. {told}; {firing} still firing."
+
+
 def run_demo(duration: float | None, out: TextIO | None = None) -> int:
     """Start the simulator in-process and run the daemon against it."""
     out = out or sys.stdout
@@ -88,12 +109,21 @@ def run_demo(duration: float | None, out: TextIO | None = None) -> int:
                 f"Timbal orgs and {len(fleet['users'])} Paragon users at {sim.base_url}\n"
                 f"  time runs {DEMO_TIME_SCALE:g}x faster; polling every "
                 f"{DEMO_POLL_INTERVAL:g}s; alerts print below as they fire and resolve.\n"
+                "  Times in alert lines and /api/v1/alerts are simulated time (from now, "
+                f"{DEMO_TIME_SCALE:g}x);\n  /metrics timestamps are real time.\n"
                 f"  metrics: http://127.0.0.1:{port}/metrics\n"
                 f"  alerts:  http://127.0.0.1:{port}/api/v1/alerts\n"
                 "  Ctrl-C to stop.\n",
                 file=out,
                 flush=True,
             )
-            return run_daemon(config, None, clock=clock, sockets=sockets, duration=duration)
+            return run_daemon(
+                config,
+                None,
+                clock=clock,
+                sockets=sockets,
+                duration=duration,
+                after=lambda daemon: print(demo_summary(daemon), file=out, flush=True),
+            )
         finally:
             sim.stop()

@@ -9,12 +9,22 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from syncwatch import logs
 from syncwatch.clock import StepDetector
 from syncwatch.config import Config
-from syncwatch.dispatch import route
-from syncwatch.evaluate import Report
-from syncwatch.lifecycle import Alert, Identity, Rules, TenantKey, TenantOutcome, transition
-from syncwatch.notifiers.base import Batch
+from syncwatch.evaluate import Report, state_text
+from syncwatch.lifecycle import (
+    Alert,
+    AlertEvent,
+    Identity,
+    Rules,
+    TenantKey,
+    TenantOutcome,
+    transition,
+)
+from syncwatch.models import AlertName, ParagonSync, Source, TimbalSync
+from syncwatch.outbox import Batch, EventKind
+from syncwatch.routing import route
 from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.engine")
@@ -112,6 +122,7 @@ class Engine:
             rules=Rules.from_config(alerting),
             now=now,
         )
+        result = replace(result, events=_with_resolution(result.events, report))
         batches = route(
             result,
             self.alerts,
@@ -122,9 +133,12 @@ class Engine:
             new_id=self._new_id,
         )
         rows = self.store.commit_cycle(result, batches, created_mono)
+        # A console notifier already prints each event on the terminal the logs go to.
+        shown = logs.for_humans() and any(n.type == "console" for n in self.config.notifiers)
+        emit = log.debug if shown else log.info
         for event in result.events:
             a = event.alert
-            log.info(
+            emit(
                 "alert_transition",
                 kind=str(event.kind),
                 alertname=a.alertname,
@@ -136,3 +150,28 @@ class Engine:
             )
         self.alerts, self.failures = result.alerts, result.failures
         return CycleResult(batches, rows)
+
+
+def _with_resolution(events: list[AlertEvent], report: Report) -> list[AlertEvent]:
+    """Resolved alerts keep their last firing annotations (as Alertmanager does) and say,
+    in `resolution`, what the sync or tenant looks like now."""
+    now_of = {_sync_key(e.sync): e for e in report.evaluations}
+    healthy = {(str(listing.source), listing.tenant) for listing in report.listings if listing.ok}
+    out = []
+    for event in events:
+        a = event.alert
+        text = ""
+        if event.kind is EventKind.RESOLVED:
+            if a.alertname == AlertName.SOURCE_UNREACHABLE:
+                text = "the listing succeeds again" if a.tenant_key in healthy else ""
+            elif (found := now_of.get((a.source, a.tenant, a.sync_id))) is not None:
+                text = state_text(found)
+        annotations = {**a.annotations, "resolution": text} if text else a.annotations
+        out.append(replace(event, alert=replace(a, annotations=annotations)) if text else event)
+    return out
+
+
+def _sync_key(sync: TimbalSync | ParagonSync) -> tuple[str, str, str]:
+    if isinstance(sync, TimbalSync):
+        return (Source.TIMBAL, sync.org_id, sync.id)
+    return (Source.PARAGON, sync.user_id, sync.id)

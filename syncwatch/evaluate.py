@@ -41,6 +41,21 @@ class Evaluation:
     ratio: float | None = None
 
 
+def state_text(e: Evaluation) -> str:
+    """What a sync looks like now, for a resolved alert: `now 0.3x its 5m interval`."""
+    sync = e.sync
+    if e.state is SyncState.IGNORED:
+        return "now ignored by an override"
+    if isinstance(sync, TimbalSync):
+        if e.ratio is None:
+            return "now disabled" if not sync.enabled else f"now {e.state}"
+        text = f"now {ratio_text(e.ratio)} its {format_duration(sync.interval_secs)} interval"
+        if sync.seconds_since_success is not None:
+            text += f", last succeeded {age_text(sync.seconds_since_success)} ago"
+        return text
+    return f"now {sync.status}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParagonRules:
     disabled_severity: Severity | None
@@ -56,6 +71,23 @@ class ParagonRules:
 
 
 ThresholdResolver = Callable[[str, str, str, str], Thresholds | None]
+
+
+def age_text(seconds: float) -> str:
+    """An age for people: its two largest units, `14d3h`, `1h12m`, `9m47s`, `45s`."""
+    rest = max(0, int(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count or parts:
+            parts.append(f"{count}{unit}")
+    kept = [p for p in parts[:2] if not p.startswith("0")]
+    return "".join(kept) or "0s"
+
+
+def ratio_text(ratio: float) -> str:
+    """`4.9x`, and `4078x` once a decimal would only add noise."""
+    return f"{ratio:.1f}x" if ratio < 100 else f"{ratio:.0f}x"
 
 
 def _state_for(severity: Severity) -> SyncState:
@@ -128,12 +160,11 @@ def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: dateti
         return Evaluation(sync, SyncState.OK, ratio=ratio)
 
     interval = format_duration(sync.interval_secs)
-    # Whole seconds: an age from created_at has microseconds ("7200.25s" reads badly).
-    lagged = format_duration(int(lag))
+    lagged = age_text(lag)
     if alertname is AlertName.SYNC_STALE:
         summary = (
             f"{_timbal_label(sync)} last succeeded {lagged} ago, "
-            f"{ratio:.1f}x its {interval} interval"
+            f"{ratio_text(ratio)} its {interval} interval"
         )
         description = (
             f"Connector {sync.connector_id} ({sync.source_kind} {sync.source_table} -> "
@@ -143,8 +174,8 @@ def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: dateti
         )
     else:
         summary = (
-            f"{_timbal_label(sync)} has never succeeded in the {lagged} "
-            f"since it was created, {ratio:.1f}x its {interval} interval"
+            f"{_timbal_label(sync)} has never succeeded, created {lagged} ago, "
+            f"{ratio_text(ratio)} its {interval} interval"
         )
         description = (
             f"Connector {sync.connector_id} ({sync.source_kind} {sync.source_table} -> "
@@ -231,7 +262,7 @@ def evaluate_paragon(sync: ParagonSync, rules: ParagonRules, now: datetime) -> E
                     sync,
                     AlertName.SYNC_STUCK_INITIALIZING,
                     Severity.WARNING,
-                    f"{what} has been INITIALIZING for {format_duration(int(age))}",
+                    f"{what} has been INITIALIZING for {age_text(age)}",
                     f"Created {sync.date_created.isoformat()}; its first run has not "
                     f"started within the {format_duration(rules.initializing_grace)} grace.",
                 )
@@ -246,7 +277,7 @@ def evaluate_paragon(sync: ParagonSync, rules: ParagonRules, now: datetime) -> E
                     sync,
                     AlertName.SYNC_IDLE_STALE,
                     Severity.WARNING,
-                    f"{what} is IDLE and last synced {format_duration(int(age))} ago",
+                    f"{what} is IDLE and last synced {age_text(age)} ago",
                     f"summary.lastSyncedAt is "
                     f"{sync.last_synced_at.isoformat() if sync.last_synced_at else 'unset'}; "
                     f"expected a completed sync within "

@@ -17,7 +17,7 @@ from typing import Protocol
 from syncwatch.config import AlertingConfig
 from syncwatch.evaluate import source_unreachable
 from syncwatch.models import AlertName, Condition, Severity, Source
-from syncwatch.notifiers.base import AlertStatus, EventKind
+from syncwatch.outbox import AlertStatus, EventKind
 
 Identity = tuple[str, str, str, str]  # (alertname, source, tenant, sync_id)
 TenantKey = tuple[str, str]  # (source, tenant)

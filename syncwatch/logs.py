@@ -150,6 +150,14 @@ def _bridge_stdlib(renderer: Processor, scrub: _Scrub, level: int, stream: TextI
     _handler = handler
 
 
+_for_humans = False
+
+
+def for_humans() -> bool:
+    """Whether logs are rendered for a person at a terminal (the console renderer)."""
+    return _for_humans
+
+
 def configure(
     level: str = "info",
     fmt: str = "auto",
@@ -160,6 +168,8 @@ def configure(
     given = stream
     stream = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    global _for_humans  # noqa: PLW0603 - one logging set-up per process
+    _for_humans = console
     renderer: Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if console

@@ -11,6 +11,8 @@ rendered once per snapshot and format, and every other scrape reuses those bytes
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -168,7 +170,9 @@ class Telemetry:
         With `gzip`, the chunks are one gzip stream: the fleet's part compressed once per
         snapshot, the rest compressed onto a copy of that compressor on each scrape.
         """
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = choose_encoder(
+            _RENAMING_ESCAPES.sub("escaping=underscores", accept)
+        )
         openmetrics = content_type.startswith("application/openmetrics-text")
         tail = encoder(self.registry).removesuffix(OPENMETRICS_EOF)
         if openmetrics:
@@ -191,6 +195,10 @@ class Telemetry:
 
 
 OPENMETRICS_EOF = b"# EOF\n"
+# Every name here is a legacy name, written as is; `dots` (every `_` doubled) and `values`
+# (`U__` prefixed) would rename only the encoder's part of the page, so those get
+# `underscores`, which leaves legacy names alone (as `allow-utf-8` does).
+_RENAMING_ESCAPES = re.compile(r"escaping=(?:dots|values)\b")
 
 
 # --- the fleet's families ------------------------------------------------------------------
@@ -198,7 +206,7 @@ OPENMETRICS_EOF = b"# EOF\n"
 # Written directly rather than through prometheus_client's encoders, which spend ~10 µs per
 # sample building and sorting label dicts: for a large fleet that is most of a second per
 # 100,000 series (docs/benchmarks.md). The output is byte for byte what those encoders
-# write (tests/test_metrics.py compares them): labels sorted by name, values as Go floats.
+# write (tests/test_exposition.py compares them): labels sorted by name, values as Go floats.
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +264,7 @@ def _escape(value: str) -> str:
 def _value(value: float) -> str:
     if value == 1:
         return "1.0"
-    if value == 0:
+    if value == 0 and math.copysign(1.0, value) > 0:  # -0.0 is written "-0.0", as Go does
         return "0.0"
     text: str = floatToGoString(value)  # type: ignore[no-untyped-call]  # untyped upstream
     return text

@@ -22,7 +22,7 @@ from syncwatch import wal
 from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import Severity
-from syncwatch.notifiers.base import AlertStatus, Batch
+from syncwatch.outbox import AlertStatus, Batch
 from syncwatch.startup import (
     EX_CANTCREAT,
     EX_DATAERR,

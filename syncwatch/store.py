@@ -27,7 +27,7 @@ from typing import TypeVar
 import structlog
 
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
-from syncwatch.notifiers.base import Batch
+from syncwatch.outbox import Batch
 from syncwatch.state import (
     Ack,
     CycleWrite,

@@ -20,17 +20,19 @@ from syncwatch.config import (
 from syncwatch.config import (
     Notifier as NotifierConfig,
 )
-from syncwatch.dispatch import Dispatcher, make_test_batch, route, send_test
+from syncwatch.dispatch import Dispatcher, make_test_batch, send_test
 from syncwatch.lifecycle import Alert, Identity, Rules, TenantOutcome, Transition, transition
 from syncwatch.models import AlertName, Condition, Severity, Source
-from syncwatch.notifiers.base import (
+from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,
     Batch,
+    Capabilities,
     DeliveryError,
     EventKind,
     NotificationReason,
 )
+from syncwatch.routing import route
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.clock import FakeClock
@@ -351,6 +353,7 @@ class RecordingNotifier:
         self, name: str, script: Sequence[BaseException] = (), *, forever: bool = False
     ) -> None:
         self.name = name
+        self.capabilities = Capabilities()
         self.script = list(script)
         self.forever = forever  # keep raising the last scripted error
         self.attempts: list[str] = []

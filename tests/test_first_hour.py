@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tests.conftest import SIM_BANNER, start_syncwatch, wait_until
+from tests.conftest import (
+    SIM_BANNER,
+    Keys,
+    SimProcess,
+    free_port,
+    sim_config_toml,
+    start_syncwatch,
+    wait_until,
+)
 from tests.test_config import run_cli
 
 MINIMAL = '[timbal]\napi_key = "abcdefgh"\n[[timbal.orgs]]\nid = "org_1"\n'
@@ -74,3 +88,47 @@ def test_check_counts_read_in_the_singular_and_the_plural(tmp_path: Path) -> Non
 
     assert [plural(n, "alert") for n in (0, 1, 2)] == ["0 alerts", "1 alert", "2 alerts"]
     assert plural(1, "tenant") + " unreachable" == "1 tenant unreachable"
+
+
+def test_on_a_terminal_a_console_notifier_prints_each_alert_once(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    """Logs and the console notifier share the terminal: an alert is told there once."""
+    text = sim_config_toml(
+        sim,
+        rsa_keys,
+        state_path=tmp_path / "state.db",
+        listen=f"127.0.0.1:{free_port()}",
+        extra='[[notifiers]]\nname = "console"\ntype = "console"\n',
+    )
+    config = tmp_path / "c.toml"
+    config.write_text(
+        text.replace('log_format = "json"', 'log_format = "auto"').replace(
+            'log_level = "debug"', 'log_level = "info"'
+        )
+    )
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncwatch", "run", "-c", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        # The console lines come when the cycle's batch is delivered, after cycle_complete.
+        while b"notification_sent" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 1.0)
+            if ready:
+                seen += os.read(primary, 65536)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        os.close(primary)
+    output = seen.decode(errors="replace")
+    assert "notification_sent" in output, output
+    fired = [line for line in output.splitlines() if " FIRING " in line]
+    assert fired, output
+    assert "alert_transition" not in output

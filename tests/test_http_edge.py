@@ -31,7 +31,8 @@ from syncwatch.config import Config, load_config
 from syncwatch.evaluate import Report
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.models import Source
-from syncwatch.notifiers.base import DeliveryError, post
+from syncwatch.notifiers.base import post
+from syncwatch.outbox import DeliveryError
 from syncwatch.sources import Poller, Reason
 from tests.capture import CaptureServer, Reply
 from tests.conftest import (

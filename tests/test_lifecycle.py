@@ -19,7 +19,7 @@ from syncwatch.lifecycle import (
     transition,
 )
 from syncwatch.models import AlertName, Condition, Severity, Source
-from syncwatch.notifiers.base import AlertStatus, EventKind
+from syncwatch.outbox import AlertStatus, EventKind
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 ORG = "org_1"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,19 +29,10 @@ from syncwatch.config import SlackNotifier as SlackConfig
 from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.dispatch import Dispatcher, make_test_batch
 from syncwatch.http import make_http_client
-from syncwatch.notifiers import make_notifier
 from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertPayload,
-    AlertStatus,
-    Batch,
-    DeliveryError,
-    EventKind,
-    NotificationReason,
-    post,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, post
 from syncwatch.notifiers.console import ConsoleNotifier
+from syncwatch.notifiers.registry import make_notifier
 from syncwatch.notifiers.slack import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
@@ -51,6 +43,14 @@ from syncwatch.notifiers.slack import (
     slack_message,
 )
 from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.outbox import (
+    AlertPayload,
+    AlertStatus,
+    Batch,
+    DeliveryError,
+    EventKind,
+    NotificationReason,
+)
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer
@@ -739,20 +739,56 @@ async def test_console_prints_one_line_per_alert_event() -> None:
     assert len(await console_output(golden_batch())) == 2
 
 
-async def test_console_firing_line_reads_time_event_severity_alertname_where_summary() -> None:
+async def test_console_firing_line_reads_time_event_severity_alertname_summary() -> None:
     (line,) = await console_output(batch(stale("sync_12", "critical")))
     assert line == (
-        "2025-01-06T09:00:00Z FIRING   critical SyncStale timbal/org_123/sync_12  "
+        "2025-01-06T09:00:00Z FIRING    critical SyncStale "
         "Timbal sync sync_12 (billing-daily) is 3.2x its interval"
     )
 
 
-async def test_console_resolved_line_says_what_the_alert_was() -> None:
+async def test_console_names_the_sync_when_the_summary_does_not() -> None:
+    (line,) = await console_output(batch(stale("sync_12", summary="stale for a while")))
+    assert line.endswith("SyncStale org_123/sync_12  stale for a while")
+
+
+async def test_console_resolved_line_without_a_resolution_says_what_the_alert_was() -> None:
     (line,) = await console_output(batch(stale("sync_12", status=AlertStatus.RESOLVED)))
     assert line == (
-        "2025-01-06T09:00:00Z RESOLVED warning  SyncStale timbal/org_123/sync_12  "
+        "2025-01-06T09:00:00Z RESOLVED  warning  SyncStale org_123/sync_12: "
         "was: Timbal sync sync_12 (billing-daily) is 3.2x its interval"
     )
+
+
+async def test_console_resolved_line_says_what_the_sync_looks_like_now() -> None:
+    alert = stale("sync_12", status=AlertStatus.RESOLVED)
+    alert = replace(
+        alert,
+        annotations={
+            **alert.annotations,
+            "ratio": "12.93",
+            "resolution": "now 0.3x its 5m interval",
+        },
+    )
+    (line,) = await console_output(batch(alert))
+    assert line.endswith("org_123/sync_12 'billing-daily': now 0.3x its 5m interval (was 12.9x)")
+
+
+async def test_console_shows_an_escalation_as_the_severities_it_moved_between() -> None:
+    stream = io.StringIO()
+    notifier = ConsoleNotifier(ConsoleConfig(name="console", type="console"), stream)
+    await notifier.send(batch(stale("sync_12", "warning")))
+    await notifier.send(batch(replace(stale("sync_12", "critical"), event=EventKind.CHANGED)))
+    await notifier.send(batch(replace(stale("sync_12", "warning"), event=EventKind.CHANGED)))
+    lines = stream.getvalue().splitlines()
+    assert " ESCALATED warning → critical SyncStale " in lines[1]
+    assert " DE-ESCALATED critical → warning SyncStale " in lines[2]
+    assert notifier.counts == {"FIRING": 1, "ESCALATED": 1, "DE-ESCALATED": 1}
+
+
+async def test_console_without_the_previous_severity_says_changed() -> None:
+    (line,) = await console_output(batch(replace(stale("sync_12"), event=EventKind.CHANGED)))
+    assert " CHANGED   warning  SyncStale " in line
 
 
 async def test_console_marks_a_test_batch() -> None:
@@ -977,3 +1013,22 @@ async def test_alertmanager_url_credentials_become_basic_auth_and_stay_out_of_er
         [_, delivered] = capture.wait_for(2)
         expected = "Basic " + base64.b64encode(b"am-user:s3cr3t-PASS").decode()
         assert delivered.header("Authorization") == expected
+
+
+def test_the_registry_builds_exactly_the_kinds_the_config_accepts() -> None:
+    """One registry line per notifier kind: nothing else lists them."""
+    from typing import get_args
+
+    from syncwatch.config import Notifier as NotifierConfig
+    from syncwatch.notifiers.registry import KINDS
+
+    union = get_args(NotifierConfig)[0]
+    types = [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
+    assert sorted(KINDS) == sorted(types)
+
+
+def test_capabilities_are_the_kinds_own_data() -> None:
+    assert AlertmanagerConfig.capabilities.always_resolves
+    assert AlertmanagerConfig.capabilities.resends_active
+    assert SlackConfig.capabilities.min_interval == 1.0
+    assert WebhookConfig.capabilities.min_interval == 0.0

@@ -26,8 +26,10 @@ from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.http import make_http_client
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER
+from syncwatch.notifiers.slack import SlackNotifier
+from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,
     Batch,
@@ -35,8 +37,6 @@ from syncwatch.notifiers.base import (
     NotificationReason,
     Notifier,
 )
-from syncwatch.notifiers.slack import SlackNotifier
-from syncwatch.notifiers.webhook import WebhookNotifier
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer

@@ -39,9 +39,10 @@ from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.http import make_http_client
 from syncwatch.models import Source, TimbalSync
 from syncwatch.notifiers.alertmanager import ENDS_AT_CYCLES, AlertmanagerNotifier
-from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Batch, Notifier, rfc3339
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, rfc3339
 from syncwatch.notifiers.slack import SlackNotifier, slack_message
 from syncwatch.notifiers.webhook import WebhookNotifier, webhook_payload
+from syncwatch.outbox import Batch, Capabilities, Notifier
 from syncwatch.sources.base import Listing
 from syncwatch.state import StateStore
 from syncwatch.store import Store
@@ -214,7 +215,7 @@ class Sim:
                 # Slack's one-message-a-second spacing would move the clock inside a pass, and
                 # every check here is per pass. It is kept, and checked, in
                 # test_slack_backlog_drains_at_slacks_pace.
-                slack.min_interval = 0.0
+                slack.capabilities = Capabilities()
             notifier, entry = slack, slack_entry
         else:
             am = AlertmanagerConfig(name=self.name, type="alertmanager", urls=[url])

@@ -21,13 +21,7 @@ from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import AlertName, Severity, Source, TimbalSync
-from syncwatch.notifiers.base import (
-    AlertPayload,
-    AlertStatus,
-    Batch,
-    EventKind,
-    NotificationReason,
-)
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason
 from syncwatch.sources.base import Listing
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import SCHEMA_VERSION, StateStore

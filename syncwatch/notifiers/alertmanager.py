@@ -12,14 +12,8 @@ import orjson
 
 from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
 from syncwatch.failures import origin
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertStatus,
-    Batch,
-    DeliveryError,
-    post,
-    rfc3339,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Context, post, rfc3339
+from syncwatch.outbox import AlertStatus, Batch, DeliveryError
 
 # Firing alerts are re-sent every cycle; a few missed cycles must not resolve them.
 ENDS_AT_CYCLES = 4
@@ -34,10 +28,18 @@ class AlertmanagerNotifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = config.name
+        self.capabilities = config.capabilities
         self.urls = config.urls
         self.client = client
         self.poll_interval = poll_interval
         self.clock = clock
+
+    @classmethod
+    def build(
+        cls, config: AlertmanagerConfig, client: httpx.AsyncClient, context: Context
+    ) -> AlertmanagerNotifier:
+        """The registry's uniform factory."""
+        return cls(config, client, context.poll_interval, context.clock)
 
     def body(self, batch: Batch) -> bytes:
         now = datetime.fromtimestamp(self.clock(), UTC)

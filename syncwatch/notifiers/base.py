@@ -4,171 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
-import orjson
 
 from syncwatch.failures import classify, origin, scrub
 from syncwatch.http import read_body
-from syncwatch.models import Severity
+from syncwatch.outbox import Capabilities, DeliveryError
 from syncwatch.sources.base import parse_retry_after
-
-
-class AlertStatus(enum.StrEnum):
-    FIRING = "firing"
-    RESOLVED = "resolved"
-
-
-class EventKind(enum.StrEnum):
-    """Why an alert is in a batch."""
-
-    FIRING = "firing"  # newly firing
-    CHANGED = "changed"  # severity changed while firing
-    REPEAT = "repeat"  # still firing after repeat_interval
-    RESOLVED = "resolved"
-    ACTIVE = "active"  # still firing, re-sent every cycle (Alertmanager only)
-
-
-class NotificationReason(enum.StrEnum):
-    """Alertmanager webhook v4 `notification_reason` values."""
-
-    FIRST = "first notification"
-    NEW_ALERTS = "new alerts added"
-    SOME_RESOLVED = "some alerts resolved"
-    ALL_RESOLVED = "all alerts resolved"
-    REPEAT = "repeat interval elapsed"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertPayload:
-    """One alert as notified: the Alertmanager alert shape plus why it is included."""
-
-    status: AlertStatus
-    event: EventKind
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    starts_at: datetime
-    ends_at: datetime | None
-    fingerprint: str
-    generator_url: str = ""
-
-    @property
-    def severity(self) -> Severity:
-        return Severity(self.labels.get("severity", Severity.WARNING))
-
-    @property
-    def alertname(self) -> str:
-        return self.labels.get("alertname", "")
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One message for one notifier: every alert event routed to it in one cycle."""
-
-    delivery_id: str  # stable across retries: X-Syncwatch-Delivery-Id
-    notifier: str
-    created_at: datetime
-    reason: NotificationReason
-    alerts: tuple[AlertPayload, ...]
-    external_url: str = ""
-    test: bool = False  # `syncwatch test-notify`: receivers must see it is a test
-    group_labels: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def firing(self) -> list[AlertPayload]:
-        return [a for a in self.alerts if a.status is AlertStatus.FIRING]
-
-    @property
-    def resolved(self) -> list[AlertPayload]:
-        return [a for a in self.alerts if a.status is AlertStatus.RESOLVED]
-
-    def to_json(self) -> bytes:
-        """The outbox row payload."""
-        return orjson.dumps(
-            {
-                "delivery_id": self.delivery_id,
-                "notifier": self.notifier,
-                "created_at": self.created_at,
-                "reason": self.reason,
-                "external_url": self.external_url,
-                "test": self.test,
-                "group_labels": self.group_labels,
-                "alerts": [
-                    {
-                        "status": a.status,
-                        "event": a.event,
-                        "labels": a.labels,
-                        "annotations": a.annotations,
-                        "starts_at": a.starts_at,
-                        "ends_at": a.ends_at,
-                        "fingerprint": a.fingerprint,
-                        "generator_url": a.generator_url,
-                    }
-                    for a in self.alerts
-                ],
-            }
-        )
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Batch:
-        data: dict[str, Any] = orjson.loads(raw)
-        return cls(
-            delivery_id=data["delivery_id"],
-            notifier=data["notifier"],
-            created_at=datetime.fromisoformat(data["created_at"]),
-            reason=NotificationReason(data["reason"]),
-            external_url=data["external_url"],
-            test=data["test"],
-            group_labels=data.get("group_labels", {}),
-            alerts=tuple(
-                AlertPayload(
-                    status=AlertStatus(a["status"]),
-                    event=EventKind(a["event"]),
-                    labels=a["labels"],
-                    annotations=a["annotations"],
-                    starts_at=datetime.fromisoformat(a["starts_at"]),
-                    ends_at=None if a["ends_at"] is None else datetime.fromisoformat(a["ends_at"]),
-                    fingerprint=a["fingerprint"],
-                    generator_url=a["generator_url"],
-                )
-                for a in data["alerts"]
-            ),
-        )
-
-
-class DeliveryError(Exception):
-    """A failed delivery; dispatch decides about retries from `retryable`/`retry_after`."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        retry_after: float | None = None,
-        status_code: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status_code = status_code
-
-
-class Notifier(Protocol):
-    """Small by design: bookkeeping, retries and backoff live in dispatch."""
-
-    name: str
-
-    async def send(self, batch: Batch) -> None:
-        """Deliver the batch, or raise DeliveryError."""
-        ...
-
 
 DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
 
@@ -177,8 +25,19 @@ class _Named(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def capabilities(self) -> Capabilities: ...
+
 
 C = TypeVar("C", bound=_Named)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a notifier may need besides its config entry and the shared HTTP client."""
+
+    poll_interval: float
+    clock: Callable[[], float] = field(default=time.time)
 
 
 class HttpNotifier(Generic[C]):
@@ -191,6 +50,12 @@ class HttpNotifier(Generic[C]):
         self.config = config
         self.client = client
         self.clock = clock
+        self.capabilities = config.capabilities
+
+    @classmethod
+    def build(cls, config: C, client: httpx.AsyncClient, context: Context) -> Self:
+        """The registry's uniform factory."""
+        return cls(config, client, context.clock)
 
 
 def rfc3339(value: datetime | None) -> str:

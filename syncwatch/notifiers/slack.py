@@ -17,15 +17,8 @@ from slack_sdk.models.blocks import (
 from syncwatch.config import SlackNotifier as SlackConfig
 from syncwatch.config import secret_value
 from syncwatch.models import Severity
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertPayload,
-    AlertStatus,
-    Batch,
-    EventKind,
-    HttpNotifier,
-    post,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, post
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -137,9 +130,6 @@ def slack_message(batch: Batch) -> dict[str, Any]:
 
 
 class SlackNotifier(HttpNotifier[SlackConfig]):
-    # Slack allows about one message per second per incoming webhook.
-    min_interval = 1.0
-
     async def send(self, batch: Batch) -> None:
         url = secret_value(self.config.webhook_url)
         assert url is not None, "config validation requires webhook_url"

@@ -10,15 +10,8 @@ import orjson
 
 from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.config import secret_value
-from syncwatch.notifiers.base import (
-    DELIVERY_ID_HEADER,
-    AlertPayload,
-    AlertStatus,
-    Batch,
-    HttpNotifier,
-    post,
-    rfc3339,
-)
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, post, rfc3339
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch
 
 
 def _common(maps: list[dict[str, str]]) -> dict[str, str]:
