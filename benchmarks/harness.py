@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import operator
 import os
 import platform
 import random
+import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from benchmarks.floor import Get, run_floor
 from syncwatch.simulator import rsa_keypair
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+_RUNS = itertools.count(1)  # names each run's files: config, state, logs
 HERE = Path(__file__).parent
 STALE = {"seconds_since_success": 10**8}  # critical for any interval
 
@@ -92,12 +94,6 @@ QUICK = Size(
 # --- processes ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(check: Callable[[], Any], what: str, timeout: float) -> Any:
     """Poll `check` until truthy; a benchmark that cannot start says what it waited for."""
     deadline = time.monotonic() + timeout
@@ -107,6 +103,38 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float) -> Any:
                 return result
         time.sleep(0.02)
     raise RuntimeError(f"benchmark: {what} not within {timeout:g}s")
+
+
+SIM_BANNER = re.compile(r"syncwatch simulate: Timbal and Paragon APIs at (http://\S+)")
+
+
+def sim_url(log_text: str) -> str | None:
+    """The URL in `syncwatch simulate`'s banner, printed once it accepts connections."""
+    match = SIM_BANNER.search(log_text)
+    return match[1] if match else None
+
+
+def started_url(log_text: str) -> str | None:
+    """The URL in `syncwatch run`'s `started` line: where it really listens (port 0 resolved)."""
+    for line in log_text.splitlines():
+        event = json.loads(line) if line.startswith("{") and '"started"' in line else {}
+        if event.get("event") == "started":
+            return f"http://{str(event['listen']).split(',')[0]}"
+    return None
+
+
+def bound_url(
+    proc: subprocess.Popen[bytes], log: Path, find: Callable[[str], str | None], what: str
+) -> str:
+    """Where a server told to listen on port 0 is, from its log: no port can be taken first."""
+
+    def announced() -> str | None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"benchmark: {what} exited: see {log}")
+        return find(log.read_text(errors="replace"))
+
+    url: str = wait_for(announced, f"{what} listening", 120)
+    return url
 
 
 @contextlib.contextmanager
@@ -139,10 +167,9 @@ class Simulator:
 def simulator(
     work: Path, size: Size, *, orgs: int, users: int, latency: float = 0.0
 ) -> Iterator[Simulator]:
-    port = free_port()
     args = [
         "simulate",
-        f"--listen=127.0.0.1:{port}",
+        "--listen=127.0.0.1:0",
         f"--orgs={orgs}",
         f"--syncs-per-org={size.syncs_per_org}",
         f"--users={users}",
@@ -152,9 +179,9 @@ def simulator(
         f"--latency={latency}",
         f"--paragon-public-key={work / 'public.pem'}",
     ]
-    base = f"http://127.0.0.1:{port}"
-    with process(args, work / f"simulator-{port}.log"):
-        wait_for(lambda: httpx.get(f"{base}/_sim/health").is_success, "simulator", 120)
+    log = work / f"simulator-{next(_RUNS)}.log"
+    with process(args, log) as proc:
+        base = bound_url(proc, log, sim_url, "simulator")
         fleet = httpx.get(f"{base}/_sim/fleet", timeout=120).json()
         yield Simulator(base, list(fleet["orgs"]), list(fleet["users"]), fleet)
 
@@ -181,20 +208,21 @@ def config_toml(
     *,
     orgs: Sequence[str],
     users: Sequence[str],
-    listen: str,
     poll_interval: float,
     concurrency: int,
     webhook: str | None = None,
 ) -> Path:
-    path = work / f"syncwatch-{listen.rpartition(':')[2]}.toml"
+    """A config in a file of its own, with a state file of its own (each run starts afresh)."""
+    run = next(_RUNS)
+    path = work / f"syncwatch-{run}.toml"
     org_tables = "\n".join(f'[[timbal.orgs]]\nid = "{o}"' for o in orgs)
     notifier = f'[[notifiers]]\nname = "capture"\ntype = "webhook"\nurl = "{webhook}"\n'
     path.write_text(
         f"""
 [daemon]
 poll_interval = "{poll_interval}s"
-listen = "{listen}"
-state_path = "{work / f"state-{listen.rpartition(':')[2]}.db"}"
+listen = "127.0.0.1:0"
+state_path = "{work / f"state-{run}.db"}"
 concurrency = {concurrency}
 request_timeout = "30s"
 log_format = "json"
@@ -288,12 +316,9 @@ class Daemon:
 
 @contextlib.contextmanager
 def daemon(config: Path, work: Path) -> Iterator[Daemon]:
-    listen = next(
-        line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("listen")
-    )
-    log = work / f"daemon-{listen.rpartition(':')[2]}.log"
+    log = work / f"daemon-{config.stem.removeprefix('syncwatch-')}.log"
     with process(["run", "-c", str(config)], log) as proc:
-        yield Daemon(proc, log, f"http://{listen}")
+        yield Daemon(proc, log, bound_url(proc, log, started_url, "syncwatch run"))
 
 
 # --- scrapes, load and the webhook capture ------------------------------------------------
@@ -437,13 +462,11 @@ def healthy_syncs(sim: Simulator, orgs: Sequence[str], count: int, seed: int = 1
 def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) -> None:
     """Steady cycles, idle CPU, memory, /metrics, scrapes under load and detection latency."""
     capture = Capture()
-    port = free_port()
     config = config_toml(
         sim,
         work,
         orgs=sim.orgs,
         users=sim.users,
-        listen=f"127.0.0.1:{port}",
         poll_interval=size.poll_interval,
         concurrency=size.concurrency,
         webhook=capture.url,
@@ -489,10 +512,10 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
         capture.close()
 
     baseline = baseline_registry(series)
-    baseline_port = free_port()
-    server, thread = start_http_server(baseline_port, "127.0.0.1", registry=baseline)
+    server, thread = start_http_server(0, "127.0.0.1", registry=baseline)
     try:
-        baseline_times, _, baseline_series = scrape_times(f"http://127.0.0.1:{baseline_port}/", 5)
+        baseline_url = f"http://127.0.0.1:{server.server_port}/"
+        baseline_times, _, baseline_series = scrape_times(baseline_url, 5)
     finally:
         server.shutdown()
         thread.join(10)
@@ -564,13 +587,11 @@ def curve_run(
     orgs = sim.orgs[: max(1, round(len(sim.orgs) * fraction))]
     users = sim.users[: max(1, round(len(sim.users) * fraction))]
     floor = measure_floor(floor_gets(sim, orgs, users, key), size.concurrency)
-    port = free_port()
     config = config_toml(
         sim,
         work,
         orgs=orgs,
         users=users,
-        listen=f"127.0.0.1:{port}",
         poll_interval=0.5,  # back to back: only the cycle's own cost is measured
         concurrency=size.concurrency,
     )
@@ -596,13 +617,11 @@ def latency_run(work: Path, size: Size, key: bytes, results: dict[str, Any]) -> 
     ) as sim:
         gets = floor_gets(sim, sim.orgs, sim.users, key)
         floor = measure_floor(gets, size.concurrency)
-        port = free_port()
         config = config_toml(
             sim,
             work,
             orgs=sim.orgs,
             users=sim.users,
-            listen=f"127.0.0.1:{port}",
             poll_interval=0.5,
             concurrency=size.concurrency,
         )

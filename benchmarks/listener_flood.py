@@ -22,14 +22,10 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.harness import bound_url, started_url
+
 FD_LIMIT = 256
 FLOOD = 1100
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, **kwargs: object) -> tuple[str, float]:
@@ -47,14 +43,15 @@ def main() -> int:
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
-    with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+    # The upstream: a port bound but never listening, refused for the whole run.
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
         config = Path(tmp) / "syncwatch.toml"
         config.write_text(
-            f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_path = "{tmp}/state.db"\n'
+            f'[daemon]\nlisten = "127.0.0.1:0"\nstate_path = "{tmp}/state.db"\n'
             'log_format = "json"\npoll_interval = "1s"\n'
-            f'[timbal]\nbase_url = "http://127.0.0.1:{_free_port()}"\napi_key = "k-probe-123"\n'
-            '[[timbal.orgs]]\nid = "org_1"\n'
+            f'[timbal]\nbase_url = "http://127.0.0.1:{upstream.getsockname()[1]}"\n'
+            'api_key = "k-probe-123"\n[[timbal.orgs]]\nid = "org_1"\n'
         )
         log_path = Path(tmp) / "daemon.log"
         limit = ("prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", "--")
@@ -64,7 +61,8 @@ def main() -> int:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        url = f"http://127.0.0.1:{port}"
+        url = bound_url(daemon, log_path, started_url, "syncwatch run")
+        port = int(url.rpartition(":")[2])
         deadline = time.monotonic() + 30
         while _get(f"{url}/healthz")[0] != "200" and time.monotonic() < deadline:
             time.sleep(0.1)  # polling the daemon's start with a deadline

@@ -32,6 +32,7 @@ from syncwatch.server import (
     ListenerLimits,
     Liveness,
     bind_listener,
+    bound_address,
     build_app,
     server_config,
 )
@@ -235,7 +236,7 @@ class Daemon:
         log.info(
             "started",
             version=__version__,
-            listen=self.config.daemon.listen,
+            listen=bound_address(self.sockets or []),  # where it really listens: port 0 resolved
             state_path=str(self.store.path),
             notifiers=sorted(self.dispatcher.notifiers),
             alerts_restored=len(self.engine.alerts),
@@ -319,7 +320,7 @@ class Daemon:
         task.add_done_callback(self._server_done)
         log.debug(
             "listening",
-            listen=self.config.daemon.listen,
+            listen=bound_address(self.sockets),
             max_connections=self.limits.max_connections,
             backlog=self.limits.backlog,
         )

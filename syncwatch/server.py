@@ -161,7 +161,10 @@ class ListenerLimits:
 
 
 def bind_listener(listen: str, backlog: int = 128) -> list[socket.socket]:
-    """Bind and listen on `daemon.listen` now, so a taken port is one line and an exit code."""
+    """Bind and listen on `daemon.listen` now, so a taken port is one line and an exit code.
+
+    Port 0 takes any free port (one per address the host resolves to): `bound_address`.
+    """
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     try:
@@ -191,6 +194,15 @@ def bind_listener(listen: str, backlog: int = 128) -> list[socket.socket]:
             sock.close()
         raise _listen_error(listen, exc) from None
     return sockets
+
+
+def bound_address(sockets: list[socket.socket]) -> str:
+    """Where the sockets listen, `HOST:PORT[,HOST:PORT]`: port 0 resolved to the real one."""
+    parts = []
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        parts.append(f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}")
+    return ",".join(parts)
 
 
 def _listen_error(listen: str, exc: OSError) -> StartupError:

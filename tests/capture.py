@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -61,6 +62,7 @@ class CaptureServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._held: socket.socket | None = None  # the port, bound but not listening, while down
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -71,6 +73,7 @@ class CaptureServer:
         thread.start()
         self._loop, self._thread = loop, thread
         self.port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
+        self._release()
         return self
 
     async def _serve(self) -> int:
@@ -81,20 +84,45 @@ class CaptureServer:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         # After a stop(), start() binds the same port again: a sink back from an outage.
+        # (SO_REUSEADDR, as asyncio sets it, shares the port with the holder until then.)
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         return int(self._runner.addresses[0][1])
 
     def stop(self) -> None:
+        """Down: connections are refused until start(), which serves on the same port again.
+
+        The port stays bound (not listening) meanwhile, so no other process can take it;
+        close() releases it.
+        """
         loop, thread, runner = self._loop, self._thread, self._runner
         if loop is None or thread is None:
             return
         if runner is not None:
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        self._hold()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
         self._loop = self._thread = self._runner = None
+
+    def close(self) -> None:
+        """Stopped for good: the port is released."""
+        self.stop()
+        self._release()
+
+    def _hold(self) -> None:
+        held = socket.socket()
+        # As asyncio sets it, so that start() can bind beside the holder; a port bound with
+        # it is still never handed out for another process's port 0.
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", self.port))
+        self._held = held
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> CaptureServer:
         return self.start()
@@ -105,7 +133,7 @@ class CaptureServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     @property
     def url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -64,10 +65,20 @@ def require_tool(name: str, install: str) -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_REFUSING: list[socket.socket] = []  # held until the test process exits
+
+
+def refused_port() -> int:
+    """A loopback port that refuses connections until this test process exits, race-free.
+
+    Its socket is bound (nobody else can bind the port, and the kernel never hands it out
+    for port 0 or as a client's source port) but never listens, so a connect gets RST.
+    No SO_REUSEADDR: a process that asks for exactly this number fails to bind it.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
@@ -309,6 +320,22 @@ class Daemon:
         wait_until(lambda: self.cycles() >= start + n, timeout=timeout)
 
 
+def daemon_url(proc: Proc, timeout: float = 30) -> str:
+    """The URL a `syncwatch run` serves, from its `started` log line (the port 0 resolved)."""
+
+    def announced() -> str | None:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"daemon exited early ({proc.popen.returncode}):\n{proc.output}")
+        for line in proc.output.splitlines():
+            event = json.loads(line) if line.startswith("{") and '"started"' in line else {}
+            if event.get("event") == "started":
+                return f"http://{str(event['listen']).split(',')[0]}"
+        return None
+
+    url: str = wait_until(announced, timeout=timeout)
+    return url
+
+
 def launch(
     tmp_path: Path,
     sim: SimProcess,
@@ -318,17 +345,15 @@ def launch(
     wrapper: Sequence[str] = (),
     **config: Any,
 ) -> Daemon:
-    port = free_port()
+    """`syncwatch run` on a port the kernel picks (read back from its log), awaited on /readyz."""
     config_path = tmp_path / "syncwatch.toml"
     config_path.write_text(
-        sim_config_toml(
-            sim, keys, state_path=tmp_path / "state.db", listen=f"127.0.0.1:{port}", **config
-        )
+        sim_config_toml(sim, keys, state_path=tmp_path / "state.db", listen="127.0.0.1:0", **config)
     )
     proc = start_syncwatch(
         ["run", "-c", str(config_path)], tmp_path / "daemon.log", env=env, wrapper=wrapper
     )
-    daemon = Daemon(proc, f"http://127.0.0.1:{port}", config_path)
+    daemon = Daemon(proc, daemon_url(proc), config_path)
 
     def ready() -> bool:
         if proc.popen.poll() is not None:
@@ -339,18 +364,35 @@ def launch(
     return daemon
 
 
+# Prometheus and Alertmanager (exporter-toolkit) log the address they really bound.
+LISTENING_ON = re.compile(r'msg="Listening on" address=(\S+)')
+
+
 @contextmanager
-def ready_process(args: list[str], log_path: Path, url: str, timeout: float = 60) -> Iterator[str]:
-    """A Prometheus-family server: started, awaited on `/-/ready`, always stopped; yields url."""
+def ready_process(args: list[str], log_path: Path, timeout: float = 60) -> Iterator[str]:
+    """A Prometheus-family server: started, awaited on `/-/ready`, always stopped; yields url.
+
+    `args` give it `--web.listen-address=127.0.0.1:0`: the port is the kernel's pick, read
+    back from its log, so no other process can take it first.
+    """
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
-    def ready() -> bool:
+    def alive() -> None:
         if proc.poll() is not None:
             raise AssertionError(f"{args[0]} exited early:\n{log_path.read_text()}")
+
+    def announced() -> str | None:
+        alive()
+        match = LISTENING_ON.search(log_path.read_text(errors="replace"))
+        return f"http://{match[1]}" if match else None
+
+    def ready() -> bool:
+        alive()
         return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
 
     try:
+        url: str = wait_until(announced, timeout=timeout)
         wait_until(ready, timeout=timeout)
         yield url
     finally:

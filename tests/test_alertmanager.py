@@ -20,7 +20,6 @@ from tests.capture import Captured, CaptureServer
 from tests.conftest import (
     Keys,
     SimProcess,
-    free_port,
     launch,
     ready_process,
     require_tool,
@@ -63,17 +62,15 @@ def am_config(tmp_path: Path, capture: CaptureServer) -> Path:
 def alertmanager(tmp_path: Path, am_config: Path) -> Iterator[str]:
     """`prometheus-alertmanager` on a free loopback port, gossip off; yields its URL."""
     binary = require_tool("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
-    port = free_port()
     with ready_process(
         [
             binary,
             f"--config.file={am_config}",
             f"--storage.path={tmp_path / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.listen-address=127.0.0.1:0",
             "--cluster.listen-address=",
         ],
         tmp_path / "alertmanager.log",
-        f"http://127.0.0.1:{port}",
         timeout=30,
     ) as url:
         yield url

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Keys, SimProcess, free_port, sim_config_toml
+from tests.conftest import Keys, SimProcess, refused_port, sim_config_toml
 
 
 def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -26,9 +26,7 @@ def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def write_config(tmp_path: Path, sim: SimProcess, keys: Keys, **kwargs: Any) -> Path:
     path = tmp_path / "syncwatch.toml"
     path.write_text(
-        sim_config_toml(
-            sim, keys, state_path=tmp_path / "state.db", listen=f"127.0.0.1:{free_port()}", **kwargs
-        )
+        sim_config_toml(sim, keys, state_path=tmp_path / "state.db", listen="127.0.0.1:0", **kwargs)
     )
     return path
 
@@ -119,7 +117,7 @@ def test_table_has_a_row_per_sync_and_a_summary(
 
 def test_check_sends_nothing(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> None:
     """A notifier pointed at a port nobody listens on: check must not even try."""
-    port = free_port()
+    port = refused_port()
     config = write_config(
         tmp_path,
         sim,

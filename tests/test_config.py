@@ -515,7 +515,9 @@ def test_paragon_users_accept_plain_id_strings(tmp_path: Path) -> None:
     assert all(u.token is None for u in config.paragon.users)
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:9875", "127.0.0.1:1", "[::]:9875", "host:65535"])
+@pytest.mark.parametrize(
+    "listen", ["0.0.0.0:9875", "127.0.0.1:1", "[::]:9875", "host:65535", "127.0.0.1:0"]
+)
 def test_valid_listen_addresses(listen: str) -> None:
     assert DaemonConfig(listen=listen).listen == listen
 

@@ -20,7 +20,6 @@ from tests.conftest import (
     Daemon,
     Keys,
     SimProcess,
-    free_port,
     launch,
     sim_config_toml,
     start_syncwatch,
@@ -159,7 +158,7 @@ def test_kill_9_right_after_the_200_resends_at_most_once_under_the_same_id(
                 sim,
                 rsa_keys,
                 state_path=tmp_path / "state.db",
-                listen=f"127.0.0.1:{free_port()}",
+                listen="127.0.0.1:0",
                 extra=notifier,
                 poll_interval="0.3s",
             )

@@ -9,12 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import (
     Daemon,
     Keys,
     SimProcess,
+    daemon_url,
     launch,
     start_syncwatch,
     wait_until,
@@ -132,6 +134,17 @@ def test_metrics_are_gzipped_when_the_scraper_accepts_it(
     assert "syncwatch_cycle_duration_seconds_count " in response.text  # the per-scrape part
 
 
+def test_listen_port_0_serves_on_the_port_its_log_names(daemon: Daemon) -> None:
+    """`launch` asks for port 0: the kernel's pick, named in `started` and `listening`."""
+    events = [json.loads(line) for line in daemon.proc.output.splitlines() if line[:1] == "{"]
+    (started,) = [e for e in events if e["event"] == "started"]
+    (listening,) = [e for e in events if e["event"] == "listening"]
+    host, _, port = started["listen"].rpartition(":")
+    assert (host, listening["listen"]) == ("127.0.0.1", started["listen"])
+    assert int(port) > 0
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
 def test_sigterm_exits_zero_within_ten_seconds(daemon: Daemon) -> None:
     started = time.monotonic()
     assert daemon.proc.stop(signal.SIGTERM, timeout=10) == 0
@@ -222,7 +235,7 @@ def test_state_survives_restart_without_renotifying(
     log_path = tmp_path / "daemon2.log"
     proc = start_syncwatch(["run", "-c", str(d.config_path)], log_path)
     try:
-        restarted = Daemon(proc, d.url, d.config_path)
+        restarted = Daemon(proc, daemon_url(proc), d.config_path)
         wait_until(lambda: restarted.get("/readyz").status_code == 200, timeout=30)
         restarted.wait_cycles(2)
         assert proc.output.count("FIRING") == 0

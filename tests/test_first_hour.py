@@ -16,7 +16,6 @@ from tests.conftest import (
     SIM_BANNER,
     Keys,
     SimProcess,
-    free_port,
     sim_config_toml,
     start_syncwatch,
     wait_until,
@@ -98,7 +97,7 @@ def test_on_a_terminal_a_console_notifier_prints_each_alert_once(
         sim,
         rsa_keys,
         state_path=tmp_path / "state.db",
-        listen=f"127.0.0.1:{free_port()}",
+        listen="127.0.0.1:0",
         extra='[[notifiers]]\nname = "console"\ntype = "console"\n',
     )
     config = tmp_path / "c.toml"

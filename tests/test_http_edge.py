@@ -35,7 +35,14 @@ from syncwatch.notifiers.base import post
 from syncwatch.outbox import DeliveryError
 from syncwatch.sources import Poller, Reason
 from tests.capture import CaptureServer, Reply
-from tests.conftest import Daemon, free_port, start_syncwatch, toml_value, wait_until
+from tests.conftest import (
+    Daemon,
+    daemon_url,
+    refused_port,
+    start_syncwatch,
+    toml_value,
+    wait_until,
+)
 from tests.hostile import (
     FIXTURES,
     HOSTILE,
@@ -315,7 +322,7 @@ def test_check_on_a_refused_connection_prints_the_short_cause(tmp_path: Path) ->
 [daemon]
 retries = 0
 [timbal]
-base_url = "http://127.0.0.1:{free_port()}"
+base_url = "http://127.0.0.1:{refused_port()}"
 api_key = "tk-test-key"
 [[timbal.orgs]]
 id = "org_1"
@@ -515,14 +522,13 @@ async def test_a_receivers_redirect_is_not_followed_and_names_only_the_host() ->
 
 
 def test_the_daemon_keeps_alerting_while_one_org_answers_a_huge_header(tmp_path: Path) -> None:
-    port = free_port()
     with served(HOSTILE["huge_header"][0]) as upstream, CaptureServer() as sink:
         config = tmp_path / "syncwatch.toml"
         config.write_text(
             f"""
 [daemon]
 poll_interval = "1s"
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 state_path = {toml_value(str(tmp_path / "state.db"))}
 request_timeout = "3s"
 retries = 0
@@ -547,7 +553,7 @@ url = {toml_value(f"{sink.url}/hook")}
         )
         proc = start_syncwatch(["run", "-c", str(config)], tmp_path / "daemon.log")
         try:
-            url = f"http://127.0.0.1:{port}"
+            url = daemon_url(proc)
 
             def alerted(alertname: str, tenant: str) -> Callable[[Any], bool]:
                 def match(request: Any) -> bool:

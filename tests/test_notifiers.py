@@ -54,7 +54,7 @@ from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer
 from tests.clock import FakeClock
-from tests.conftest import free_port
+from tests.conftest import refused_port
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -197,7 +197,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 def refused_url(path: str = "") -> str:
     """A loopback URL nobody listens on: the connection is refused."""
-    return f"http://127.0.0.1:{free_port()}{path}"
+    return f"http://127.0.0.1:{refused_port()}{path}"
 
 
 def webhook_config(url: str, *, secret: str | None = SECRET, name: str = "pager-bridge") -> Any:

@@ -15,7 +15,6 @@ from tests.conftest import (
     Daemon,
     Keys,
     SimProcess,
-    free_port,
     launch,
     ready_process,
     require_tool,
@@ -41,7 +40,6 @@ def running_prometheus(
 ) -> Iterator[str]:
     """A real Prometheus on loopback scraping `target` every second; yields its URL."""
     binary = require_tool("prometheus", "apt-get install prometheus")
-    port = free_port()
     config = tmp_path / "prometheus.yml"
     text = "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
     if rules is not None:
@@ -61,11 +59,10 @@ def running_prometheus(
             binary,
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.listen-address=127.0.0.1:0",
             *extra_args,
         ],
         tmp_path / "prometheus.log",
-        f"http://127.0.0.1:{port}",
     ) as url:
         yield url
 

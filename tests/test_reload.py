@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from syncwatch.config import load_config
 from syncwatch.daemon import Daemon
-from tests.conftest import free_port, toml_value
+from tests.conftest import toml_value
 from tests.test_config import BROKEN, TIMBAL_KEY, Broken, ec_pem, rsa_pem
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -76,7 +76,7 @@ async def test_sighup_with_each_broken_config_keeps_the_old_one(
     case: Broken, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config_path = tmp_path / CONFIG_NAME
-    listen = f"127.0.0.1:{free_port()}"
+    listen = "127.0.0.1:0"
     config_path.write_text(good_config(tmp_path, listen), encoding="utf-8")
     daemon = Daemon(load_config(config_path), config_path)
     try:

@@ -23,7 +23,7 @@ import uvicorn
 
 from syncwatch.simulator import SimConfig, build_app
 from tests.capture import Captured, CaptureServer
-from tests.conftest import free_port, start_syncwatch, toml_value, wait_until
+from tests.conftest import daemon_url, refused_port, start_syncwatch, toml_value, wait_until
 from tests.hostile import HostileServer, Stall, http
 
 TIMBAL_KEY = "tk-S3CRET-timbal-7c1e94ab"
@@ -61,11 +61,10 @@ def serve_asgi(
     app: Any, *, certfile: Path | None = None, keyfile: Path | None = None
 ) -> Iterator[int]:
     """Serve an ASGI app on 127.0.0.1 (HTTPS when a cert is given) in a thread; yields the port."""
-    port = free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=port,
+        port=0,  # the kernel's pick, read back once started: no other process can take it
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -75,12 +74,12 @@ def serve_asgi(
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"asgi-{port}", daemon=True)
+    thread = threading.Thread(target=server.run, name="asgi", daemon=True)
     thread.start()
     try:
         wait_until(lambda: server.started or not thread.is_alive(), timeout=15)
         assert server.started, "the ASGI server did not start"
-        yield port
+        yield int(server.servers[0].sockets[0].getsockname()[1])
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -112,7 +111,7 @@ def captures() -> Iterator[dict[str, CaptureServer]]:
         yield servers
     finally:
         for server in servers.values():
-            server.stop()
+            server.close()
 
 
 def secret_config(
@@ -120,10 +119,7 @@ def secret_config(
     base_url: str,
     fleet: dict[str, Any],
     captures: dict[str, CaptureServer],
-    *,
-    listen: str | None = None,
 ) -> Path:
-    listen = listen or f"127.0.0.1:{free_port()}"
     orgs = sorted({s["org_id"] for s in fleet["timbal"]})
     users = sorted({s["user_id"] for s in fleet["paragon"]})
     org_tables = "\n".join(f"[[timbal.orgs]]\nid = {toml_value(o)}" for o in orgs)
@@ -132,13 +128,13 @@ def secret_config(
         for u in users
     )
     am_url = f"http://syncwatch:{AM_PASSWORD}@127.0.0.1:{captures['am'].port}"
-    refused = free_port()
+    refused = refused_port()
     path = tmp_path / "secrets.toml"
     path.write_text(
         f"""
 [daemon]
 poll_interval = "1s"
-listen = {toml_value(listen)}
+listen = "127.0.0.1:0"
 state_path = {toml_value(str(tmp_path / "state.db"))}
 request_timeout = "3s"
 retries = 0
@@ -253,15 +249,14 @@ def test_the_daemon_never_shows_a_secret(
     base_url, fleet = secret_sim
     users = sorted({s["user_id"] for s in fleet["paragon"]})
     secrets = all_secrets(users)
-    port = free_port()
-    config = secret_config(tmp_path, base_url, fleet, captures, listen=f"127.0.0.1:{port}")
+    config = secret_config(tmp_path, base_url, fleet, captures)
     org = fleet["orgs"][0]
     fault(base_url, source="timbal", tenant=org, kind="http_401")
     fault(base_url, source="paragon", tenant=users[0], kind="http_401")
 
-    url = f"http://127.0.0.1:{port}"
     proc = start_syncwatch(["run", "-c", str(config)], tmp_path / "daemon.log")
     try:
+        url = daemon_url(proc)
 
         def ready() -> bool:
             if proc.popen.poll() is not None:
@@ -380,11 +375,11 @@ def receivers(tmp_path: Path) -> Iterator[Receivers]:
         HostileServer(routes, http(b"ok")) as plain,
         serve_asgi(app, certfile=certfile, keyfile=keyfile) as tls_port,
     ):
-        yield Receivers(plain, tls_port, free_port())
+        yield Receivers(plain, tls_port, refused_port())
 
 
 def failing_config(
-    tmp_path: Path, base_url: str, fleet: dict[str, Any], receivers: Receivers, listen: str
+    tmp_path: Path, base_url: str, fleet: dict[str, Any], receivers: Receivers
 ) -> Path:
     orgs = sorted({s["org_id"] for s in fleet["timbal"]})
     org_tables = "\n".join(f"[[timbal.orgs]]\nid = {toml_value(o)}" for o in orgs)
@@ -393,7 +388,7 @@ def failing_config(
         f"""
 [daemon]
 poll_interval = "1s"
-listen = {toml_value(listen)}
+listen = "127.0.0.1:0"
 state_path = {toml_value(str(tmp_path / "state.db"))}
 request_timeout = "1s"
 retries = 0
@@ -418,7 +413,7 @@ def test_test_notify_failures_of_every_kind_and_path_never_show_a_secret(
     tmp_path: Path, secret_sim: tuple[str, dict[str, Any]], receivers: Receivers
 ) -> None:
     base_url, fleet = secret_sim
-    config = failing_config(tmp_path, base_url, fleet, receivers, f"127.0.0.1:{free_port()}")
+    config = failing_config(tmp_path, base_url, fleet, receivers)
     notify = syncwatch("test-notify", "-c", str(config))
     out = notify.stdout + notify.stderr
     assert notify.returncode == 1, out
@@ -435,8 +430,7 @@ def test_the_outbox_and_log_keep_no_secret_from_any_failure_of_any_notifier(
 ) -> None:
     base_url, fleet = secret_sim
     fault(base_url, source="timbal", tenant=fleet["orgs"][0], kind="http_401")
-    port = free_port()
-    config = failing_config(tmp_path, base_url, fleet, receivers, f"127.0.0.1:{port}")
+    config = failing_config(tmp_path, base_url, fleet, receivers)
     proc = start_syncwatch(["run", "-c", str(config)], tmp_path / "daemon.log")
     names = {f"{k}-{f}" for k in KINDS for f in FAILURES}
     try:

@@ -133,7 +133,7 @@ def batch_signature(batch: Batch) -> Signature:
 def sink() -> Iterator[CaptureServer]:
     server = CaptureServer().start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

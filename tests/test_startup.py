@@ -27,7 +27,7 @@ import pytest
 from syncwatch.lifecycle import Transition
 from syncwatch.startup import EX_CANTCREAT, EX_DATAERR, EX_IOERR, EX_NOPERM, EX_UNAVAILABLE
 from syncwatch.state import SCHEMA_VERSION, StateStore
-from tests.conftest import free_port, start_syncwatch, toml_value, wait_until
+from tests.conftest import refused_port, start_syncwatch, toml_value, wait_until
 
 NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
 
@@ -49,18 +49,18 @@ needs_unshare = pytest.mark.skipif(
 
 
 def write_config(tmp_path: Path, state_path: Path, listen: str | None = None) -> Path:
-    """A valid config; its upstream is a closed port, which start-up never reaches."""
+    """A valid config; its upstream refuses connections (start-up never reaches it)."""
     path = tmp_path / "syncwatch.toml"
     path.write_text(
         f"""
 [daemon]
-listen = {toml_value(listen or f"127.0.0.1:{free_port()}")}
+listen = {toml_value(listen or "127.0.0.1:0")}
 state_path = {toml_value(str(state_path))}
 log_format = "json"
 poll_interval = "1s"
 
 [timbal]
-base_url = "http://127.0.0.1:{free_port()}"
+base_url = "http://127.0.0.1:{refused_port()}"
 api_key = "sim-timbal-key"
 [[timbal.orgs]]
 id = "org_1"

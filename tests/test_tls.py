@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from syncwatch.simulator import SimConfig, build_app
-from tests.conftest import free_port, toml_value
+from tests.conftest import toml_value
 from tests.test_secrets import serve_asgi
 
 try:
@@ -96,7 +96,7 @@ def write_config(
     path.write_text(
         f"""
 [daemon]
-listen = "127.0.0.1:{free_port()}"
+listen = "127.0.0.1:0"
 state_path = {toml_value(str(tmp_path / "state.db"))}
 request_timeout = "5s"
 retries = 0

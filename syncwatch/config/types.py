@@ -286,7 +286,8 @@ def glob_match(value: str, pattern: str) -> bool:
 
 def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    # Port 0: any free port, the kernel's pick (the `started` log line says which).
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9875")
     if not host:
         raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9875")
