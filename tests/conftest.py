@@ -299,7 +299,8 @@ class Daemon:
     config_path: Path
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", timeout=5, **kwargs)
+        # Generous: a loaded machine (or libfaketime) may be slow; this bounds, not measures.
+        return httpx.get(f"{self.url}{path}", timeout=20, **kwargs)
 
     def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         text = self.get("/metrics").raise_for_status().text
