@@ -11,13 +11,13 @@ from syncwatch.config import ParagonConfig, Thresholds, TimbalConfig, format_dur
 from syncwatch.models import (
     AlertName,
     Condition,
+    Listing,
     ParagonStatus,
     ParagonSync,
     Severity,
     Source,
     TimbalSync,
 )
-from syncwatch.sources.base import Listing
 
 
 class SyncState(enum.StrEnum):

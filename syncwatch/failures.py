@@ -7,6 +7,7 @@ knows aiohttp and httpx, nothing of syncwatch.
 
 from __future__ import annotations
 
+import email.utils
 import enum
 import errno
 import os
@@ -14,6 +15,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -211,3 +213,19 @@ def redact_urls(text: str) -> str:
         return f"{scheme}{host}" + ("/[redacted]" if rest.strip("/") else "")
 
     return _URL.sub(cut, text)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)

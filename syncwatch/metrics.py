@@ -34,8 +34,7 @@ from prometheus_client.utils import floatToGoString
 from syncwatch import __version__
 from syncwatch.evaluate import Evaluation, Report
 from syncwatch.lifecycle import Alert
-from syncwatch.models import ParagonStatus, ParagonSync, TimbalSync
-from syncwatch.sources import Listing
+from syncwatch.models import Listing, ParagonStatus, ParagonSync, TimbalSync
 
 PARAGON_STATUSES = [s.value for s in ParagonStatus]
 OUTCOMES = ("sent", "failed", "dropped")

@@ -23,12 +23,14 @@ from syncwatch.evaluate import (
 from syncwatch.models import (
     AlertName,
     Condition,
+    Listing,
     ParagonSync,
+    Reason,
     Severity,
     Source,
+    SourceError,
     TimbalSync,
 )
-from syncwatch.sources.base import Listing, Reason, SourceError
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = 3600.0

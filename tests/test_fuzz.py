@@ -28,8 +28,8 @@ from pydantic import BaseModel
 
 from syncwatch.config import ParagonConfig, Thresholds
 from syncwatch.evaluate import Evaluation, ParagonRules, evaluate_paragon, evaluate_timbal
-from syncwatch.models import Source
-from syncwatch.sources.base import ParsedRecords, SourceError, parse_listing
+from syncwatch.models import Source, SourceError
+from syncwatch.sources.base import ParsedRecords, parse_listing
 from syncwatch.sources.paragon import ParagonListing, ParagonRecord
 from syncwatch.sources.timbal import TimbalListing, TimbalRecord
 from tests import openapi

@@ -30,10 +30,10 @@ from syncwatch.check import poll_and_evaluate
 from syncwatch.config import Config, load_config
 from syncwatch.evaluate import Report
 from syncwatch.http import make_http_client, make_transport
-from syncwatch.models import Source
+from syncwatch.models import Reason, Source
 from syncwatch.notifiers.base import post
 from syncwatch.outbox import DeliveryError
-from syncwatch.sources import Poller, Reason
+from syncwatch.sources import Poller
 from tests.capture import CaptureServer, Reply
 from tests.conftest import (
     Daemon,

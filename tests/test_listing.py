@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from syncwatch.models import Source
-from syncwatch.sources.base import (
-    Collected,
-    ParsedRecords,
-    Reason,
-    parse_http_date,
-    parse_listing,
-)
+from syncwatch.models import Reason, Source
+from syncwatch.sources.base import Collected, ParsedRecords, parse_http_date, parse_listing
 from syncwatch.sources.paragon import ParagonListing, ParagonRecord
 from syncwatch.sources.timbal import TimbalListing, TimbalRecord
 

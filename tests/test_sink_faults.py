@@ -37,13 +37,12 @@ from syncwatch.dispatch import BACKOFF_MAX, MAX_AGE, Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
 from syncwatch.http import make_http_client
-from syncwatch.models import Source, TimbalSync
+from syncwatch.models import Listing, Source, TimbalSync
 from syncwatch.notifiers.alertmanager import ENDS_AT_CYCLES, AlertmanagerNotifier
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, rfc3339
 from syncwatch.notifiers.slack import SlackNotifier, slack_message
 from syncwatch.notifiers.webhook import WebhookNotifier, webhook_payload
 from syncwatch.outbox import Batch, Capabilities, Notifier
-from syncwatch.sources.base import Listing
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import Captured, CaptureServer

@@ -16,10 +16,10 @@ import pytest
 from syncwatch.config import Config, load_config
 from syncwatch.evaluate import ParagonRules, SyncState, effective_thresholds, evaluate_listings
 from syncwatch.http import make_transport
-from syncwatch.models import ParagonSync, Source, TimbalSync
+from syncwatch.models import Listing, ParagonSync, Reason, Source, SourceError, TimbalSync
 from syncwatch.simulator import SimConfig, SimulatorThread
-from syncwatch.sources import Listing, Poller, Reason
-from syncwatch.sources.base import SourceError, Upstream
+from syncwatch.sources import Poller
+from syncwatch.sources.base import Upstream
 from syncwatch.sources.paragon import ParagonClient, TokenMinter
 from tests.capture import CaptureServer
 from tests.conftest import Keys

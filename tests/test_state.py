@@ -13,9 +13,8 @@ from syncwatch.config import AlertingConfig, Config, ConsoleNotifier, TimbalConf
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
-from syncwatch.models import AlertName, Severity, Source, TimbalSync
+from syncwatch.models import AlertName, Listing, Severity, Source, TimbalSync
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason
-from syncwatch.sources.base import Listing
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import SCHEMA_VERSION, StateStore
 from syncwatch.store import Store

@@ -13,10 +13,9 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from syncwatch.failures import classify, origin, scrub
+from syncwatch.failures import classify, origin, parse_retry_after, scrub
 from syncwatch.http import read_body
 from syncwatch.outbox import Capabilities, DeliveryError
-from syncwatch.sources.base import parse_retry_after
 
 DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
 

@@ -11,11 +11,12 @@ import httpx
 import structlog
 
 from syncwatch.config import Config
-from syncwatch.sources.base import Listing, Reason, SourceError, Upstream
+from syncwatch.models import Listing
+from syncwatch.sources.base import Upstream
 from syncwatch.sources.paragon import ParagonClient
 from syncwatch.sources.timbal import TimbalClient
 
-__all__ = ["Listing", "Poller", "Reason", "SourceError"]
+__all__ = ["Poller"]
 
 log = structlog.get_logger("syncwatch.sources")
 

@@ -16,14 +16,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syncwatch.config import ParagonConfig, ParagonUser, secret_value
-from syncwatch.models import ParagonStatus, ParagonSync, Source
+from syncwatch.models import Listing, ParagonStatus, ParagonSync, Reason, Source, SourceError
 from syncwatch.sources.base import (
     Collected,
-    Listing,
     NoneOnError,
-    Reason,
     Reply,
-    SourceError,
     Upstream,
     aware,
     guarded,

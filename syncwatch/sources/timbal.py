@@ -11,14 +11,12 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from syncwatch.config import TimbalConfig, TimbalOrg, secret_value
-from syncwatch.models import Source, TimbalSync
+from syncwatch.models import Listing, Source, SourceError, TimbalSync
 from syncwatch.sources.base import (
     Collected,
     JsonInt,
-    Listing,
     NoneOnError,
     ParsedRecords,
-    SourceError,
     Upstream,
     aware,
     guarded,
