@@ -7,7 +7,7 @@ import email.utils
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -21,7 +21,7 @@ from pydantic_core import core_schema
 from syncwatch.config import DEFAULT_MAX_BODY_SIZE, format_size
 from syncwatch.failures import Kind, classify, origin, parse_retry_after
 from syncwatch.http import DEFAULT_HEADERS, BodyTooLargeError, UndecodableBodyError, read_body
-from syncwatch.models import Listing, Reason, Source, SourceError
+from syncwatch.models import Listing, ParagonSync, Reason, Source, SourceError, TimbalSync
 
 log = structlog.get_logger("syncwatch.sources")
 
@@ -389,6 +389,44 @@ class Collected(Generic[M]):
                 continue  # the same record through another filter
             here.add(sync_id)
             self.records.append(record)
+
+    def failed_listing(self, source: Source, tenant: str, started: float) -> Listing | None:
+        """The failed Listing when every record was invalid (see `failure`), else None."""
+        failure = self.failure(source, tenant)
+        if failure is None:
+            return None
+        return Listing(
+            source,
+            tenant,
+            invalid_records=self.invalid,
+            error=failure,
+            duration=time.perf_counter() - started,
+        )
+
+    def listing(
+        self,
+        source: Source,
+        tenant: str,
+        syncs: Sequence[TimbalSync | ParagonSync],
+        *,
+        started: float,
+        upstream_now: datetime | None,
+        received: datetime | None,
+    ) -> Listing:
+        """The healthy Listing of these records' `syncs`, with what was counted on the way."""
+        return Listing(
+            source,
+            tenant,
+            syncs,
+            self.invalid,
+            duration=time.perf_counter() - started,
+            invalid_ids=frozenset(self.invalid_ids),
+            duplicates=self.duplicates,
+            duplicate_ids=tuple(self.duplicate_ids),
+            unrequested=self.unrequested,
+            upstream_now=upstream_now,
+            clock_skew=skew_of(upstream_now, received),
+        )
 
     def failure(self, source: Source, tenant: str) -> SourceError | None:
         """Every record invalid (and at least one): a failed poll, not a healthy empty one."""

@@ -200,32 +200,20 @@ class ParagonClient:
         started = time.perf_counter()
         try:
             reply, received, collected = await self._list(user)
-            if (failure := collected.failure(Source.PARAGON, user.id)) is not None:
-                return Listing(
-                    Source.PARAGON,
-                    user.id,
-                    invalid_records=collected.invalid,
-                    error=failure,
-                    duration=time.perf_counter() - started,
-                )
+            if (failed := collected.failed_listing(Source.PARAGON, user.id, started)) is not None:
+                return failed
             syncs = await asyncio.gather(*(self._complete(user, r) for r in collected.records))
         except SourceError as exc:
             return Listing(
                 Source.PARAGON, user.id, error=exc, duration=time.perf_counter() - started
             )
-        upstream_now = parse_http_date(reply.date)
-        return Listing(
+        return collected.listing(
             Source.PARAGON,
             user.id,
             syncs,
-            collected.invalid,
-            duration=time.perf_counter() - started,
-            invalid_ids=frozenset(collected.invalid_ids),
-            duplicates=collected.duplicates,
-            duplicate_ids=tuple(collected.duplicate_ids),
-            unrequested=collected.unrequested,
-            upstream_now=upstream_now,
-            clock_skew=skew_of(upstream_now, received),
+            started=started,
+            upstream_now=parse_http_date(reply.date),
+            received=received,
         )
 
     async def _list(self, user: ParagonUser) -> tuple[Reply, datetime, Collected[ParagonRecord]]:

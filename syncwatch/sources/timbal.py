@@ -22,7 +22,6 @@ from syncwatch.sources.base import (
     guarded,
     parse_http_date,
     parse_listing,
-    skew_of,
 )
 
 _Date = Annotated[datetime, Field(strict=False)]
@@ -115,26 +114,15 @@ class TimbalClient:
         # The latest answer's clock: the parts were fetched together, seconds apart at most.
         dated = [(theirs, ours) for _, theirs, ours in parts if theirs is not None]
         upstream_now, received = max(dated) if dated else (None, None)
-        if (failure := collected.failure(Source.TIMBAL, org.id)) is not None:
-            return Listing(
-                Source.TIMBAL,
-                org.id,
-                invalid_records=collected.invalid,
-                error=failure,
-                duration=time.perf_counter() - started,
-            )
-        return Listing(
+        if (failed := collected.failed_listing(Source.TIMBAL, org.id, started)) is not None:
+            return failed
+        return collected.listing(
             Source.TIMBAL,
             org.id,
             [record.to_sync(org.id) for record in collected.records],
-            collected.invalid,
-            duration=time.perf_counter() - started,
-            invalid_ids=frozenset(collected.invalid_ids),
-            duplicates=collected.duplicates,
-            duplicate_ids=tuple(collected.duplicate_ids),
-            unrequested=collected.unrequested,
+            started=started,
             upstream_now=upstream_now,
-            clock_skew=skew_of(upstream_now, received),
+            received=received,
         )
 
     async def _fetch(
