@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -45,6 +46,16 @@ log = structlog.get_logger("syncwatch.daemon")
 
 SHUTDOWN_GRACE = 5.0  # in-flight deliveries get this long before they are cancelled
 LOG_SUPPRESSED_EVERY = 60.0  # s between reports of rate-limited library log lines
+
+# A SIGTERM/SIGINT that arrives while starting up, before the loop owns the signals, is
+# remembered here and honoured as soon as the loop starts: a clean stop, never a kill.
+_EARLY_STOP = threading.Event()
+
+
+def catch_early_stop() -> None:
+    """From now until `Daemon.run` takes over, SIGTERM and SIGINT request a clean stop."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: _EARLY_STOP.set())
 
 
 # --- sharding ---------------------------------------------------------------------------
@@ -226,6 +237,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGINT, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        if _EARLY_STOP.is_set():
+            _EARLY_STOP.clear()
+            self.stop.set()  # asked to stop while starting: start, then stop at once
 
         server = self._start_server()
         dispatch_stop = asyncio.Event()
@@ -408,6 +422,7 @@ def run_daemon(
     after: Callable[[Daemon], None] | None = None,
 ) -> int:
     """`syncwatch run` and `syncwatch demo`: raise the fd limit, bind, open the state, run."""
+    catch_early_stop()
     logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
     limits = ListenerLimits.for_fd_limit(raise_fd_limit(), config.daemon.concurrency)
     # Bind first: a taken port is reported before any file is created.

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import httpx
 
 from syncwatch.config import Config, load_config
-from syncwatch.daemon import Daemon, run_daemon
+from syncwatch.daemon import Daemon, catch_early_stop, run_daemon
 from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.server import bind_listener
 from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
@@ -84,6 +84,7 @@ def demo_summary(daemon: Daemon) -> str:
 def run_demo(duration: float | None, out: TextIO | None = None) -> int:
     """Start the simulator in-process and run the daemon against it."""
     out = out or sys.stdout
+    catch_early_stop()  # a SIGTERM just after the banner stops it cleanly, with its summary
     private, public = rsa_keypair()
     # The daemon and the simulator share one compressed clock, so ages agree.
     clock = ScaledClock(DEMO_TIME_SCALE)

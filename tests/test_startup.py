@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from syncwatch.demo import DEMO_LISTEN_PORT
 from syncwatch.lifecycle import Transition
 from syncwatch.startup import EX_CANTCREAT, EX_DATAERR, EX_IOERR, EX_NOPERM, EX_UNAVAILABLE
 from syncwatch.state import SCHEMA_VERSION, StateStore
@@ -323,15 +325,27 @@ def test_a_disk_that_fills_while_running_is_named_and_recovered_from(tmp_path: P
 # --- the demo starts the same way -------------------------------------------------------
 
 
-def test_the_demo_binds_first_and_serves_on_the_port_it_prints(tmp_path: Path) -> None:
-    """With its usual port taken it binds another and prints that one: no bind race."""
-    with socket.socket() as holder:
+def _hold(port: int) -> socket.socket:
+    """Listen on `port`; if another test's demo has it, wait until that one lets go."""
+
+    def bind() -> socket.socket | None:
+        holder = socket.socket()
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            holder.bind(("127.0.0.1", 9875))
+            holder.bind(("127.0.0.1", port))
             holder.listen()
         except OSError:
-            pass  # taken already: just as good
+            holder.close()
+            return None
+        return holder
+
+    held: socket.socket = wait_until(bind, timeout=90, interval=0.2)
+    return held
+
+
+def test_the_demo_binds_first_and_serves_on_the_port_it_prints(tmp_path: Path) -> None:
+    """With its usual port taken it binds another and prints that one: no bind race."""
+    with _hold(DEMO_LISTEN_PORT):
         proc = start_syncwatch(["demo", "--duration", "60s"], tmp_path / "demo.log")
         try:
             found = wait_until(
@@ -339,11 +353,26 @@ def test_the_demo_binds_first_and_serves_on_the_port_it_prints(tmp_path: Path) -
                 timeout=30,
             )
             port = int(found[1])
-            assert port != 9875
+            assert port != DEMO_LISTEN_PORT
             wait_until(
                 lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200,
                 timeout=30,
             )
         finally:
             assert proc.stop() == 0
+    assert "Traceback" not in proc.output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_right_after_the_banner_is_a_clean_stop(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Stopped while the daemon is still starting: exit 0 with its summary, never a kill."""
+    proc = start_syncwatch(["demo", "--duration", "60s"], tmp_path / "demo.log")
+    try:
+        wait_until(lambda: "metrics: http://" in proc.output, timeout=30, interval=0.01)
+    finally:
+        code = proc.stop(sig)
+    assert code == 0, proc.output
+    assert "syncwatch demo: done." in proc.output
     assert "Traceback" not in proc.output
