@@ -17,7 +17,7 @@ import time
 import zlib
 from pathlib import Path
 
-from syncwatch.config import load_config
+from syncwatch.config.load import load_config
 from syncwatch.http import make_transport
 from syncwatch.sources import Poller
 

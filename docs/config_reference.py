@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from syncwatch.config import Config, SecretFile, format_duration, format_size
+from syncwatch.config import SecretFile, format_duration, format_size
+from syncwatch.config.load import Config
 
 OUT = Path(__file__).with_name("configuration.md")
 DURATION_HINT = "duration"
@@ -19,14 +20,14 @@ SIZE_HINT = "size"
 
 HEADER = """# Configuration reference
 
-Generated from `syncwatch/config.py` by `python docs/config_reference.py`; a test fails
-when it is out of date. Every key can also be set from the environment: the `env`
-column gives the variable (arrays of tables take JSON, e.g.
-`SYNCWATCH_TIMBAL__ORGS='[{"id": "org_1"}]'`). Durations accept `"90s"`, `"5m"`,
-`"1h30m"`, `"2d"` or a number of seconds; sizes `"64MiB"`, `"512KiB"`, `"1GiB"` or a
-number of bytes. `secret` keys are never printed or logged;
-each has a `*_file` twin (relative names are read from `$CREDENTIALS_DIRECTORY`).
-`[[notifiers]]` entries take the common keys plus those of their `type`.
+Generated from the config models (`syncwatch/config/` and each notifier kind's module)
+by `python docs/config_reference.py`; a test fails when it is out of date. Every key can
+also be set from the environment: the `env` column gives the variable (arrays of tables
+take JSON, e.g. `SYNCWATCH_TIMBAL__ORGS='[{"id": "org_1"}]'`). Durations accept `"90s"`,
+`"5m"`, `"1h30m"`, `"2d"` or a number of seconds; sizes `"64MiB"`, `"512KiB"`, `"1GiB"`
+or a number of bytes. `secret` keys are never printed or logged; each has a `*_file`
+twin (relative names are read from `$CREDENTIALS_DIRECTORY`). `[[notifiers]]` entries
+take the common keys plus those of their `type`.
 """
 
 

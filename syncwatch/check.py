@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import orjson
 
-from syncwatch.config import Config, format_duration
+from syncwatch.config import format_duration
+from syncwatch.config.load import Config
 from syncwatch.evaluate import (
     Evaluation,
     ParagonRules,

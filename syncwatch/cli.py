@@ -15,15 +15,13 @@ from syncwatch import __version__, logs
 from syncwatch.config import (
     DEFAULT_PATHS,
     EX_CONFIG,
-    Config,
     ConfigError,
-    find_config_path,
-    load_config,
     parse_duration,
     redacted_dump,
     secrets_of,
     to_toml,
 )
+from syncwatch.config.load import Config, find_config_path, load_config
 from syncwatch.startup import StartupError
 
 if TYPE_CHECKING:

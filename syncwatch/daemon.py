@@ -21,7 +21,8 @@ import uvicorn
 
 from syncwatch import __version__, logs
 from syncwatch.clock import SYSTEM, Clock
-from syncwatch.config import Config, ConfigError, DaemonConfig, load_config, secrets_of
+from syncwatch.config import ConfigError, DaemonConfig, secrets_of
+from syncwatch.config.load import Config, load_config
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import ParagonRules, effective_thresholds, evaluate_listings

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from syncwatch.config import Config, load_config
+from syncwatch.config.load import Config, load_config
 from syncwatch.daemon import Daemon, catch_early_stop, run_daemon
 from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.server import bind_listener

@@ -11,7 +11,7 @@ import structlog
 
 from syncwatch import logs
 from syncwatch.clock import StepDetector
-from syncwatch.config import Config
+from syncwatch.config.load import Config
 from syncwatch.evaluate import Report, state_text
 from syncwatch.lifecycle import (
     Alert,

@@ -6,8 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-from syncwatch.config import Notifier as NotifierConfig
-from syncwatch.config import glob_match
+from syncwatch.config import NotifierConfig, glob_match
 from syncwatch.lifecycle import Alert, AlertEvent, Identity, Transition
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason
 

@@ -24,11 +24,10 @@ from syncwatch.config import (
     TimbalConfig,
     TimbalMatch,
     format_duration,
-    load_config,
     parse_duration,
     secrets_of,
 )
-from syncwatch.config.load import _all_models
+from syncwatch.config.load import _all_models, load_config
 from syncwatch.evaluate import effective_thresholds
 from tests.conftest import ENV_OWNED
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from syncwatch.config import AlertmanagerNotifier, ConsoleNotifier, WebhookNotifier
-from syncwatch.config import Notifier as NotifierConfig
+from syncwatch.config import NotifierConfig
 from syncwatch.dispatch import Dispatcher, make_test_batch, send_test
 from syncwatch.lifecycle import Alert, Identity, Rules, TenantOutcome, Transition, transition
 from syncwatch.models import AlertName, Condition, Severity, Source
+from syncwatch.notifiers.alertmanager import AlertmanagerConfig as AlertmanagerNotifier
+from syncwatch.notifiers.console import ConsoleConfig as ConsoleNotifier
+from syncwatch.notifiers.webhook import WebhookConfig as WebhookNotifier
 from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,

@@ -27,7 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from syncwatch.check import poll_and_evaluate
-from syncwatch.config import Config, load_config
+from syncwatch.config.load import Config, load_config
 from syncwatch.evaluate import Report
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.models import Reason, Source

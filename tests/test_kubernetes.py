@@ -436,7 +436,7 @@ def test_embedded_config_validates(
 def test_pod_ordinals_cover_every_shard_evenly(
     directory: Path, replicas: int, shards: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from syncwatch.config import load_config
+    from syncwatch.config.load import load_config
     from syncwatch.daemon import shard_of
 
     objects = render(directory)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncwatch.check import poll_and_evaluate
-from syncwatch.config import load_config
+from syncwatch.config.load import load_config
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report
 from syncwatch.metrics import Telemetry

@@ -23,25 +23,22 @@ import httpx
 import pytest
 from slack_sdk.models.blocks import Block
 
-from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
-from syncwatch.config import ConsoleNotifier as ConsoleConfig
-from syncwatch.config import SlackNotifier as SlackConfig
-from syncwatch.config import WebhookNotifier as WebhookConfig
 from syncwatch.dispatch import Dispatcher, make_test_batch
 from syncwatch.http import make_http_client
-from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
+from syncwatch.notifiers.alertmanager import AlertmanagerConfig, AlertmanagerNotifier
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, post
-from syncwatch.notifiers.console import ConsoleNotifier
+from syncwatch.notifiers.console import ConsoleConfig, ConsoleNotifier
 from syncwatch.notifiers.registry import make_notifier
 from syncwatch.notifiers.slack import (
     MAX_BLOCKS,
     MAX_BLOCKS_TEXT,
     MAX_HEADER,
     MAX_SECTION,
+    SlackConfig,
     SlackNotifier,
     slack_message,
 )
-from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.notifiers.webhook import WebhookConfig, WebhookNotifier
 from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,
@@ -1014,16 +1011,28 @@ async def test_alertmanager_url_credentials_become_basic_auth_and_stay_out_of_er
         assert delivered.header("Authorization") == expected
 
 
-def test_the_registry_builds_exactly_the_kinds_the_config_accepts() -> None:
-    """One registry line per notifier kind: nothing else lists them."""
+def test_the_config_accepts_exactly_the_registrys_kinds() -> None:
+    """One registry line per notifier kind: the config union and the type names follow it."""
     from typing import get_args
 
-    from syncwatch.config import Notifier as NotifierConfig
+    from syncwatch.config import ConfigError
+    from syncwatch.config.load import Config, load_config
     from syncwatch.notifiers.registry import KINDS
 
-    union = get_args(NotifierConfig)[0]
-    types = [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
-    assert sorted(KINDS) == sorted(types)
+    (entry,) = get_args(Config.model_fields["notifiers"].annotation)
+    union = get_args(entry)[0]
+    assert set(get_args(union)) == {kind.config for kind in KINDS.values()}
+    assert all(kind.type == name for name, kind in KINDS.items())
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            None,
+            timbal={"api_key": "k", "orgs": [{"id": "o"}]},
+            notifiers=[{"name": "n", "type": "carrier-pigeon"}],
+        )
+    assert caught.value.problems == [
+        "notifiers[0].type: unknown notifier type 'carrier-pigeon'; expected one of "
+        + ", ".join(KINDS)
+    ]
 
 
 def test_capabilities_are_the_kinds_own_data() -> None:

@@ -17,7 +17,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from syncwatch.config import load_config
+from syncwatch.config.load import load_config
 from syncwatch.daemon import Daemon
 from tests.conftest import toml_value
 from tests.test_config import BROKEN, TIMBAL_KEY, Broken, ec_pem, rsa_pem

@@ -20,15 +20,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from syncwatch.config import AlertingConfig, Config, TimbalConfig, TimbalOrg
-from syncwatch.config import SlackNotifier as SlackConfig
-from syncwatch.config import WebhookNotifier as WebhookConfig
+from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
+from syncwatch.config.load import Config
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.http import make_http_client
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER
-from syncwatch.notifiers.slack import SlackNotifier
-from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.notifiers.slack import SlackConfig, SlackNotifier
+from syncwatch.notifiers.webhook import WebhookConfig, WebhookNotifier
 from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,

@@ -29,19 +29,21 @@ from typing import Any
 import httpx
 import pytest
 
-from syncwatch.config import AlertingConfig, Config, TimbalConfig, TimbalOrg
-from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
-from syncwatch.config import SlackNotifier as SlackConfig
-from syncwatch.config import WebhookNotifier as WebhookConfig
+from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
+from syncwatch.config.load import Config
 from syncwatch.dispatch import BACKOFF_MAX, MAX_AGE, Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
 from syncwatch.http import make_http_client
 from syncwatch.models import Listing, Source, TimbalSync
-from syncwatch.notifiers.alertmanager import ENDS_AT_CYCLES, AlertmanagerNotifier
+from syncwatch.notifiers.alertmanager import (
+    ENDS_AT_CYCLES,
+    AlertmanagerConfig,
+    AlertmanagerNotifier,
+)
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, rfc3339
-from syncwatch.notifiers.slack import SlackNotifier, slack_message
-from syncwatch.notifiers.webhook import WebhookNotifier, webhook_payload
+from syncwatch.notifiers.slack import SlackConfig, SlackNotifier, slack_message
+from syncwatch.notifiers.webhook import WebhookConfig, WebhookNotifier, webhook_payload
 from syncwatch.outbox import Batch, Capabilities, Notifier
 from syncwatch.state import StateStore
 from syncwatch.store import Store

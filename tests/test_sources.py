@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from syncwatch.config import Config, load_config
+from syncwatch.config.load import Config, load_config
 from syncwatch.evaluate import ParagonRules, SyncState, effective_thresholds, evaluate_listings
 from syncwatch.http import make_transport
 from syncwatch.models import Listing, ParagonSync, Reason, Source, SourceError, TimbalSync

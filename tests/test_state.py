@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from syncwatch.config import AlertingConfig, Config, ConsoleNotifier, TimbalConfig, TimbalOrg
+from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
+from syncwatch.config.load import Config
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import AlertName, Listing, Severity, Source, TimbalSync
+from syncwatch.notifiers.console import ConsoleConfig as ConsoleNotifier
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import SCHEMA_VERSION, StateStore

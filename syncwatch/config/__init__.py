@@ -1,26 +1,23 @@
 """Configuration: TOML file + `SYNCWATCH_` environment, validated into frozen models.
 
-`types` (durations, sizes, secrets, URLs, globs), `sections` (one model per table),
-`load` (the whole Config, its sources and error lines), `render` (`validate` output).
+`types` (durations, sizes, secrets, URLs, globs), `sections` (one model per table, and the
+base every notifier kind's model extends), `render` (`validate` output) and `load` (the
+whole Config, its sources and error lines). `load` is imported as itself: the whole Config
+names every notifier kind, and their modules build on `sections`.
 """
 
-from syncwatch.config.load import Config, find_config_path, format_errors, load_config
 from syncwatch.config.render import redacted_dump, secrets_of, to_toml
 from syncwatch.config.sections import (
     AlertingConfig,
-    AlertmanagerNotifier,
-    ConsoleNotifier,
     DaemonConfig,
-    Notifier,
+    NotifierConfig,
     ParagonConfig,
     ParagonUser,
-    SlackNotifier,
     Thresholds,
     TimbalConfig,
     TimbalMatch,
     TimbalOrg,
     TimbalOverride,
-    WebhookNotifier,
     secret_value,
 )
 from syncwatch.config.types import (
@@ -28,6 +25,7 @@ from syncwatch.config.types import (
     DEFAULT_PATHS,
     EX_CONFIG,
     ConfigError,
+    KeyProblemError,
     SecretFile,
     format_duration,
     format_size,
@@ -41,28 +39,21 @@ __all__ = [
     "DEFAULT_PATHS",
     "EX_CONFIG",
     "AlertingConfig",
-    "AlertmanagerNotifier",
-    "Config",
     "ConfigError",
-    "ConsoleNotifier",
     "DaemonConfig",
-    "Notifier",
+    "KeyProblemError",
+    "NotifierConfig",
     "ParagonConfig",
     "ParagonUser",
     "SecretFile",
-    "SlackNotifier",
     "Thresholds",
     "TimbalConfig",
     "TimbalMatch",
     "TimbalOrg",
     "TimbalOverride",
-    "WebhookNotifier",
-    "find_config_path",
     "format_duration",
-    "format_errors",
     "format_size",
     "glob_match",
-    "load_config",
     "parse_duration",
     "parse_size",
     "redacted_dump",

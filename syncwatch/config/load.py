@@ -23,16 +23,14 @@ from pydantic_settings import (
 )
 
 from syncwatch.config.sections import (
-    _UNION_TAGS,
     AlertingConfig,
     DaemonConfig,
-    Notifier,
     ParagonConfig,
     TimbalConfig,
     _loc_path,
-    _notifier_types,
 )
-from syncwatch.config.types import DEFAULT_PATHS, ConfigError, _KeyProblemError
+from syncwatch.config.types import DEFAULT_PATHS, ConfigError, KeyProblemError
+from syncwatch.notifiers.registry import TYPES, AnyNotifierConfig
 
 
 class Config(BaseSettings):
@@ -50,7 +48,7 @@ class Config(BaseSettings):
     timbal: TimbalConfig | None = None
     paragon: ParagonConfig | None = None
     alerting: AlertingConfig = AlertingConfig()
-    notifiers: list[Notifier] = []
+    notifiers: list[AnyNotifierConfig] = []
 
     # Set per load by `load_config`; a class attribute because sources are classmethods.
     _toml_path: ClassVar[Path | None] = None
@@ -84,7 +82,7 @@ class Config(BaseSettings):
         seen: set[str] = set()
         for i, notifier in enumerate(self.notifiers):
             if notifier.name in seen:
-                raise _KeyProblemError(
+                raise KeyProblemError(
                     f"notifiers[{i}].name",
                     f"notifier name {notifier.name!r} is used twice; names must be unique",
                 )
@@ -149,7 +147,7 @@ def _models_at(loc: tuple[int | str, ...]) -> list[type[BaseModel]]:
     for part in loc:
         if isinstance(part, int):
             continue
-        if part in _UNION_TAGS and not any(part in m.model_fields for m in models):
+        if part in TYPES and not any(part in m.model_fields for m in models):
             tagged = [m for m in models if part in get_args(_field_annotation(m, "type"))]
             models = tagged or models
             continue
@@ -182,7 +180,7 @@ def _all_models() -> list[type[BaseModel]]:
     return found
 
 
-_NOTIFIER_TYPES = ", ".join(_notifier_types())
+_NOTIFIER_TYPES = ", ".join(TYPES)
 
 
 def format_errors(exc: ValidationError) -> list[str]:
@@ -193,7 +191,7 @@ def format_errors(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         subpath = ""
         cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, _KeyProblemError):
+        if isinstance(cause, KeyProblemError):
             subpath, msg = cause.subpath, cause.problem
         if err["type"] == "extra_forbidden":
             key = str(loc[-1])
@@ -212,7 +210,7 @@ def format_errors(exc: ValidationError) -> list[str]:
             msg = f"field required (one of {_NOTIFIER_TYPES})"
         elif msg and msg[0].isupper() and not msg[:2].isupper():
             msg = msg[0].lower() + msg[1:]
-        path = _loc_path(loc)
+        path = _loc_path(loc, TYPES)
         if subpath:
             # A fragment such as `orgs[1].id`, already in key-path spelling.
             path = f"{path}.{subpath}" if path else subpath

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 from pydantic import BaseModel, SecretStr
 
-from syncwatch.config.load import Config
-from syncwatch.config.sections import AlertmanagerNotifier
+from syncwatch.config.sections import NotifierConfig
+
+if TYPE_CHECKING:
+    from syncwatch.config.load import Config
 
 # --- `validate` output ------------------------------------------------------------------
 
@@ -18,24 +19,10 @@ from syncwatch.config.sections import AlertmanagerNotifier
 def redacted_dump(config: Config) -> dict[str, Any]:
     """The resolved config as plain data, every secret replaced by asterisks."""
     data: dict[str, Any] = config.model_dump(mode="json", by_alias=True, exclude_none=True)
-    # An Alertmanager URL may carry basic-auth credentials (http://user:pass@host).
-    for notifier in data.get("notifiers", []):
-        if notifier.get("type") == "alertmanager":
-            notifier["urls"] = [_mask_url_password(u) for u in notifier.get("urls", [])]
+    # Each kind masks what it keeps secret outside a SecretStr (a URL's password…).
+    for notifier, dumped in zip(config.notifiers, data.get("notifiers", []), strict=True):
+        notifier.redact(dumped)
     return data
-
-
-def _url_password(url: str) -> str | None:
-    return urlsplit(url).password or None
-
-
-def _mask_url_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:**********@{hostport}").geturl()
 
 
 def to_toml(data: Mapping[str, Any]) -> str:
@@ -55,6 +42,6 @@ def secrets_of(model: BaseModel) -> list[str]:
                 found.append(item.get_secret_value())
             elif isinstance(item, BaseModel):
                 found.extend(secrets_of(item))
-    if isinstance(model, AlertmanagerNotifier):
-        found.extend(p for p in map(_url_password, model.urls) if p)
+    if isinstance(model, NotifierConfig):
+        found.extend(model.plain_secrets())
     return found

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -25,18 +25,16 @@ from syncwatch.config.types import (
     Duration,
     Glob,
     HttpUrl,
+    KeyProblemError,
     OptionalDuration,
     OptionalSecret,
     ReadableFile,
     SecretFile,
     SecretFilePath,
-    SecretUrl,
     Size,
     _check_listen,
-    _check_secret_url,
     _check_shard,
     _check_url,
-    _KeyProblemError,
 )
 from syncwatch.models import Severity
 from syncwatch.outbox import Capabilities
@@ -60,9 +58,7 @@ class _WithSecrets(_Model):
             if file is None:
                 continue
             if getattr(self, name) is not None:
-                raise _KeyProblemError(
-                    f"{name}_file", f"set either {name} or {name}_file, not both"
-                )
+                raise KeyProblemError(f"{name}_file", f"set either {name} or {name}_file, not both")
             # Frozen model: filled once, during validation.
             object.__setattr__(self, name, file.value)
         return self
@@ -90,7 +86,7 @@ class DaemonConfig(_Model):
     @model_validator(mode="after")
     def _auto_shard_needs_count(self) -> Self:
         if self.shard == "auto" and self.shard_count is None:
-            raise _KeyProblemError(
+            raise KeyProblemError(
                 "shard_count", "required with shard = 'auto' (the StatefulSet replica count)"
             )
         return self
@@ -165,10 +161,10 @@ class TimbalConfig(_WithSecrets):
         seen: set[str] = set()
         for i, org in enumerate(self.orgs):
             if org.id in seen:
-                raise _KeyProblemError(f"orgs[{i}].id", f"org {org.id!r} is listed twice")
+                raise KeyProblemError(f"orgs[{i}].id", f"org {org.id!r} is listed twice")
             seen.add(org.id)
             if org.api_key is None and self.api_key is None:
-                raise _KeyProblemError(
+                raise KeyProblemError(
                     f"orgs[{i}].api_key",
                     f"org {org.id!r} has no API key: set timbal.api_key_file "
                     "(or timbal.api_key, or a per-org api_key)",
@@ -179,7 +175,7 @@ class TimbalConfig(_WithSecrets):
             except ValidationError as exc:
                 first = exc.errors(include_url=False, include_input=False)[0]
                 inner = _loc_path(first["loc"])
-                raise _KeyProblemError(
+                raise KeyProblemError(
                     f"overrides[{i}].{inner}" if inner else f"overrides[{i}]",
                     first["msg"].removeprefix("Value error, "),
                 ) from None
@@ -220,9 +216,9 @@ class ParagonConfig(_WithSecrets):
             try:
                 _check_rsa_private_key(self.signing_key)
             except ValueError as exc:
-                raise _KeyProblemError(key_name, str(exc)) from None
+                raise KeyProblemError(key_name, str(exc)) from None
             if not self.project_id:
-                raise _KeyProblemError(
+                raise KeyProblemError(
                     "project_id",
                     "required to mint user tokens with signing_key "
                     "(the token audience is useparagon.com/<project_id>)",
@@ -230,14 +226,14 @@ class ParagonConfig(_WithSecrets):
         else:
             for i, user in enumerate(self.users):
                 if user.token is None:
-                    raise _KeyProblemError(
+                    raise KeyProblemError(
                         f"users[{i}].token",
                         f"user {user.id!r} has no token: set its token_file (or token), or "
                         "paragon.signing_key_file (the RS256 signing key from the Paragon "
                         "dashboard) to mint one",
                     )
             if self.users_file is not None:
-                raise _KeyProblemError(
+                raise KeyProblemError(
                     "users_file",
                     "users listed in a file have no static token: set "
                     "paragon.signing_key_file (the RS256 signing key from the Paragon "
@@ -246,7 +242,7 @@ class ParagonConfig(_WithSecrets):
         seen: set[str] = set()
         for i, user in enumerate(self.users):
             if user.id in seen:
-                raise _KeyProblemError(f"users[{i}].id", f"user {user.id!r} is listed twice")
+                raise KeyProblemError(f"users[{i}].id", f"user {user.id!r} is listed twice")
             seen.add(user.id)
         return self
 
@@ -288,94 +284,35 @@ class AlertingConfig(_Model):
     external_url: Annotated[str, AfterValidator(lambda v: v and _check_url(v))] = ""
 
 
-class _NotifierBase(_WithSecrets):
+class NotifierConfig(_WithSecrets):
+    """What every [[notifiers]] entry has; each kind's module subclasses it with its `type`."""
+
     # The kind's needs of routing and delivery (Alertmanager hears every resolve…).
     capabilities: ClassVar[Capabilities] = Capabilities()
+    type: str
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     min_severity: Severity = Severity.WARNING
     match: dict[str, Glob] = {}
 
+    def redact(self, dumped: dict[str, Any]) -> None:
+        """Mask, in this entry as `validate` prints it, what is secret but no SecretStr."""
 
-class SlackNotifier(_NotifierBase):
-    # Slack allows about one message per second per incoming webhook.
-    capabilities = Capabilities(min_interval=1.0)
-    _secrets = ("webhook_url",)
-    type: Literal["slack"]
-    webhook_url: SecretUrl = None
-    webhook_url_file: SecretFilePath = None
-
-    @model_validator(mode="after")
-    def _needs_url(self) -> Self:
-        if self.webhook_url is None:
-            raise _KeyProblemError(
-                "webhook_url", "required: a slack notifier needs webhook_url_file (or webhook_url)"
-            )
-        if self.webhook_url_file is not None:
-            # An inline value was checked as a field; one read from a file is checked here.
-            try:
-                _check_secret_url(self.webhook_url)
-            except ValueError as exc:
-                raise _KeyProblemError("webhook_url_file", str(exc)) from None
-        return self
-
-
-class WebhookNotifier(_NotifierBase):
-    _secrets = ("url", "secret")
-    type: Literal["webhook"]
-    url: SecretUrl = None
-    url_file: SecretFilePath = None
-    secret: OptionalSecret = None
-    secret_file: SecretFilePath = None
-    headers: dict[str, str] = {}
-
-    @model_validator(mode="after")
-    def _needs_url(self) -> Self:
-        if self.url is None:
-            raise _KeyProblemError("url", "required: a webhook notifier needs url (or url_file)")
-        if self.url_file is not None:
-            try:
-                _check_secret_url(self.url)
-            except ValueError as exc:
-                raise _KeyProblemError("url_file", str(exc)) from None
-        return self
-
-
-class AlertmanagerNotifier(_NotifierBase):
-    # Fed the way Prometheus feeds it: every resolve, and firing alerts every cycle.
-    capabilities = Capabilities(always_resolves=True, resends_active=True)
-    type: Literal["alertmanager"]
-    urls: list[HttpUrl] = Field(min_length=1)
-
-
-class ConsoleNotifier(_NotifierBase):
-    type: Literal["console"]
-
-
-Notifier = Annotated[
-    SlackNotifier | WebhookNotifier | AlertmanagerNotifier | ConsoleNotifier,
-    Field(discriminator="type"),
-]
-
-
-def _notifier_types() -> list[str]:
-    """The `type` of every notifier kind, read from the config union itself."""
-    union = get_args(Notifier)[0]
-    return [get_args(m.model_fields["type"].annotation)[0] for m in get_args(union)]
-
-
-_UNION_TAGS = set(_notifier_types())
+    def plain_secrets(self) -> list[str]:
+        """Secret values held in plain fields (a password inside a URL), for the scrubber."""
+        return []
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _loc_path(loc: Iterable[int | str]) -> str:
+def _loc_path(loc: Iterable[int | str], tags: Collection[str] = ()) -> str:
+    """`loc` spelt as a key path; `tags` (the notifier types) are union branches, skipped."""
     out = ""
     parts = tuple(loc)
     for i, part in enumerate(parts):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i == 2 and parts[0] == "notifiers" and part in _UNION_TAGS:
+        elif i == 2 and parts[0] == "notifiers" and part in tags:
             # Discriminated-union branch names are internal; the key path skips them.
             continue
         else:

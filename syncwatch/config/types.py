@@ -32,7 +32,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class _KeyProblemError(ValueError):
+class KeyProblemError(ValueError):
     """A cross-field problem raised by a model validator, pinned to a key below that model.
 
     Pydantic locates model-validator errors at the model itself; `format_errors` appends
@@ -244,7 +244,7 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
-def _check_secret_url(value: SecretStr | None) -> SecretStr | None:
+def check_secret_url(value: SecretStr | None) -> SecretStr | None:
     # Validate the shape without ever echoing the value: webhook URLs carry tokens.
     if value is not None:
         parts = urlsplit(value.get_secret_value())
@@ -254,7 +254,7 @@ def _check_secret_url(value: SecretStr | None) -> SecretStr | None:
 
 
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
-SecretUrl = Annotated[OptionalSecret, AfterValidator(_check_secret_url)]
+SecretUrl = Annotated[OptionalSecret, AfterValidator(check_secret_url)]
 
 
 def _check_glob(value: str) -> str:
@@ -307,3 +307,18 @@ def _check_shard(value: str) -> str:
     if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]):
         raise ValueError(f"invalid shard {value!r}: expected 'i/n' with 0 <= i < n, or 'auto'")
     return value
+
+
+def url_password(url: str) -> str | None:
+    """The password inside `http://user:pass@host/`, if any."""
+    return urlsplit(url).password or None
+
+
+def mask_url_password(url: str) -> str:
+    """`url` with its password, if any, replaced by asterisks."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:**********@{hostport}").geturl()

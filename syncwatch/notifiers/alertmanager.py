@@ -6,17 +6,34 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import httpx
 import orjson
+from pydantic import Field
 
-from syncwatch.config import AlertmanagerNotifier as AlertmanagerConfig
+from syncwatch.config import NotifierConfig
+from syncwatch.config.types import HttpUrl, mask_url_password, url_password
 from syncwatch.failures import origin
-from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Context, post, rfc3339
-from syncwatch.outbox import AlertStatus, Batch, DeliveryError
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Context, Kind, post, rfc3339
+from syncwatch.outbox import AlertStatus, Batch, Capabilities, DeliveryError
 
 # Firing alerts are re-sent every cycle; a few missed cycles must not resolve them.
 ENDS_AT_CYCLES = 4
+
+
+class AlertmanagerConfig(NotifierConfig):
+    # Fed the way Prometheus feeds it: every resolve, and firing alerts every cycle.
+    capabilities = Capabilities(always_resolves=True, resends_active=True)
+    type: Literal["alertmanager"]
+    urls: list[HttpUrl] = Field(min_length=1)
+
+    # A URL may carry basic-auth credentials (http://user:pass@host).
+    def redact(self, dumped: dict[str, Any]) -> None:
+        dumped["urls"] = [mask_url_password(u) for u in self.urls]
+
+    def plain_secrets(self) -> list[str]:
+        return [p for p in map(url_password, self.urls) if p]
 
 
 class AlertmanagerNotifier:
@@ -91,3 +108,6 @@ class AlertmanagerNotifier:
             retryable=any(e.retryable for e in delivery),
             retry_after=max(asked, default=None),
         )
+
+
+KIND = Kind(AlertmanagerConfig, AlertmanagerNotifier.build)

@@ -1,4 +1,4 @@
-"""What a notifier receives (a Batch) and how it fails (DeliveryError); nothing else."""
+"""What notifier kinds share: the Kind a module declares, its build Context, HTTP delivery."""
 
 from __future__ import annotations
 
@@ -8,27 +8,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from syncwatch.config import NotifierConfig
 from syncwatch.failures import classify, origin, parse_retry_after, scrub
 from syncwatch.http import read_body
-from syncwatch.outbox import Capabilities, DeliveryError
+from syncwatch.outbox import DeliveryError, Notifier
 
 DELIVERY_ID_HEADER = "X-Syncwatch-Delivery-Id"
 
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def capabilities(self) -> Capabilities: ...
-
-
-C = TypeVar("C", bound=_Named)
+C = TypeVar("C", bound=NotifierConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,22 +32,19 @@ class Context:
     clock: Callable[[], float] = field(default=time.time)
 
 
-class HttpNotifier(Generic[C]):
-    """What HTTP notifiers share: their config entry, the shared client, a clock."""
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One notifier kind, as its module declares it: the config model and the factory."""
 
-    def __init__(
-        self, config: C, client: httpx.AsyncClient, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.client = client
-        self.clock = clock
-        self.capabilities = config.capabilities
+    config: type[NotifierConfig]
+    # (that kind's config entry, the shared HTTP client, Context) -> Notifier
+    build: Callable[[Any, httpx.AsyncClient, Context], Notifier]
 
-    @classmethod
-    def build(cls, config: C, client: httpx.AsyncClient, context: Context) -> Self:
-        """The registry's uniform factory."""
-        return cls(config, client, context.clock)
+    @property
+    def type(self) -> str:
+        """The `type = "…"` of its config entries, read from the model's Literal."""
+        tag: str = get_args(self.config.model_fields["type"].annotation)[0]
+        return tag
 
 
 def rfc3339(value: datetime | None) -> str:
@@ -91,6 +81,31 @@ class Answer:
 ANSWER_LIMIT = 64 * 1024
 
 
+def retry_by_default(status: int) -> bool:
+    """Timeouts, rate limits and server errors pass; anything else will answer the same."""
+    return status in (408, 429) or status >= 500
+
+
+def body_text(answer: Answer) -> str:
+    """The receiver's own words: most answer an error as a line of text."""
+    return answer.text
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPolicy:
+    """How one kind reads a non-2xx answer: retry or give up, and the words that explain it.
+
+    The per-integration hook of Alertmanager's notify.Retrier: a kind whose receiver
+    documents its answers (PagerDuty: 400 is permanent, 429 and 5xx retry) declares them.
+    """
+
+    retryable: Callable[[int], bool] = retry_by_default
+    explain: Callable[[Answer], str] = body_text
+
+
+DEFAULT_ANSWERS = AnswerPolicy()
+
+
 async def post(
     client: httpx.AsyncClient,
     url: str,
@@ -99,6 +114,7 @@ async def post(
     *,
     what: str,
     clock: Callable[[], float] = time.time,
+    answers: AnswerPolicy = DEFAULT_ANSWERS,
 ) -> Answer:
     """POST and map the outcome to DeliveryError; `what` names the target (never a secret URL).
 
@@ -130,12 +146,12 @@ async def post(
     retry_after = parse_retry_after(answer.headers.get("Retry-After"), clock())
     # Receivers' error pages often echo the request path, and a Slack or webhook URL's path
     # is its secret.
-    detail = scrub(answer.text[: 400 + len(url)], url, tuple(headers.values()))
+    detail = scrub(answers.explain(answer)[: 400 + len(url)], url, tuple(headers.values()))
     detail = detail[:200].strip().replace("\n", " ")
     if 300 <= status < 400:
         # Not followed (the URL is the credential); name only where it points.
         detail = f"redirected to {origin(answer.headers.get('Location', ''))}, not followed"
-    retryable = status in (408, 429) or status >= 500
+    retryable = answers.retryable(status)
     raise DeliveryError(
         f"{what}: HTTP {status}" + (f" {detail!r}" if detail else ""),
         retryable=retryable,
@@ -151,3 +167,30 @@ ANSWER_TIMEOUT = 10.0
 async def _close(response: httpx.Response) -> None:
     with contextlib.suppress(Exception):
         await response.aclose()
+
+
+class HttpNotifier(Generic[C]):
+    """What HTTP notifiers share: their config entry, the shared client, a clock."""
+
+    answers: ClassVar[AnswerPolicy] = DEFAULT_ANSWERS  # a kind with documented answers sets its own
+
+    def __init__(
+        self, config: C, client: httpx.AsyncClient, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.client = client
+        self.clock = clock
+        self.capabilities = config.capabilities
+
+    @classmethod
+    def build(cls, config: C, client: httpx.AsyncClient, context: Context) -> Self:
+        """The registry's uniform factory."""
+        return cls(config, client, context.clock)
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST with this kind's answer policy; errors name the kind and entry, never the URL."""
+        what = f"{self.config.type} {self.name}"
+        return await post(
+            self.client, url, body, headers, what=what, clock=self.clock, answers=self.answers
+        )

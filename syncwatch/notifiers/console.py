@@ -5,11 +5,17 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Literal, TextIO
 
-from syncwatch.config import ConsoleNotifier as ConsoleConfig
+from syncwatch.config import NotifierConfig
 from syncwatch.models import Severity
+from syncwatch.notifiers.base import Kind
 from syncwatch.outbox import AlertPayload, Batch, EventKind
+
+
+class ConsoleConfig(NotifierConfig):
+    type: Literal["console"]
+
 
 _WORDS = {
     EventKind.FIRING: "FIRING",
@@ -73,3 +79,6 @@ class ConsoleNotifier:
             self.counts[line.split()[1 + batch.test]] += 1
             print(line, file=stream)
         stream.flush()
+
+
+KIND = Kind(ConsoleConfig, ConsoleNotifier.build)

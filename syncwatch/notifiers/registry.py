@@ -1,36 +1,45 @@
-"""Every notifier kind, one line each: its config `type` and the factory that builds it.
+"""Every notifier kind, one line each; the config union, type names and factory follow.
 
-A kind is one module: its notifier class with a `build(config, client, context)` factory;
-its config model (with the kind's Capabilities) is a member of `syncwatch.config.Notifier`.
+A kind is one module: its config model (a NotifierConfig with the kind's Capabilities), its
+notifier class, and `KIND = Kind(config model, factory)`. Adding one is that module and
+its line below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Union
 
 import httpx
+from pydantic import Field
 
-from syncwatch.config import Notifier as NotifierConfig
-from syncwatch.notifiers.alertmanager import AlertmanagerNotifier
-from syncwatch.notifiers.base import Context
-from syncwatch.notifiers.console import ConsoleNotifier
-from syncwatch.notifiers.slack import SlackNotifier
-from syncwatch.notifiers.webhook import WebhookNotifier
+from syncwatch.config import NotifierConfig
+from syncwatch.notifiers import alertmanager, console, slack, webhook
+from syncwatch.notifiers.base import Context, Kind
 from syncwatch.outbox import Notifier
 
-Factory = Callable[[Any, httpx.AsyncClient, Context], Notifier]
+_KINDS: tuple[Kind, ...] = (
+    slack.KIND,
+    webhook.KIND,
+    alertmanager.KIND,
+    console.KIND,
+)
 
-KINDS: Mapping[str, Factory] = {
-    "slack": SlackNotifier.build,
-    "webhook": WebhookNotifier.build,
-    "alertmanager": AlertmanagerNotifier.build,
-    "console": ConsoleNotifier.build,
-}
+KINDS: Mapping[str, Kind] = {kind.type: kind for kind in _KINDS}
+TYPES: tuple[str, ...] = tuple(KINDS)  # as error messages list them
+
+# What a [[notifiers]] entry validates as: the kind its `type` names.
+if TYPE_CHECKING:
+    AnyNotifierConfig = NotifierConfig
+else:
+    AnyNotifierConfig = Annotated[
+        Union[tuple(kind.config for kind in _KINDS)],  # noqa: UP007 - built at run time
+        Field(discriminator="type"),
+    ]
 
 
 def make_notifier(
     config: NotifierConfig, client: httpx.AsyncClient, *, poll_interval: float
 ) -> Notifier:
     """The notifier a config entry describes, sharing the one HTTP client."""
-    return KINDS[config.type](config, client, Context(poll_interval))
+    return KINDS[config.type].build(config, client, Context(poll_interval))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Self
 
 import orjson
+from pydantic import model_validator
 from slack_sdk.models.blocks import (
     Block,
     ContextBlock,
@@ -14,11 +15,35 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from syncwatch.config import SlackNotifier as SlackConfig
-from syncwatch.config import secret_value
+from syncwatch.config import KeyProblemError, NotifierConfig, secret_value
+from syncwatch.config.types import SecretFilePath, SecretUrl, check_secret_url
 from syncwatch.models import Severity
-from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, post
-from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, Kind
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, Capabilities, EventKind
+
+
+class SlackConfig(NotifierConfig):
+    # Slack allows about one message per second per incoming webhook.
+    capabilities = Capabilities(min_interval=1.0)
+    _secrets = ("webhook_url",)
+    type: Literal["slack"]
+    webhook_url: SecretUrl = None
+    webhook_url_file: SecretFilePath = None
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> Self:
+        if self.webhook_url is None:
+            raise KeyProblemError(
+                "webhook_url", "required: a slack notifier needs webhook_url_file (or webhook_url)"
+            )
+        if self.webhook_url_file is not None:
+            # An inline value was checked as a field; one read from a file is checked here.
+            try:
+                check_secret_url(self.webhook_url)
+            except ValueError as exc:
+                raise KeyProblemError("webhook_url_file", str(exc)) from None
+        return self
+
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -134,11 +159,8 @@ class SlackNotifier(HttpNotifier[SlackConfig]):
     async def send(self, batch: Batch) -> None:
         url = secret_value(self.config.webhook_url)
         assert url is not None, "config validation requires webhook_url"
-        await post(
-            self.client,
-            url,
-            orjson.dumps(slack_message(batch)),
-            {DELIVERY_ID_HEADER: batch.delivery_id},
-            what=f"slack {self.name}",
-            clock=self.clock,
-        )
+        body = orjson.dumps(slack_message(batch))
+        await self.post(url, body, {DELIVERY_ID_HEADER: batch.delivery_id})
+
+
+KIND = Kind(SlackConfig, SlackNotifier.build)

@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
+from typing import Any, Literal, Self
 
 import orjson
+from pydantic import Field, model_validator
 
-from syncwatch.config import WebhookNotifier as WebhookConfig
-from syncwatch.config import secret_value
-from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, post, rfc3339
+from syncwatch.config import KeyProblemError, NotifierConfig, secret_value
+from syncwatch.config.types import OptionalSecret, SecretFilePath, SecretUrl, check_secret_url
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, Kind, rfc3339
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch
+
+
+class WebhookConfig(NotifierConfig):
+    _secrets = ("url", "secret")
+    type: Literal["webhook"]
+    url: SecretUrl = None
+    url_file: SecretFilePath = None
+    secret: OptionalSecret = None
+    secret_file: SecretFilePath = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> Self:
+        if self.url is None:
+            raise KeyProblemError("url", "required: a webhook notifier needs url (or url_file)")
+        if self.url_file is not None:
+            try:
+                check_secret_url(self.url)
+            except ValueError as exc:
+                raise KeyProblemError("url_file", str(exc)) from None
+        return self
 
 
 def _common(maps: list[dict[str, str]]) -> dict[str, str]:
@@ -75,4 +97,7 @@ class WebhookNotifier(HttpNotifier[WebhookConfig]):
             headers["X-Syncwatch-Signature"] = signature(secret, timestamp, body)
         url = secret_value(self.config.url)
         assert url is not None, "config validation requires a url"
-        await post(self.client, url, body, headers, what=f"webhook {self.name}", clock=self.clock)
+        await self.post(url, body, headers)
+
+
+KIND = Kind(WebhookConfig, WebhookNotifier.build)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import structlog
 
-from syncwatch.config import Config
+from syncwatch.config.load import Config
 from syncwatch.models import Listing
 from syncwatch.sources.base import Upstream
 from syncwatch.sources.paragon import ParagonClient
