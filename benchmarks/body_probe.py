@@ -17,8 +17,8 @@ import time
 import zlib
 from pathlib import Path
 
-from syncwatch.config.load import load_config
 from syncwatch.http import make_transport
+from syncwatch.settings import load_config
 from syncwatch.sources import Poller
 
 BODY = 200 * 1000 * 1000

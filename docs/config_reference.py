@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from syncwatch.config import SecretFile, format_duration, format_size
-from syncwatch.config.load import Config
+from syncwatch.settings import Config
 
 OUT = Path(__file__).with_name("configuration.md")
 DURATION_HINT = "duration"

@@ -9,19 +9,12 @@ from typing import Any
 import httpx
 import orjson
 
-from syncwatch.config import format_duration
-from syncwatch.config.load import Config
-from syncwatch.evaluate import (
-    Evaluation,
-    ParagonRules,
-    Report,
-    SyncState,
-    effective_thresholds,
-    evaluate_listings,
-)
+from syncwatch.evaluate import Evaluation, Report, SyncState, evaluate_listings
 from syncwatch.http import make_transport
-from syncwatch.models import Condition, ParagonSync, Severity, TimbalSync
+from syncwatch.models import Condition, Severity
+from syncwatch.settings import Config
 from syncwatch.sources import Poller
+from syncwatch.sources.registry import rules_of
 
 
 class NagiosStatus(enum.IntEnum):
@@ -43,12 +36,7 @@ async def poll_and_evaluate(
         )
     async with transport:
         listings = await Poller(config, transport, clock=lambda: now or datetime.now(UTC)).poll()
-    return evaluate_listings(
-        listings,
-        effective_thresholds(config.timbal) if config.timbal else None,
-        ParagonRules.from_config(config.paragon) if config.paragon else None,
-        now or datetime.now(UTC),
-    )
+    return evaluate_listings(listings, rules_of(config), now or datetime.now(UTC))
 
 
 def nagios_status(report: Report) -> NagiosStatus:
@@ -63,35 +51,16 @@ def nagios_status(report: Report) -> NagiosStatus:
     return NagiosStatus.OK
 
 
-def _sync_row(e: Evaluation) -> dict[str, Any]:
+def _sync_row(report: Report, e: Evaluation) -> dict[str, Any]:
     sync = e.sync
-    row: dict[str, Any]
-    if isinstance(sync, TimbalSync):
-        row = {
-            "source": "timbal",
-            "tenant": sync.org_id,
-            "sync_id": sync.id,
-            "connector_id": sync.connector_id,
-            "name": sync.name,
-            "enabled": sync.enabled,
-            "last_state": sync.last_state,
-            "seconds_since_success": sync.seconds_since_success,
-            "interval_secs": sync.interval_secs,
-            "ratio": None if e.ratio is None else round(e.ratio, 3),
-        }
-    else:
-        row = {
-            "source": "paragon",
-            "tenant": sync.user_id,
-            "sync_id": sync.id,
-            "integration": sync.integration,
-            "pipeline": sync.pipeline,
-            "status": sync.status,
-            "reason": sync.reason,
-        }
-    row["state"] = str(e.state)
-    row["alertname"] = None if e.condition is None else str(e.condition.alertname)
-    return row
+    return {
+        "source": str(sync.source),
+        "tenant": sync.tenant,
+        "sync_id": sync.id,
+        **report.rules[sync.source].check_row(e),
+        "state": str(e.state),
+        "alertname": None if e.condition is None else str(e.condition.alertname),
+    }
 
 
 def _alert_row(c: Condition) -> dict[str, Any]:
@@ -99,10 +68,7 @@ def _alert_row(c: Condition) -> dict[str, Any]:
 
 
 def _key(e: Evaluation) -> tuple[str, str, str]:
-    sync = e.sync
-    tenant = sync.org_id if isinstance(sync, TimbalSync) else sync.user_id
-    source = "timbal" if isinstance(sync, TimbalSync) else "paragon"
-    return (source, tenant, sync.id)
+    return (str(e.sync.source), e.sync.tenant, e.sync.id)
 
 
 def render_json(report: Report) -> str:
@@ -122,7 +88,7 @@ def render_json(report: Report) -> str:
             }
             for listing in report.listings
         ],
-        "syncs": [_sync_row(e) for e in sorted(report.evaluations, key=_key)],
+        "syncs": [_sync_row(report, e) for e in sorted(report.evaluations, key=_key)],
         "alerts": [_alert_row(c) for c in _worst_first(report.conditions)],
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
@@ -130,23 +96,6 @@ def render_json(report: Report) -> str:
 
 def _worst_first(conditions: list[Condition]) -> list[Condition]:
     return sorted(conditions, key=lambda c: (-c.severity.rank, c.source, c.tenant, c.sync_id))
-
-
-def _detail(e: Evaluation) -> tuple[str, str]:
-    """(lag/interval or status, reason) columns for one sync."""
-    sync = e.sync
-    if isinstance(sync, ParagonSync):
-        return sync.status, sync.reason or ""
-    lag = (
-        "never"
-        if sync.seconds_since_success is None
-        else format_duration(sync.seconds_since_success)
-    )
-    ratio = "" if e.ratio is None else f" ({e.ratio:.1f}x)"
-    note = "" if sync.enabled else "enabled=false"
-    if e.condition is not None:
-        note = str(e.condition.alertname)
-    return f"{lag}/{format_duration(sync.interval_secs)}{ratio}", note
 
 
 def plural(count: int, noun: str) -> str:
@@ -160,7 +109,9 @@ def render_table(report: Report) -> str:
         source, tenant, sync_id = _key(e)
         name = getattr(e.sync, "name", None)
         shown = f"{name} ({sync_id})" if name else sync_id
-        rows.append((source, tenant, shown, e.state.upper(), *_detail(e)))
+        rows.append(
+            (source, tenant, shown, e.state.upper(), *report.rules[e.sync.source].check_detail(e))
+        )
     for listing in report.failures:
         assert listing.error is not None
         rows.append(

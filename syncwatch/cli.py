@@ -17,11 +17,10 @@ from syncwatch.config import (
     EX_CONFIG,
     ConfigError,
     parse_duration,
-    redacted_dump,
     secrets_of,
     to_toml,
 )
-from syncwatch.config.load import Config, find_config_path, load_config
+from syncwatch.settings import Config, find_config_path, load_config, redacted_dump
 from syncwatch.startup import StartupError
 
 if TYPE_CHECKING:

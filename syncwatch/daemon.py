@@ -22,10 +22,9 @@ import uvicorn
 from syncwatch import __version__, logs
 from syncwatch.clock import SYSTEM, Clock
 from syncwatch.config import ConfigError, DaemonConfig, secrets_of
-from syncwatch.config.load import Config, load_config
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
-from syncwatch.evaluate import ParagonRules, effective_thresholds, evaluate_listings
+from syncwatch.evaluate import evaluate_listings
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.metrics import Telemetry
 from syncwatch.notifiers.registry import make_notifier
@@ -38,7 +37,9 @@ from syncwatch.server import (
     build_app,
     server_config,
 )
+from syncwatch.settings import Config, load_config
 from syncwatch.sources import Poller
+from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
 from syncwatch.state import StateStore, WalLoss, state_error
 from syncwatch.store import Store
@@ -199,14 +200,8 @@ class Daemon:
         # Durations must not jump with the wall clock: on a step, alerts and rows move with it.
         self.engine.observe_clock(wall, mono)
         now = datetime.fromtimestamp(wall, UTC)
-        config = self.config
         listings = await self.poller.poll()
-        report = evaluate_listings(
-            listings,
-            effective_thresholds(config.timbal) if config.timbal else None,
-            ParagonRules.from_config(config.paragon) if config.paragon else None,
-            now,
-        )
+        report = evaluate_listings(listings, rules_of(self.config), now)
         result = self.engine.apply(report, now, created_mono=mono)
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()

@@ -11,10 +11,10 @@ from typing import Any, TextIO
 
 import httpx
 
-from syncwatch.config.load import Config, load_config
 from syncwatch.daemon import Daemon, catch_early_stop, run_daemon
 from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.server import bind_listener
+from syncwatch.settings import Config, load_config
 from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
 from syncwatch.startup import StartupError
 

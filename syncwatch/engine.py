@@ -11,8 +11,7 @@ import structlog
 
 from syncwatch import logs
 from syncwatch.clock import StepDetector
-from syncwatch.config.load import Config
-from syncwatch.evaluate import Report, state_text
+from syncwatch.evaluate import Report
 from syncwatch.lifecycle import (
     Alert,
     AlertEvent,
@@ -22,9 +21,10 @@ from syncwatch.lifecycle import (
     TenantOutcome,
     transition,
 )
-from syncwatch.models import AlertName, ParagonSync, Source, TimbalSync
+from syncwatch.models import AlertName
 from syncwatch.outbox import Batch, EventKind
 from syncwatch.routing import route
+from syncwatch.settings import Config
 from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.engine")
@@ -155,7 +155,7 @@ class Engine:
 def _with_resolution(events: list[AlertEvent], report: Report) -> list[AlertEvent]:
     """Resolved alerts keep their last firing annotations (as Alertmanager does) and say,
     in `resolution`, what the sync or tenant looks like now."""
-    now_of = {_sync_key(e.sync): e for e in report.evaluations}
+    now_of = {(str(e.sync.source), e.sync.tenant, e.sync.id): e for e in report.evaluations}
     healthy = {(str(listing.source), listing.tenant) for listing in report.listings if listing.ok}
     out = []
     for event in events:
@@ -165,13 +165,7 @@ def _with_resolution(events: list[AlertEvent], report: Report) -> list[AlertEven
             if a.alertname == AlertName.SOURCE_UNREACHABLE:
                 text = "the listing succeeds again" if a.tenant_key in healthy else ""
             elif (found := now_of.get((a.source, a.tenant, a.sync_id))) is not None:
-                text = state_text(found)
+                text = report.describe(found)
         annotations = {**a.annotations, "resolution": text} if text else a.annotations
         out.append(replace(event, alert=replace(a, annotations=annotations)) if text else event)
     return out
-
-
-def _sync_key(sync: TimbalSync | ParagonSync) -> tuple[str, str, str]:
-    if isinstance(sync, TimbalSync):
-        return (Source.TIMBAL, sync.org_id, sync.id)
-    return (Source.PARAGON, sync.user_id, sync.id)

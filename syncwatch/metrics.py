@@ -11,7 +11,6 @@ rendered once per snapshot and format, and every other scrape reuses those bytes
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import zlib
@@ -29,14 +28,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from syncwatch import __version__
-from syncwatch.evaluate import Evaluation, Report
+from syncwatch.evaluate import Evaluation, Report, SourceRules
+from syncwatch.exposition import Family, escape, lines, value
 from syncwatch.lifecycle import Alert
-from syncwatch.models import Listing, ParagonStatus, ParagonSync, TimbalSync
+from syncwatch.models import Listing, Source
 
-PARAGON_STATUSES = [s.value for s in ParagonStatus]
 OUTCOMES = ("sent", "failed", "dropped")
 POLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -52,6 +50,7 @@ class Snapshot:
     last_success: Mapping[tuple[str, str], float] = field(default_factory=dict)
     last_cycle_timestamp: float | None = None
     clock_skew: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    rules: Mapping[Source, SourceRules] = field(default_factory=dict)  # who writes its syncs
 
 
 class Telemetry:
@@ -111,7 +110,7 @@ class Telemetry:
             "Cycles that took longer than poll_interval (the next one started at once).",
             registry=self.registry,
         )
-        for source in ("timbal", "paragon"):
+        for source in Source:
             for counter in (self.invalid_records, self.duplicate_records, self.unrequested_records):
                 counter.labels(source)
         self.registry.register(
@@ -141,6 +140,7 @@ class Telemetry:
             last_success=dict(self.last_success),
             last_cycle_timestamp=finished_at,
             clock_skew=skew,
+            rules=report.rules,
         )
 
     def _record_listing(self, listing: Listing, finished_at: float) -> None:
@@ -208,24 +208,6 @@ _RENAMING_ESCAPES = re.compile(r"escaping=(?:dots|values)\b")
 # write (tests/test_exposition.py compares them): labels sorted by name, values as Go floats.
 
 
-@dataclass(frozen=True, slots=True)
-class Family:
-    """One family's samples, already rendered: the same lines in both exposition formats."""
-
-    name: str  # the OpenMetrics name (an info family without its `_info` suffix)
-    documentation: str
-    type: str  # "gauge" or "info"
-    lines: bytes
-
-    def header(self, openmetrics: bool) -> str:
-        doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        if openmetrics:
-            doc = doc.replace('"', r"\"")
-            return f"# HELP {self.name} {doc}\n# TYPE {self.name} {self.type}\n"
-        name = f"{self.name}_info" if self.type == "info" else self.name
-        return f"# HELP {name} {doc}\n# TYPE {name} gauge\n"
-
-
 def fleet_chunks(families: Sequence[Family], *, openmetrics: bool) -> list[bytes]:
     """The fleet part of the page, in either format."""
     return [part for f in families for part in (f.header(openmetrics).encode(), f.lines)]
@@ -250,164 +232,37 @@ class FleetPage:
         return self._gzip[openmetrics]
 
 
-def _lines(lines: Iterable[str]) -> bytes:
-    return "".join(lines).encode()
-
-
-def _escape(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-    return value
-
-
-def _value(value: float) -> str:
-    if value == 1:
-        return "1.0"
-    if value == 0 and math.copysign(1.0, value) > 0:  # -0.0 is written "-0.0", as Go does
-        return "0.0"
-    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]  # untyped upstream
-    return text
-
-
 def fleet_families(snap: Snapshot) -> list[Family]:
     """Every per-sync, per-tenant and per-alert family of one snapshot."""
-    timbal = [e for e in snap.evaluations if isinstance(e.sync, TimbalSync)]
-    paragon = [s for e in snap.evaluations if isinstance(s := e.sync, ParagonSync)]
-    return [
-        *_timbal_families(timbal),
-        *_paragon_families(paragon),
-        *_tenant_families(snap),
-    ]
-
-
-def _timbal_families(evaluations: Sequence[Evaluation]) -> list[Family]:
-    sss, interval, ratio, enabled, last, info = ([] for _ in range(6))
-    for e in evaluations:
-        s = e.sync
-        assert isinstance(s, TimbalSync)
-        connector, name = _escape(s.connector_id), _escape(s.name or "")
-        org, sync = _escape(s.org_id), _escape(s.id)
-        labels = f'{{connector_id="{connector}",name="{name}",org_id="{org}",sync_id="{sync}"}} '
-        interval.append(
-            f"syncwatch_timbal_sync_interval_seconds{labels}{_value(s.interval_secs)}\n"
-        )
-        enabled.append(f"syncwatch_timbal_sync_enabled{labels}{'1.0' if s.enabled else '0.0'}\n")
-        if s.seconds_since_success is not None:
-            sss.append(
-                f"syncwatch_timbal_sync_seconds_since_success{labels}"
-                f"{_value(s.seconds_since_success)}\n"
-            )
-        value = e.ratio
-        if value is None and s.seconds_since_success is not None:
-            value = max(0, s.seconds_since_success) / s.interval_secs
-        if value is not None:
-            ratio.append(f"syncwatch_timbal_sync_staleness_ratio{labels}{_value(value)}\n")
-        if s.last_success_at is not None:
-            last.append(
-                f"syncwatch_timbal_sync_last_success_timestamp_seconds{labels}"
-                f"{_value(s.last_success_at.timestamp())}\n"
-            )
-        info.append(
-            f'syncwatch_timbal_sync_info{{connector_id="{connector}",'
-            f'dest_table="{_escape(s.dest_table)}",last_state="{_escape(s.last_state or "")}",'
-            f'name="{name}",org_id="{org}",source_kind="{_escape(s.source_kind)}",'
-            f'source_table="{_escape(s.source_table)}",sync_id="{sync}"}} 1.0\n'
-        )
-    return [
-        Family(
-            "syncwatch_timbal_sync_seconds_since_success",
-            "Seconds since the sync last succeeded, as reported by Timbal.",
-            "gauge",
-            _lines(sss),
-        ),
-        Family(
-            "syncwatch_timbal_sync_interval_seconds",
-            "The sync's schedule interval.",
-            "gauge",
-            _lines(interval),
-        ),
-        Family(
-            "syncwatch_timbal_sync_staleness_ratio",
-            "seconds_since_success / interval_secs (age / interval if never succeeded).",
-            "gauge",
-            _lines(ratio),
-        ),
-        Family(
-            "syncwatch_timbal_sync_enabled",
-            "1 if the sync is enabled upstream.",
-            "gauge",
-            _lines(enabled),
-        ),
-        Family(
-            "syncwatch_timbal_sync_last_success_timestamp_seconds",
-            "When the sync last succeeded (unix seconds); absent if it never has.",
-            "gauge",
-            _lines(last),
-        ),
-        Family(
-            "syncwatch_timbal_sync", "Descriptive labels of a Timbal sync.", "info", _lines(info)
-        ),
-    ]
-
-
-def _paragon_families(syncs: Sequence[ParagonSync]) -> list[Family]:
-    status: list[str] = []
-    info: list[str] = []
-    for s in syncs:
-        integration, pipeline = _escape(s.integration), _escape(s.pipeline)
-        sync, user = _escape(s.id), _escape(s.user_id)
-        before = (
-            f'syncwatch_paragon_sync_status{{integration="{integration}",'
-            f'pipeline="{pipeline}",status="'
-        )
-        after = f'",sync_id="{sync}",user_id="{user}"}} '
-        status.extend(
-            f"{before}{known}{after}{'1.0' if s.status == known else '0.0'}\n"
-            for known in PARAGON_STATUSES
-        )
-        if s.status not in PARAGON_STATUSES:
-            # An unknown upstream status is carried as its own value, never dropped.
-            status.append(f"{before}{_escape(s.status)}{after}1.0\n")
-        info.append(
-            "syncwatch_paragon_sync_info"
-            f'{{configuration_name="{_escape(s.configuration_name or "")}",'
-            f'credential_id="{_escape(s.credential_id or "")}",integration="{integration}",'
-            f'pipeline="{pipeline}",sync_id="{sync}",user_id="{user}"}} 1.0\n'
-        )
-    return [
-        Family(
-            "syncwatch_paragon_sync_status",
-            "1 for the sync's current status, 0 for the others (a state set).",
-            "gauge",
-            _lines(status),
-        ),
-        Family(
-            "syncwatch_paragon_sync", "Descriptive labels of a Paragon sync.", "info", _lines(info)
-        ),
-    ]
+    # Each source writes its own families, from its records alone, in the registry's order.
+    mine: dict[Source, list[Evaluation]] = {source: [] for source in snap.rules}
+    for e in snap.evaluations:
+        mine[e.sync.source].append(e)
+    per_source = [f for source, rules in snap.rules.items() for f in rules.families(mine[source])]
+    return [*per_source, *_tenant_families(snap)]
 
 
 def _tenant_families(snap: Snapshot) -> list[Family]:
-    alerts = _lines(
-        f'syncwatch_alert{{alertname="{_escape(a.alertname)}",severity="{_escape(a.severity)}",'
-        f'source="{_escape(a.source)}",state="{_escape(a.state)}",'
-        f'sync_id="{_escape(a.sync_id)}",tenant="{_escape(a.tenant)}"}} 1.0\n'
+    alerts = lines(
+        f'syncwatch_alert{{alertname="{escape(a.alertname)}",severity="{escape(a.severity)}",'
+        f'source="{escape(a.source)}",state="{escape(a.state)}",'
+        f'sync_id="{escape(a.sync_id)}",tenant="{escape(a.tenant)}"}} 1.0\n'
         for a in snap.alerts
     )
-    up = _lines(
-        f'syncwatch_source_up{{source="{_escape(source)}",tenant="{_escape(tenant)}"}} '
+    up = lines(
+        f'syncwatch_source_up{{source="{escape(source)}",tenant="{escape(tenant)}"}} '
         f"{'1.0' if ok else '0.0'}\n"
         for (source, tenant), ok in sorted(snap.source_up.items())
     )
-    last = _lines(
-        f'syncwatch_source_last_success_timestamp_seconds{{source="{_escape(source)}",'
-        f'tenant="{_escape(tenant)}"}} {_value(ts)}\n'
+    last = lines(
+        f'syncwatch_source_last_success_timestamp_seconds{{source="{escape(source)}",'
+        f'tenant="{escape(tenant)}"}} {value(ts)}\n'
         for (source, tenant), ts in sorted(snap.last_success.items())
         if (source, tenant) in snap.source_up
     )
-    skew = _lines(
-        f'syncwatch_source_clock_skew_seconds{{source="{_escape(source)}",'
-        f'tenant="{_escape(tenant)}"}} {_value(seconds)}\n'
+    skew = lines(
+        f'syncwatch_source_clock_skew_seconds{{source="{escape(source)}",'
+        f'tenant="{escape(tenant)}"}} {value(seconds)}\n'
         for (source, tenant), seconds in sorted(snap.clock_skew.items())
     )
     return [

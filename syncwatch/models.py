@@ -6,6 +6,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ClassVar
 
 
 class Source(enum.StrEnum):
@@ -48,6 +49,7 @@ class AlertName(enum.StrEnum):
 class TimbalSync:
     """One Timbal connector sync, as listed by `GET /orgs/{org_id}/connectors/syncs`."""
 
+    source: ClassVar[Source] = Source.TIMBAL
     org_id: str
     id: str
     connector_id: str
@@ -64,11 +66,16 @@ class TimbalSync:
     created_at: datetime
     updated_at: datetime | None  # carried from upstream; nothing relies on it
 
+    @property
+    def tenant(self) -> str:
+        return self.org_id
+
 
 @dataclass(frozen=True, slots=True)
 class ParagonSync:
     """One Paragon managed sync of a Connected User, as listed by `GET /api/syncs`."""
 
+    source: ClassVar[Source] = Source.PARAGON
     user_id: str
     id: str
     integration: str
@@ -82,6 +89,10 @@ class ParagonSync:
     date_updated: datetime | None = None
     # From Get Sync's `summary.lastSyncedAt`, fetched only when idle_stale_after is set.
     last_synced_at: datetime | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.user_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from syncwatch.config import (
     parse_duration,
     secrets_of,
 )
-from syncwatch.config.load import _all_models, load_config
-from syncwatch.evaluate import effective_thresholds
+from syncwatch.settings import _all_models, load_config
+from syncwatch.sources.timbal.rules import effective_thresholds
 from tests.conftest import ENV_OWNED
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from syncwatch.config.load import Config
+from syncwatch.settings import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,15 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from syncwatch.config import ParagonConfig, Thresholds, TimbalConfig, TimbalMatch, TimbalOverride
-from syncwatch.evaluate import (
-    Evaluation,
-    ParagonRules,
-    SyncState,
-    effective_thresholds,
-    evaluate_listings,
-    evaluate_paragon,
-    evaluate_timbal,
-)
+from syncwatch.evaluate import Evaluation, SourceRules, SyncState, evaluate_listings
 from syncwatch.models import (
     AlertName,
     Condition,
@@ -30,6 +22,13 @@ from syncwatch.models import (
     Source,
     SourceError,
     TimbalSync,
+)
+from syncwatch.sources.paragon.rules import ParagonRules, evaluate_paragon
+from syncwatch.sources.timbal.rules import (
+    ThresholdResolver,
+    TimbalRules,
+    effective_thresholds,
+    evaluate_timbal,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -242,13 +241,18 @@ def test_alert_on_disabled_does_not_affect_enabled_syncs() -> None:
 # --- Timbal: overrides --------------------------------------------------------------------
 
 
+def _both(resolve: ThresholdResolver, paragon_rules: ParagonRules) -> dict[Source, SourceRules]:
+    """Timbal's rules with these thresholds, Paragon's with these."""
+    return {Source.TIMBAL: TimbalRules(resolve), Source.PARAGON: paragon_rules}
+
+
 def _resolver(*overrides: TimbalOverride) -> Any:
     return effective_thresholds(TimbalConfig(thresholds=thresholds(), overrides=list(overrides)))
 
 
 def _evaluate_one(sync: TimbalSync, *overrides: TimbalOverride) -> Evaluation:
     listing = Listing(Source.TIMBAL, sync.org_id, [sync])
-    report = evaluate_listings([listing], _resolver(*overrides), None, NOW)
+    report = evaluate_listings([listing], {Source.TIMBAL: TimbalRules(_resolver(*overrides))}, NOW)
     [evaluation] = report.evaluations
     return evaluation
 
@@ -620,7 +624,7 @@ def _mixed_report() -> Any:
         Listing(Source.PARAGON, "user-1", [paragon(status="ERRORED")]),
         _failed(Source.PARAGON, "user-2", Reason.HTTP_5XX),
     ]
-    return evaluate_listings(listings, _resolver(), rules(), NOW)
+    return evaluate_listings(listings, _both(_resolver(), rules()), NOW)
 
 
 def test_failed_listings_become_source_unreachable_with_the_reason_label() -> None:
@@ -670,7 +674,7 @@ def test_sync_conditions_come_before_source_unreachable() -> None:
 
 
 def test_failed_listing_yields_no_sync_evaluations() -> None:
-    report = evaluate_listings([_failed(Source.TIMBAL, "org_2", Reason.HTTP_401)], None, None, NOW)
+    report = evaluate_listings([_failed(Source.TIMBAL, "org_2", Reason.HTTP_401)], {}, NOW)
     assert report.evaluations == []
     assert [c.labels["reason"] for c in report.conditions] == ["http_401"]
 
@@ -713,13 +717,13 @@ def _dupes(*syncs: TimbalSync | ParagonSync) -> Listing:
 def test_duplicate_sync_ids_are_evaluated_once_by_their_worst_record(
     listing: Listing, expected: list[tuple[str, SyncState]]
 ) -> None:
-    report = evaluate_listings([listing], _resolver(), rules(), NOW)
+    report = evaluate_listings([listing], _both(_resolver(), rules()), NOW)
     assert [(e.sync.id, e.state) for e in report.evaluations] == expected
 
 
 def test_of_duplicates_that_are_all_ok_the_laggiest_is_exported() -> None:
     listing = _dupes(timbal(seconds_since_success=30), timbal(), timbal(seconds_since_success=5))
-    [only] = evaluate_listings([listing], _resolver(), rules(), NOW).evaluations
+    [only] = evaluate_listings([listing], _both(_resolver(), rules()), NOW).evaluations
     assert isinstance(only.sync, TimbalSync)
     assert (only.state, only.sync.seconds_since_success) == (SyncState.OK, 60)
 
@@ -745,8 +749,8 @@ def test_upstream_ages_are_judged_by_the_upstreams_clock_not_ours(step: float) -
     ]
     ours = NOW + timedelta(seconds=step)
     rules_ = replace(rules(), idle_stale_after=HOUR)
-    stepped = evaluate_listings(listings, _resolver(), rules_, ours)
-    right = evaluate_listings(listings, _resolver(), rules_, NOW)
+    stepped = evaluate_listings(listings, _both(_resolver(), rules_), ours)
+    right = evaluate_listings(listings, _both(_resolver(), rules_), NOW)
     verdicts = [(e.sync.id, e.state) for e in stepped.evaluations]
     assert verdicts == [(e.sync.id, e.state) for e in right.evaluations]
     assert verdicts == [
@@ -759,7 +763,7 @@ def test_upstream_ages_are_judged_by_the_upstreams_clock_not_ours(step: float) -
 
 def test_without_a_date_header_upstream_ages_fall_back_to_our_clock() -> None:
     listing = Listing(Source.TIMBAL, "org_1", [never_succeeded(120, interval_secs=60)])
-    report = evaluate_listings([listing], _resolver(), rules(), NOW + timedelta(days=1))
+    report = evaluate_listings([listing], _both(_resolver(), rules()), NOW + timedelta(days=1))
     assert [e.state for e in report.evaluations] == [SyncState.CRITICAL]
 
 

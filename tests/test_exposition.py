@@ -22,20 +22,22 @@ from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector
 
-from syncwatch.evaluate import Evaluation, SyncState
+from syncwatch.config import ParagonConfig, TimbalConfig
+from syncwatch.evaluate import Evaluation, SourceRules, SyncState
+from syncwatch.exposition import Family
 from syncwatch.lifecycle import Alert
-from syncwatch.metrics import (
-    PARAGON_STATUSES,
-    Family,
-    Snapshot,
-    Telemetry,
-    fleet_chunks,
-    fleet_families,
-)
-from syncwatch.models import ParagonSync, Severity, TimbalSync
+from syncwatch.metrics import Snapshot, Telemetry, fleet_chunks, fleet_families
+from syncwatch.models import ParagonSync, Severity, Source, TimbalSync
 from syncwatch.outbox import AlertStatus
+from syncwatch.sources.paragon.rules import PARAGON_STATUSES, ParagonRules
+from syncwatch.sources.timbal.rules import TimbalRules
 
 EPOCH = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# Each source writes its own families: both, with their default rules.
+RULES: dict[Source, SourceRules] = {
+    Source.TIMBAL: TimbalRules.from_config(TimbalConfig()),
+    Source.PARAGON: ParagonRules.from_config(ParagonConfig()),
+}
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 # What Prometheus 3 sends: OpenMetrics with UTF-8 names allowed, plain text as a fallback.
 PROMETHEUS_ACCEPT = (
@@ -253,6 +255,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     # Tenants with a last success that are no longer listed: not shown.
     gone = draw(st.lists(TENANTS, max_size=2))
     return Snapshot(
+        rules=RULES,
         evaluations=tuple(
             draw(st.lists(st.one_of(timbal_evaluations(), paragon_evaluations()), max_size=6))
         ),
@@ -285,11 +288,12 @@ ONE_SYNC = TimbalSync(
 def one_sync(ratio: float | None = None, **changes: Any) -> Snapshot:
     """A snapshot of one Timbal sync, with the fields given changed."""
     return Snapshot(
-        evaluations=(Evaluation(replace(ONE_SYNC, **changes), SyncState.OK, ratio=ratio),)
+        evaluations=(Evaluation(replace(ONE_SYNC, **changes), SyncState.OK, ratio=ratio),),
+        rules=RULES,
     )
 
 
-SIGNED_ZERO = Snapshot(clock_skew={("timbal", "org"): -0.0})
+SIGNED_ZERO = Snapshot(clock_skew={("timbal", "org"): -0.0}, rules=RULES)
 
 
 # --- the property -------------------------------------------------------------------------

@@ -27,11 +27,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from syncwatch.config import ParagonConfig, Thresholds
-from syncwatch.evaluate import Evaluation, ParagonRules, evaluate_paragon, evaluate_timbal
+from syncwatch.evaluate import Evaluation
 from syncwatch.models import Source, SourceError
 from syncwatch.sources.base import ParsedRecords, parse_listing
 from syncwatch.sources.paragon import ParagonListing, ParagonRecord
+from syncwatch.sources.paragon.rules import ParagonRules, evaluate_paragon
 from syncwatch.sources.timbal import TimbalListing, TimbalRecord
+from syncwatch.sources.timbal.rules import evaluate_timbal
 from tests import openapi
 
 try:

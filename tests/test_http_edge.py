@@ -27,12 +27,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from syncwatch.check import poll_and_evaluate
-from syncwatch.config.load import Config, load_config
 from syncwatch.evaluate import Report
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.models import Reason, Source
 from syncwatch.notifiers.base import post
 from syncwatch.outbox import DeliveryError
+from syncwatch.settings import Config, load_config
 from syncwatch.sources import Poller
 from tests.capture import CaptureServer, Reply
 from tests.conftest import (

@@ -436,8 +436,8 @@ def test_embedded_config_validates(
 def test_pod_ordinals_cover_every_shard_evenly(
     directory: Path, replicas: int, shards: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from syncwatch.config.load import load_config
     from syncwatch.daemon import shard_of
+    from syncwatch.settings import load_config
 
     objects = render(directory)
     config_path = _config_with_temp_secrets(objects, tmp_path)

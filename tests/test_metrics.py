@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,11 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncwatch.check import poll_and_evaluate
-from syncwatch.config.load import load_config
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report
 from syncwatch.metrics import Telemetry
 from syncwatch.models import TimbalSync
+from syncwatch.settings import load_config
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.state import StateStore
 from syncwatch.store import Store
@@ -145,9 +146,7 @@ def test_fleet_part_is_rendered_once_per_snapshot_and_counters_stay_live(
 
     # A sync gone from the next cycle is gone from the next scrape.
     gone = report.evaluations[0].sync.id
-    fewer = Report(
-        listings=report.listings, evaluations=report.evaluations[1:], failures=report.failures
-    )
+    fewer = dataclasses.replace(report, evaluations=report.evaluations[1:])
     telemetry.record(fewer, (), NOW.timestamp() + 60)
     third, _ = telemetry.render("text/plain")
     assert f'sync_id="{gone}"' in first.decode()
@@ -185,7 +184,7 @@ def test_label_values_are_escaped(frozen_sim: SimulatorThread, openmetrics: bool
     evaluations = [replace(first, sync=replace(first.sync, name=awkward)), *report.evaluations[1:]]
     telemetry = Telemetry()
     telemetry.record(
-        Report(listings=report.listings, evaluations=evaluations, failures=report.failures),
+        dataclasses.replace(report, evaluations=evaluations),
         (),
         NOW.timestamp(),
     )

@@ -1016,8 +1016,8 @@ def test_the_config_accepts_exactly_the_registrys_kinds() -> None:
     from typing import get_args
 
     from syncwatch.config import ConfigError
-    from syncwatch.config.load import Config, load_config
     from syncwatch.notifiers.registry import KINDS
+    from syncwatch.settings import Config, load_config
 
     (entry,) = get_args(Config.model_fields["notifiers"].annotation)
     union = get_args(entry)[0]

@@ -17,8 +17,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from syncwatch.config.load import load_config
 from syncwatch.daemon import Daemon
+from syncwatch.settings import load_config
 from tests.conftest import toml_value
 from tests.test_config import BROKEN, TIMBAL_KEY, Broken, ec_pem, rsa_pem
 

@@ -21,7 +21,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
-from syncwatch.config.load import Config
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.http import make_http_client
@@ -36,6 +35,7 @@ from syncwatch.outbox import (
     NotificationReason,
     Notifier,
 )
+from syncwatch.settings import Config
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer

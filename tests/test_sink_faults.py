@@ -30,10 +30,9 @@ import httpx
 import pytest
 
 from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
-from syncwatch.config.load import Config
 from syncwatch.dispatch import BACKOFF_MAX, MAX_AGE, Dispatcher
 from syncwatch.engine import Engine
-from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
+from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.http import make_http_client
 from syncwatch.models import Listing, Source, TimbalSync
 from syncwatch.notifiers.alertmanager import (
@@ -45,6 +44,8 @@ from syncwatch.notifiers.base import DELIVERY_ID_HEADER, rfc3339
 from syncwatch.notifiers.slack import SlackConfig, SlackNotifier, slack_message
 from syncwatch.notifiers.webhook import WebhookConfig, WebhookNotifier, webhook_payload
 from syncwatch.outbox import Batch, Capabilities, Notifier
+from syncwatch.settings import Config
+from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import Captured, CaptureServer
@@ -113,7 +114,9 @@ def poll_report(config: Config, now: datetime, stale: frozenset[str]) -> Report:
     assert config.timbal is not None
     syncs = [timbal_sync(s, now, s in stale) for s in sorted(PERIOD)]
     listing = Listing(source=Source.TIMBAL, tenant="org_1", syncs=syncs)
-    return evaluate_listings([listing], effective_thresholds(config.timbal), None, now)
+    return evaluate_listings(
+        [listing], {Source.TIMBAL: TimbalRules.from_config(config.timbal)}, now
+    )
 
 
 def expected_signature(kind: str, before: frozenset[str], now: frozenset[str]) -> Signature:

@@ -13,14 +13,15 @@ import httpx
 import jwt
 import pytest
 
-from syncwatch.config.load import Config, load_config
-from syncwatch.evaluate import ParagonRules, SyncState, effective_thresholds, evaluate_listings
+from syncwatch.evaluate import SyncState, evaluate_listings
 from syncwatch.http import make_transport
 from syncwatch.models import Listing, ParagonSync, Reason, Source, SourceError, TimbalSync
+from syncwatch.settings import Config, load_config
 from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.sources import Poller
 from syncwatch.sources.base import Upstream
 from syncwatch.sources.paragon import ParagonClient, TokenMinter
+from syncwatch.sources.registry import rules_of
 from tests.capture import CaptureServer
 from tests.conftest import Keys
 
@@ -87,10 +88,8 @@ async def poll(config: Config) -> list[Listing]:
     async with make_transport(max_connections=config.daemon.concurrency) as transport:
         poller = Poller(config, transport)
         # Fast retries: the behaviour under test is whether we retry, not how long we wait.
-        for c in (poller.timbal, poller.paragon):
-            if c is not None:
-                c.upstream.wait_initial = 0.01
-                c.upstream.wait_max = 0.05
+        poller.upstream.wait_initial = 0.01
+        poller.upstream.wait_max = 0.05
         return await poller.poll()
 
 
@@ -719,12 +718,7 @@ def test_a_duplicated_sync_id_is_counted_and_its_worse_record_alerts(
     fault(control, source=source, tenant=tenant, kind="duplicate")
     [listing] = run(config)
     assert (listing.duplicates, listing.duplicate_ids) == (1, (first["sync_id"],))
-    report = evaluate_listings(
-        [listing],
-        effective_thresholds(config.timbal) if config.timbal else None,
-        ParagonRules.from_config(config.paragon) if config.paragon else None,
-        datetime.now(UTC),
-    )
+    report = evaluate_listings([listing], rules_of(config), datetime.now(UTC))
     verdicts = [e for e in report.evaluations if e.sync.id == first["sync_id"]]
     assert [e.state for e in verdicts] == [SyncState.CRITICAL]
 

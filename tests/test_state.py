@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
-from syncwatch.config.load import Config
 from syncwatch.engine import Engine
-from syncwatch.evaluate import Report, effective_thresholds, evaluate_listings
+from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.models import AlertName, Listing, Severity, Source, TimbalSync
 from syncwatch.notifiers.console import ConsoleConfig as ConsoleNotifier
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason
+from syncwatch.settings import Config
+from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import SCHEMA_VERSION, StateStore
 from syncwatch.store import Store
@@ -248,7 +249,9 @@ def stale_report(config: Config, now: datetime) -> Report:
     )
     assert config.timbal is not None
     listing = Listing(source=Source.TIMBAL, tenant="org_1", syncs=[sync])
-    return evaluate_listings([listing], effective_thresholds(config.timbal), None, now)
+    return evaluate_listings(
+        [listing], {Source.TIMBAL: TimbalRules.from_config(config.timbal)}, now
+    )
 
 
 def test_restart_does_not_announce_a_still_firing_alert_again(db_path: Path) -> None:

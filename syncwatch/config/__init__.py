@@ -1,12 +1,10 @@
-"""Configuration: TOML file + `SYNCWATCH_` environment, validated into frozen models.
+"""Configuration pieces: `types` (durations, sizes, secrets, URLs, globs), `sections` (one
+model per table, and the base every notifier kind's model extends) and `render` (TOML out).
 
-`types` (durations, sizes, secrets, URLs, globs), `sections` (one model per table, and the
-base every notifier kind's model extends), `render` (`validate` output) and `load` (the
-whole Config, its sources and error lines). `load` is imported as itself: the whole Config
-names every notifier kind, and their modules build on `sections`.
+The whole Config, which names every notifier kind, is `syncwatch.settings`.
 """
 
-from syncwatch.config.render import redacted_dump, secrets_of, to_toml
+from syncwatch.config.render import secrets_of, to_toml
 from syncwatch.config.sections import (
     AlertingConfig,
     DaemonConfig,
@@ -56,7 +54,6 @@ __all__ = [
     "glob_match",
     "parse_duration",
     "parse_size",
-    "redacted_dump",
     "secret_value",
     "secrets_of",
     "to_toml",

@@ -1,28 +1,16 @@
-"""`validate` output: the resolved config, secrets redacted, as TOML; the secret values."""
+"""`validate` output as TOML, and every secret value of a config (for the log scrubber)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tomli_w
 from pydantic import BaseModel, SecretStr
 
 from syncwatch.config.sections import NotifierConfig
 
-if TYPE_CHECKING:
-    from syncwatch.config.load import Config
-
 # --- `validate` output ------------------------------------------------------------------
-
-
-def redacted_dump(config: Config) -> dict[str, Any]:
-    """The resolved config as plain data, every secret replaced by asterisks."""
-    data: dict[str, Any] = config.model_dump(mode="json", by_alias=True, exclude_none=True)
-    # Each kind masks what it keeps secret outside a SecretStr (a URL's password…).
-    for notifier, dumped in zip(config.notifiers, data.get("notifiers", []), strict=True):
-        notifier.redact(dumped)
-    return data
 
 
 def to_toml(data: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Upstream sources: async clients that turn listings into models, no alert logic."""
+"""Upstream sources: one package per source (client and rules), and the Poller over them."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 import httpx
 import structlog
 
-from syncwatch.config.load import Config
 from syncwatch.models import Listing
-from syncwatch.sources.base import Upstream
-from syncwatch.sources.paragon import ParagonClient
-from syncwatch.sources.timbal import TimbalClient
+from syncwatch.settings import Config
+from syncwatch.sources.base import SourceClient, Upstream
+from syncwatch.sources.registry import configured
 
 __all__ = ["Poller"]
 
@@ -41,17 +40,17 @@ class Poller:
             semaphore=asyncio.Semaphore(config.daemon.concurrency),
             max_body_size=config.daemon.max_body_size,
         )
-        self.timbal = TimbalClient(config.timbal, upstream, now=clock) if config.timbal else None
-        self.paragon = (
-            ParagonClient(config.paragon, upstream, now=clock) if config.paragon else None
-        )
+        self.upstream = upstream
+        self.clients: list[SourceClient] = [
+            kind.client(table, upstream, clock) for kind, table in configured(config)
+        ]
         self.owns = owns
         # What was last logged per (what, source, tenant): a lasting anomaly logs once.
         self._logged: dict[tuple[str, str, str], float | bool] = {}
 
     async def poll(self) -> list[Listing]:
         """One listing per tenant; failures are listings with `error` set, never raised."""
-        polls = [c.poll(self.owns) for c in (self.timbal, self.paragon) if c is not None]
+        polls = [client.poll(self.owns) for client in self.clients]
         listings = list(itertools.chain.from_iterable(await asyncio.gather(*polls)))
         for listing in listings:
             if listing.error is not None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import pydantic_core
@@ -19,6 +19,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
 from pydantic_core import core_schema
 
 from syncwatch.config import DEFAULT_MAX_BODY_SIZE, format_size
+from syncwatch.evaluate import SourceRules
 from syncwatch.failures import Kind, classify, origin, parse_retry_after
 from syncwatch.http import DEFAULT_HEADERS, BodyTooLargeError, UndecodableBodyError, read_body
 from syncwatch.models import Listing, ParagonSync, Reason, Source, SourceError, TimbalSync
@@ -472,3 +473,23 @@ def aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+# --- what a source's package declares -------------------------------------------------------
+
+
+class SourceClient(Protocol):
+    async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:
+        """One listing per tenant this shard owns; a failure is a listing with `error` set."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceKind:
+    """One upstream, as its package declares it; its config table is `[<source>]`."""
+
+    source: Source
+    # (its config table, the shared Upstream, our clock) -> its client
+    client: Callable[[Any, Upstream, Callable[[], datetime]], SourceClient]
+    # its config table -> the rules its records are judged by
+    rules: Callable[[Any], SourceRules]

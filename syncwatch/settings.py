@@ -1,4 +1,7 @@
-"""The whole config: loaded from TOML and `SYNCWATCH_` env; one line per problem."""
+"""The whole config (`Config`): loaded from TOML and `SYNCWATCH_` env, one line per problem.
+
+Its `[[notifiers]]` union comes from the notifier registry, so it sits above the notifier
+kinds, which build on `syncwatch.config` (types and sections)."""
 
 from __future__ import annotations
 
@@ -216,3 +219,15 @@ def format_errors(exc: ValidationError) -> list[str]:
             path = f"{path}.{subpath}" if path else subpath
         lines.append(f"{path}: {msg}" if path else msg)
     return lines
+
+
+# --- `validate` output ------------------------------------------------------------------
+
+
+def redacted_dump(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data, every secret replaced by asterisks."""
+    data: dict[str, Any] = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Each kind masks what it keeps secret outside a SecretStr (a URL's password…).
+    for notifier, dumped in zip(config.notifiers, data.get("notifiers", []), strict=True):
+        notifier.redact(dumped)
+    return data
