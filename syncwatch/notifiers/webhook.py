@@ -13,8 +13,9 @@ from pydantic import Field, model_validator
 
 from syncwatch.config import KeyProblemError, NotifierConfig, secret_value
 from syncwatch.config.types import OptionalSecret, SecretFilePath, SecretUrl, check_secret_url
+from syncwatch.failures import scrub
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, Kind, rfc3339
-from syncwatch.outbox import AlertPayload, AlertStatus, Batch
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, DeliveryError
 
 
 class WebhookConfig(NotifierConfig):
@@ -153,7 +154,20 @@ class WebhookNotifier(HttpNotifier[WebhookConfig]):
             headers["X-Syncwatch-Signature"] = signature(secret, timestamp, body)
         url = secret_value(self.config.url)
         assert url is not None, "config validation requires a url"
-        await self.post(url, body, headers)
+        try:
+            await self.post(url, body, headers)
+        except DeliveryError as exc:
+            if secret is None:
+                raise
+            # A receiver may quote the shared key back ("bad signature for whsec_…"); the
+            # error text is logged, printed and stored.
+            keys = (secret, secret.removeprefix(WHSEC_PREFIX))
+            raise DeliveryError(
+                scrub(str(exc), url, keys),
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+                status_code=exc.status_code,
+            ) from None
 
 
 KIND = Kind(WebhookConfig, WebhookNotifier.build)
