@@ -304,6 +304,22 @@ def test_standard_webhooks_without_a_secret_is_one_config_line(
     ]
 
 
+def test_a_custom_header_that_signing_sets_is_one_config_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = hook_table(f'secret = "{KEY}"\nheaders = {{ "Webhook-Signature" = "v1,x" }}\n')
+    config = write(tmp_path, MINIMAL + table)
+
+    code, printed = validate(config, capsys)
+
+    assert code == EX_CONFIG
+    assert problem_lines(printed) == [
+        "notifiers[0].headers.Webhook-Signature: set by signing = 'standard-webhooks' on every "
+        "request; remove it"
+    ]
+    assert KEY not in printed
+
+
 def test_an_unknown_signing_scheme_is_one_config_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -334,6 +350,7 @@ def test_validate_prints_the_signing_scheme_and_redacts_the_key(tmp_path: Path) 
         printed = result.stdout + result.stderr
         assert 'signing = "standard-webhooks"' in printed
         assert KEY.removeprefix("whsec_") not in printed
+        assert config != inline or 'secret = "**********"' in printed
 
 
 # --- syncwatch test-notify ----------------------------------------------------------------

@@ -38,22 +38,35 @@ class WebhookConfig(NotifierConfig):
                 check_secret_url(self.url)
             except ValueError as exc:
                 raise KeyProblemError("url_file", str(exc)) from None
-        if self.signing == "standard-webhooks":
-            if self.secret is None:
+        return self
+
+    @model_validator(mode="after")
+    def _standard_webhooks_key(self) -> Self:
+        if self.signing != "standard-webhooks":
+            return self
+        if self.secret is None:
+            raise KeyProblemError(
+                "secret",
+                "required with signing = 'standard-webhooks': set secret_file (or secret) "
+                "to the receiver's whsec_... signing key",
+            )
+        key = "secret_file" if self.secret_file is not None else "secret"
+        try:
+            standard_key(self.secret.get_secret_value())
+        except ValueError as exc:
+            raise KeyProblemError(key, str(exc)) from None
+        # A second webhook-signature header would make the request fail to verify.
+        for name in self.headers:
+            if name.lower() in STANDARD_HEADERS:
                 raise KeyProblemError(
-                    "secret",
-                    "required with signing = 'standard-webhooks': set secret_file (or secret) "
-                    "to the receiver's whsec_... signing key",
+                    f"headers.{name}",
+                    "set by signing = 'standard-webhooks' on every request; remove it",
                 )
-            key = "secret_file" if self.secret_file is not None else "secret"
-            try:
-                standard_key(self.secret.get_secret_value())
-            except ValueError as exc:
-                raise KeyProblemError(key, str(exc)) from None
         return self
 
 
 WHSEC_PREFIX = "whsec_"
+STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # The Standard Webhooks spec: a symmetric key is at least 24 random bytes.
 MIN_KEY_BYTES = 24
 
