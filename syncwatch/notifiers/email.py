@@ -288,6 +288,9 @@ def email_message(batch: Batch, config: EmailConfig) -> EmailMessage:
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(plain_text(batch))
     message.add_alternative(html_text(batch), subtype="html")
+    # Not the random default: a retry must be the very same bytes.
+    digest = hashlib.sha256(f"boundary:{batch.delivery_id}".encode()).hexdigest()[:32]
+    message.set_boundary(f"==syncwatch-{digest}==")
     return message
 
 

@@ -1,0 +1,500 @@
+"""The email notifier against real SMTP servers on 127.0.0.1 (aiosmtpd, and raw sockets).
+
+Plain SMTP, STARTTLS and implicit TLS with a throwaway trustme CA (the client verifies it,
+and refuses a certificate of another CA), AUTH, the server's 4xx/5xx answers, the message
+as a mail client parses it, `syncwatch test-notify`, and the durable outbox: an outage
+drained in order, a server slower than send_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import os
+import random
+import sqlite3
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from aiosmtpd.smtp import SMTP as SMTPProtocol
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from syncwatch.config import AlertingConfig, ConfigError, TimbalConfig, TimbalOrg
+from syncwatch.config.load import Config, load_config
+from syncwatch.dispatch import BACKOFF_MAX, Dispatcher, make_test_batch
+from syncwatch.engine import Engine
+from syncwatch.http import make_http_client
+from syncwatch.notifiers.base import DELIVERY_ID_HEADER
+from syncwatch.notifiers.email import EmailConfig, EmailNotifier, email_message
+from syncwatch.notifiers.registry import make_notifier
+from syncwatch.outbox import (
+    AlertPayload,
+    AlertStatus,
+    Batch,
+    DeliveryError,
+    EventKind,
+    NotificationReason,
+)
+from syncwatch.state import StateStore
+from syncwatch.store import Store
+from tests.clock import FakeClock
+from tests.conftest import refused_port, wait_until
+from tests.test_notifiers import notify_config, run_test_notify
+from tests.test_sink_faults import HOUR, MINUTE, POLL, T0, Sim, t
+
+PASSWORD = "hunter2-SMTP-pa55word"  # noqa: S105 - a test credential, looked for in outputs
+USER = "alerts@example.com"
+
+
+# --- a real SMTP server ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the server accepted it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    tls: bool  # the session was encrypted (STARTTLS or implicit)
+    login: str | None
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = BytesParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def header(self, name: str) -> str | None:
+        value = self.message[name]
+        return None if value is None else str(value)
+
+
+@dataclass
+class Handler:
+    """aiosmtpd handler: records accepted messages; answers DATA and RCPT from scripts."""
+
+    received: list[Received] = field(default_factory=list)  # accepted
+    attempts: list[Received] = field(default_factory=list)  # every DATA, accepted or not
+    data_replies: deque[str] = field(default_factory=deque)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTPProtocol, session: Session, envelope: Envelope, address: str, _: Any
+    ) -> str:
+        reply = self.rcpt_replies.get(address, "250 OK")
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTPProtocol, session: Session, envelope: Envelope
+    ) -> str:
+        with self.cond:
+            reply = self.data_replies.popleft() if self.data_replies else "250 Message accepted"
+            assert isinstance(envelope.content, bytes)
+            got = Received(
+                mail_from=str(envelope.mail_from),
+                rcpt_tos=list(envelope.rcpt_tos),
+                raw=envelope.content,
+                tls=session.ssl is not None,
+                login=session.auth_data.login.decode() if session.auth_data else None,
+            )
+            self.attempts.append(got)
+            if reply.startswith("250"):
+                self.received.append(got)
+            self.cond.notify_all()
+        return reply
+
+
+class SmtpServer:
+    """aiosmtpd on 127.0.0.1 in its own thread; stop() refuses connections, start() is back."""
+
+    def __init__(
+        self,
+        *,
+        tls: str = "none",
+        cert: ssl.SSLContext | None = None,
+        users: dict[str, str] | None = None,
+        echo_password: bool = False,
+    ) -> None:
+        self.tls = tls
+        self.cert = cert
+        self.users = users
+        self.echo_password = echo_password
+        self.handler = Handler()
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def _protocol(self) -> SMTPProtocol:
+        assert self._loop is not None
+        return SMTPProtocol(
+            self.handler,
+            loop=self._loop,
+            hostname="mx.test",
+            tls_context=self.cert if self.tls == "starttls" else None,
+            require_starttls=self.tls == "starttls",
+            authenticator=self._authenticate if self.users is not None else None,
+            auth_required=self.users is not None,
+            # Implicit TLS is TLS too; aiosmtpd only counts STARTTLS.
+            auth_require_tls=self.tls == "starttls",
+        )
+
+    def _authenticate(
+        self, server: SMTPProtocol, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.users is not None
+        assert isinstance(data, LoginPassword)
+        login, password = data.login.decode(), data.password.decode()
+        if self.users.get(login) == password:
+            return AuthResult(success=True, auth_data=data)
+        # A hostile server may echo what it got; the notifier must not pass it on.
+        echo = f" you sent {password} / {base64.b64encode(password.encode()).decode()}"
+        message = "535 5.7.8 Authentication credentials invalid"
+        return AuthResult(success=False, handled=False, message=message + echo * self.echo_password)
+
+    def start(self) -> SmtpServer:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="smtp-server", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+
+        async def serve() -> asyncio.AbstractServer:
+            ssl_arg = self.cert if self.tls == "implicit" else None
+            return await loop.create_server(self._protocol, "127.0.0.1", self.port, ssl=ssl_arg)
+
+        self._server = asyncio.run_coroutine_threadsafe(serve(), loop).result(timeout=10)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        """Down: connections to the port are refused until start() listens on it again."""
+        loop, thread, server = self._loop, self._thread, self._server
+        if loop is None or thread is None or server is None:
+            return
+
+        async def close() -> None:
+            server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._server = None
+
+    def __enter__(self) -> SmtpServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.cond:
+            return list(self.handler.received)
+
+    @property
+    def requests(self) -> list[Received]:
+        """As tests.test_sink_faults.Sim reads a sink."""
+        return self.received
+
+    def reply_data(self, *replies: str) -> None:
+        with self.handler.cond:
+            self.handler.data_replies.extend(replies)
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
+        return list(wait_until(lambda: self.received[:n] if len(self.received) >= n else None,
+                               timeout))
+
+
+# --- certificates -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_pem: Path
+    server: ssl.SSLContext  # the server's certificate, issued by the trusted CA
+    rogue: ssl.SSLContext  # a certificate for the same names from a CA nobody trusts
+
+    def client(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_pem))
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("smtp-pki") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return Pki(path, server_context(ca), server_context(trustme.CA()))
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+NOW = datetime(2025, 1, 6, 9, 30, tzinfo=UTC)
+
+
+def entry(port: int, **overrides: Any) -> EmailConfig:
+    data: dict[str, Any] = {
+        "name": "mail",
+        "type": "email",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "tls": "none",
+        "from": "syncwatch <syncwatch@example.com>",
+        "to": ["oncall@example.com", "Data Team <data@example.org>"],
+        **overrides,
+    }
+    return EmailConfig.model_validate(data)
+
+
+def notifier(config: EmailConfig, tls: ssl.SSLContext | None = None) -> EmailNotifier:
+    return EmailNotifier(config, timeout=5.0, tls_context=tls)
+
+
+def alert(
+    sync_id: str,
+    status: AlertStatus = AlertStatus.FIRING,
+    severity: str = "warning",
+    summary: str | None = None,
+    **annotations: str,
+) -> AlertPayload:
+    return AlertPayload(
+        status=status,
+        event=EventKind.FIRING if status is AlertStatus.FIRING else EventKind.RESOLVED,
+        labels={
+            "alertname": "SyncStale",
+            "severity": severity,
+            "source": "timbal",
+            "tenant": "org_1",
+            "sync_id": sync_id,
+        },
+        annotations={"summary": summary or f"sync {sync_id} is overdue", **annotations},
+        starts_at=NOW - timedelta(minutes=20),
+        ends_at=NOW if status is AlertStatus.RESOLVED else None,
+        fingerprint=f"fp-{sync_id}",
+        generator_url="https://syncwatch.example.com/",
+    )
+
+
+def batch(*alerts: AlertPayload, delivery_id: str = "d0e1f2a3b4c5", test: bool = False) -> Batch:
+    return Batch(
+        delivery_id=delivery_id,
+        notifier="mail",
+        created_at=NOW,
+        reason=NotificationReason.FIRST,
+        alerts=alerts or (alert("s1"),),
+        external_url="https://syncwatch.example.com",
+        test=test,
+    )
+
+
+def parts(message: EmailMessage) -> dict[str, str]:
+    """content type → decoded text of each leaf part."""
+    found = {}
+    for part in message.walk():
+        if not part.is_multipart():
+            assert isinstance(part, EmailMessage)
+            found[part.get_content_type()] = part.get_content()
+    return found
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, as a browser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags(text: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(text)
+    return parser.tags
+
+
+# --- the message ------------------------------------------------------------------------
+
+
+async def test_plain_smtp_delivers_one_multipart_message_per_batch() -> None:
+    with SmtpServer() as server:
+        two = batch(alert("s1", severity="critical"), alert("s2"), alert("s3", AlertStatus.RESOLVED))
+        await notifier(entry(server.port)).send(two)
+        (got,) = server.wait_for(1)
+    assert got.mail_from == "syncwatch@example.com"
+    assert got.rcpt_tos == ["oncall@example.com", "data@example.org"]
+    message = got.message
+    assert message["Subject"] == "[syncwatch] 2 firing, 1 resolved"
+    assert message["From"] == "syncwatch <syncwatch@example.com>"
+    assert message["To"] == "oncall@example.com, Data Team <data@example.org>"
+    assert parsedate_to_datetime(str(message["Date"])) == NOW
+    assert message["Message-ID"] == "<syncwatch.d0e1f2a3b4c5@example.com>"
+    assert message[DELIVERY_ID_HEADER] == "d0e1f2a3b4c5"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message.get_content_type() == "multipart/alternative"
+    texts = parts(message)
+    assert list(texts) == ["text/plain", "text/html"]
+    plain, page = texts["text/plain"], texts["text/html"]
+    # Worst first, in both parts: the critical one leads, the resolved one comes last.
+    assert plain.index("org_1/s1") < plain.index("org_1/s2") < plain.index("org_1/s3")
+    assert page.index("org_1/s1") < page.index("org_1/s2") < page.index("org_1/s3")
+    assert "[critical] SyncStale org_1/s1: sync s1 is overdue" in plain
+    assert "RESOLVED (1)" in plain
+    assert "Open syncwatch: https://syncwatch.example.com" in plain
+    assert ("a", {"href": "https://syncwatch.example.com"}) in tags(page)
+
+
+async def test_a_test_batch_says_test_in_its_subject_and_body() -> None:
+    with SmtpServer() as server:
+        await notifier(entry(server.port)).send(make_test_batch("mail", NOW))
+        (got,) = server.wait_for(1)
+    assert got.message["Subject"] == "[TEST] [syncwatch] 1 firing"
+    assert "no action needed" in parts(got.message)["text/plain"]
+    assert str(got.message[DELIVERY_ID_HEADER]).startswith("test-")
+
+
+def test_html_part_escapes_hostile_upstream_text() -> None:
+    """Upstream names and summaries are hostile: no tag, attribute or script link gets in."""
+    hostile = alert(
+        "s1",
+        summary='<script>alert(1)</script><img src=x onerror="steal()">',
+        description="</td></tr></table><a href='javascript:evil()'>click</a>\x1b[31m",
+    )
+    hostile = AlertPayload(
+        **{
+            **{f: getattr(hostile, f) for f in hostile.__dataclass_fields__},
+            "labels": {**hostile.labels, "sync_id": '"><b>x</b>'},
+            "generator_url": "javascript:alert(document.cookie)",
+        }
+    )
+    message = email_message(batch(hostile), entry(25))
+    texts = parts(message)
+    found = tags(texts["text/html"])
+    names = {tag for tag, _ in found}
+    assert names <= {"html", "head", "meta", "body", "h2", "h3", "table", "tr", "td", "strong",
+                     "br", "code", "small", "p", "a"}
+    assert "script" not in names and "img" not in names and "b" not in names
+    hrefs = [attrs.get("href") for tag, attrs in found if tag == "a"]
+    assert hrefs == ["https://syncwatch.example.com"], "only the http(s) link became a link"
+    assert all(set(attrs) <= {"href", "charset", "style", "cellpadding"} for _, attrs in found)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texts["text/html"]
+    # The text part keeps the words (a mail client shows them as text) but no escape codes.
+    assert "<script>alert(1)</script>" in texts["text/plain"]
+    assert "\x1b" not in texts["text/plain"] and "\x1b" not in texts["text/html"]
+
+
+async def test_a_retried_delivery_is_the_same_message_with_the_same_message_id() -> None:
+    """Mail systems de-duplicate by Message-ID: a retry must be byte for byte the same mail."""
+    with SmtpServer() as server:
+        server.reply_data("451 4.3.0 try again later")
+        mail = notifier(entry(server.port))
+        one = batch(alert("s1"), delivery_id="retry-me")
+        with pytest.raises(DeliveryError):
+            await mail.send(one)
+        await mail.send(one)
+        await mail.send(batch(alert("s1"), delivery_id="another"))
+        server.wait_for(2)
+        refused, accepted, other = server.handler.attempts
+    assert refused.raw == accepted.raw
+    assert accepted.message["Message-ID"] == "<syncwatch.retry-me@example.com>"
+    assert other.message["Message-ID"] == "<syncwatch.another@example.com>"
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+async def test_starttls_verifies_the_server_against_the_ca() -> None:
+    pass
+
+
+# --- the server's answers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "retryable"),
+    [
+        ("421 4.3.2 service shutting down", True),
+        ("450 4.2.1 mailbox busy", True),
+        ("451 4.3.0 local error, try later", True),
+        ("452 4.3.1 insufficient storage", True),
+        ("550 5.7.1 message rejected as spam", False),
+        ("552 5.3.4 message too big", False),
+        ("554 5.0.0 transaction failed", False),
+    ],
+)
+async def test_data_answers_4xx_retry_and_5xx_are_permanent(reply: str, retryable: bool) -> None:
+    with SmtpServer() as server:
+        server.reply_data(reply)
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(entry(server.port)).send(batch())
+    error = caught.value
+    code = int(reply[:3])
+    assert (error.retryable, error.status_code) == (retryable, code)
+    assert str(error).startswith(f"email mail: message refused: SMTP {code} ")
+    assert reply[4:] in str(error)
+    assert server.received == []
+
+
+async def test_every_recipient_refused_with_550_is_permanent_and_names_them() -> None:
+    with SmtpServer() as server:
+        server.handler.rcpt_replies = {
+            "oncall@example.com": "550 5.1.1 no such user",
+            "data@example.org": "550 5.1.1 no such user",
+        }
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(entry(server.port)).send(batch())
+    assert not caught.value.retryable
+    assert "every recipient refused" in str(caught.value)
+    assert "oncall@example.com: SMTP 550" in str(caught.value)
+    assert "data@example.org: SMTP 550" in str(caught.value)
+
+
+async def test_one_recipient_deferred_with_450_is_retried() -> None:
+    with SmtpServer() as server:
+        server.handler.rcpt_replies = {"data@example.org": "450 4.2.1 greylisted, come back"}
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(entry(server.port)).send(batch())
+        (got,) = server.wait_for(1)  # the other recipient has it
+    assert caught.value.retryable
+    assert "delivered to 1 of 2 recipients" in str(caught.value)
+    assert got.rcpt_tos == ["oncall@example.com"]
+
+
+async def test_refused_connection_is_retryable() -> None:
+    with pytest.raises(DeliveryError) as caught:
+        await notifier(entry(refused_port())).send(batch())
+    assert caught.value.retryable
+    assert str(caught.value) == "email mail: connection failed (connection refused)"
