@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
@@ -117,7 +118,7 @@ class Handler:
                 mail_from=str(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
                 raw=envelope.content,
-                tls=session.ssl is not None,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
                 login=session.auth_data.login.decode() if session.auth_data else None,
             )
             self.attempts.append(got)
@@ -150,9 +151,15 @@ class SmtpServer:
 
     def _protocol(self) -> SMTPProtocol:
         assert self._loop is not None
+        with warnings.catch_warnings():
+            # "AUTH without requiring TLS": aiosmtpd does not count implicit TLS as TLS.
+            warnings.simplefilter("ignore", UserWarning)
+            return self._make_protocol(self._loop)
+
+    def _make_protocol(self, loop: asyncio.AbstractEventLoop) -> SMTPProtocol:
         return SMTPProtocol(
             self.handler,
-            loop=self._loop,
+            loop=loop,
             hostname="mx.test",
             tls_context=self.cert if self.tls == "starttls" else None,
             require_starttls=self.tls == "starttls",
@@ -320,12 +327,12 @@ def batch(*alerts: AlertPayload, delivery_id: str = "d0e1f2a3b4c5", test: bool =
 
 
 def parts(message: EmailMessage) -> dict[str, str]:
-    """content type → decoded text of each leaf part."""
+    """content type → decoded text of each leaf part (line ends as Python writes them)."""
     found = {}
     for part in message.walk():
         if not part.is_multipart():
             assert isinstance(part, EmailMessage)
-            found[part.get_content_type()] = part.get_content()
+            found[part.get_content_type()] = part.get_content().replace("\r\n", "\n")
     return found
 
 
@@ -436,8 +443,89 @@ async def test_a_retried_delivery_is_the_same_message_with_the_same_message_id()
 # --- TLS --------------------------------------------------------------------------------
 
 
-async def test_starttls_verifies_the_server_against_the_ca() -> None:
-    pass
+async def test_starttls_verifies_the_server_against_the_ca(pki: Pki) -> None:
+    with SmtpServer(tls="starttls", cert=pki.server) as server:
+        await notifier(entry(server.port, tls="starttls"), pki.client()).send(batch())
+        (got,) = server.wait_for(1)
+    assert got.tls
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_tls_refuses_a_certificate_from_an_untrusted_ca(pki: Pki, tls: str) -> None:
+    """The same host names, a CA the client does not trust: nothing is sent."""
+    with SmtpServer(tls=tls, cert=pki.rogue) as server:
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(entry(server.port, tls=tls), pki.client()).send(batch())
+        assert server.handler.attempts == []
+    assert caught.value.retryable  # fixable by the operator (daemon CA), as for HTTPS
+    assert str(caught.value) == "email mail: TLS failed (unable to get local issuer certificate)"
+
+
+async def test_system_trust_store_alone_refuses_a_private_ca(pki: Pki) -> None:
+    """Without a CA handed in, verification is still on (the system's trust store)."""
+    with SmtpServer(tls="starttls", cert=pki.server) as server:
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(entry(server.port, tls="starttls")).send(batch())
+        assert server.handler.attempts == []
+    assert "TLS failed (unable to get local issuer certificate)" in str(caught.value)
+
+
+async def test_starttls_never_falls_back_to_clear_text() -> None:
+    """A server (or a man in the middle) that offers no STARTTLS gets nothing."""
+    with SmtpServer(tls="none") as server:
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(entry(server.port, tls="starttls")).send(batch())
+        assert server.handler.attempts == []
+    assert not caught.value.retryable
+    assert "does not offer STARTTLS" in str(caught.value)
+
+
+async def test_implicit_tls_delivers_with_the_ca(pki: Pki) -> None:
+    with SmtpServer(tls="implicit", cert=pki.server) as server:
+        await notifier(entry(server.port, tls="implicit"), pki.client()).send(batch())
+        (got,) = server.wait_for(1)
+    assert got.tls
+    assert got.message["Subject"] == "[syncwatch] 1 firing"
+
+
+# --- AUTH -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_auth_logs_in_over_tls(pki: Pki, tls: str) -> None:
+    with SmtpServer(tls=tls, cert=pki.server, users={USER: PASSWORD}) as server:
+        config = entry(server.port, tls=tls, username=USER, password=PASSWORD)
+        await notifier(config, pki.client()).send(batch())
+        (got,) = server.wait_for(1)
+    assert (got.login, got.tls) == (USER, True)
+
+
+async def test_auth_failure_is_permanent_and_never_shows_the_password(pki: Pki) -> None:
+    """535 is final; the server even echoes the password back, and it goes no further."""
+    users = {USER: "the-right-one"}
+    with SmtpServer(tls="starttls", cert=pki.server, users=users, echo_password=True) as server:
+        config = entry(server.port, tls="starttls", username=USER, password=PASSWORD)
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(config, pki.client()).send(batch())
+        assert server.handler.attempts == []
+    error = caught.value
+    assert (error.retryable, error.status_code) == (False, 535)
+    assert str(error) == (
+        "email mail: authentication failed (SMTP 535): check username and password"
+    )
+    assert error.__cause__ is None and error.__context__ is None
+
+
+async def test_a_server_echoing_the_password_in_a_refusal_is_scrubbed(pki: Pki) -> None:
+    b64 = base64.b64encode(PASSWORD.encode()).decode()
+    with SmtpServer(tls="starttls", cert=pki.server, users={USER: PASSWORD}) as server:
+        server.reply_data(f"550 5.7.1 no thanks {PASSWORD} ({b64})")
+        config = entry(server.port, tls="starttls", username=USER, password=PASSWORD)
+        with pytest.raises(DeliveryError) as caught:
+            await notifier(config, pki.client()).send(batch())
+    text = str(caught.value)
+    assert "no thanks [redacted] ([redacted])" in text
+    assert PASSWORD not in text and b64 not in text
 
 
 # --- the server's answers ---------------------------------------------------------------
@@ -498,3 +586,131 @@ async def test_refused_connection_is_retryable() -> None:
         await notifier(entry(refused_port())).send(batch())
     assert caught.value.retryable
     assert str(caught.value) == "email mail: connection failed (connection refused)"
+
+
+# --- the durable outbox -----------------------------------------------------------------
+
+
+class EmailSim(Sim):
+    """tests.test_sink_faults.Sim with the email notifier and an SMTP server as the sink."""
+
+    def __init__(  # noqa: PLR0915 - the same set-up as Sim's, for this kind
+        self, store: Store, server: SmtpServer, *, send_timeout: float = 30.0, timeout: float = 5.0
+    ) -> None:
+        self.kind = "email"
+        self.name = "mail"
+        self.store = store
+        self.sink = server  # type: ignore[assignment]  # Sim reads only `.requests`
+        self.clock = FakeClock(T0, autojump=True)
+        self.entry = entry(server.port)
+        self.config = Config(
+            timbal=TimbalConfig(api_key="test-key", orgs=[TimbalOrg(id="org_1")]),
+            alerting=AlertingConfig(repeat_interval=100 * HOUR),
+            notifiers=[self.entry],
+        )
+        ids = itertools.count(1)
+        self.engine = Engine(self.config, store, new_id=lambda: f"email-{next(ids):05d}")
+        self.dispatcher = Dispatcher(
+            store,
+            {self.name: EmailNotifier(self.entry, timeout=timeout)},
+            send_timeout=send_timeout,
+            clock=self.clock,
+            rng=random.Random(7),
+        )
+        self.cycle_every = POLL
+        self.next_cycle = self.clock.now
+        self.next_retry = None
+        self.stale_before = frozenset()
+        self.enqueued = []
+        self.expected = {}
+        self.sent = []
+        self.failures = []
+        self.drops = []
+        self.pending_after_cycle = []
+
+
+def mail_signature(received: Received) -> tuple[tuple[str, str], ...]:
+    """(status, sync_id) of each alert line of the text part, from the mail alone."""
+    text = parts(received.message)["text/plain"]
+    got = []
+    for line in text.splitlines():
+        if line.startswith("[") and " org_1/" in line:
+            sync_id = line.split(" org_1/", 1)[1].split(":", 1)[0]
+            got.append(("resolved" if line.startswith("[resolved]") else "firing", sync_id))
+    return tuple(sorted(got))
+
+
+def check_mail_drained_in_order(sim: EmailSim, accepted: list[Received], batches: list[Batch]) -> None:
+    """Accepted mails are exactly `batches`, in outbox order, each telling what it should."""
+    assert [r.header(DELIVERY_ID_HEADER) for r in accepted] == [b.delivery_id for b in batches]
+    for received, queued in zip(accepted, batches, strict=True):
+        want = email_message(queued, sim.entry)
+        assert received.message["Message-ID"] == want["Message-ID"]
+        assert parts(received.message) == parts(want)
+        assert mail_signature(received) == sim.expected[queued.delivery_id]
+
+
+def outbox(db: Path) -> list[tuple[str, int, str | None]]:
+    with closing(sqlite3.connect(db)) as conn:
+        rows: list[tuple[str, int, str | None]] = conn.execute(
+            "SELECT delivery_id, attempts, last_error FROM outbox ORDER BY seq"
+        ).fetchall()
+    return rows
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[Store]:
+    s = Store(StateStore(db))
+    yield s
+    s.close()
+
+
+async def test_smtp_outage_queues_every_mail_and_drains_it_in_order(store: Store, db: Path) -> None:
+    with SmtpServer() as server:
+        sim = EmailSim(store, server)
+        await sim.run(t(30 * MINUTE))
+        before = len(sim.enqueued)
+        assert before >= 2
+        check_mail_drained_in_order(sim, server.received, sim.enqueued)
+
+        server.stop()  # refused for three hours of polling
+        await sim.run(t(30 * MINUTE + 3 * HOUR))
+        queued = sim.enqueued[before:]
+        assert len(queued) >= 10
+        assert len(server.received) == before
+        rows = outbox(db)
+        assert [r[0] for r in rows] == [b.delivery_id for b in queued]
+        assert rows[0][1] == sim.outcome("failed") >= 3 * HOUR / BACKOFF_MAX
+        assert rows[0][2] == "email mail: connection failed (connection refused)"
+
+        server.start()  # back on the same port
+        back = sim.clock.now
+        await sim.run(back + 30 * MINUTE)
+        after = sim.sent[before:]
+        assert after[0].at - back <= BACKOFF_MAX
+        assert all(s.at == after[0].at for s in after[: len(queued)])  # one pass drains it
+        check_mail_drained_in_order(sim, server.received, sim.enqueued)
+        assert sim.outcome("sent") == len(sim.enqueued) == len(server.received)
+        assert sim.outcome("dropped") == 0
+        assert store.pending() == {}
+
+
+async def test_451_answers_are_retried_and_a_550_is_dropped(store: Store, db: Path) -> None:
+    with SmtpServer() as server:
+        server.reply_data("451 4.3.0 try later", "451 4.3.0 try later", "250 ok", "550 5.7.1 no")
+        sim = EmailSim(store, server)
+        await sim.run(t(60 * MINUTE))
+        # The head was refused twice with 451, accepted the third time, all as one mail.
+        first = sim.enqueued[0].delivery_id
+        ids = [str(a.message[DELIVERY_ID_HEADER]) for a in server.handler.attempts]
+        assert ids[:3] == [first] * 3
+        assert ids[3] != first
+        assert sim.outcome("failed") == 3
+        assert sim.outcome("dropped") == 1  # the 550: final, and counted
+        check_mail_drained_in_order(sim, server.received, [sim.enqueued[0], *sim.enqueued[2:]])
+        assert store.pending() == {}

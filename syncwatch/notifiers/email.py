@@ -335,19 +335,19 @@ class _Session:
     def deliver(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
         """Send; the recipients the server refused (empty: all accepted)."""
         config = self.config
+        self._check()
+        # Connecting in the constructor is the public way to name the host that TLS
+        # verifies; connect, handshake and greeting are each bounded by the socket timeout.
         smtp: smtplib.SMTP
         if config.tls == "implicit":
-            smtp = smtplib.SMTP_SSL(timeout=self.timeout, context=self.tls)
+            smtp = smtplib.SMTP_SSL(
+                config.smtp_host, config.port, timeout=self.timeout, context=self.tls
+            )
         else:
-            smtp = smtplib.SMTP(timeout=self.timeout)
+            smtp = smtplib.SMTP(config.smtp_host, config.port, timeout=self.timeout)
         with self._lock:
-            if self._aborted:
-                raise _AbortedError
             self._smtp = smtp
         try:
-            code, reply = smtp.connect(config.smtp_host, config.port)
-            if code != 220:
-                raise smtplib.SMTPConnectError(code, reply)
             self._check()
             smtp.ehlo()
             if config.tls == "starttls":
@@ -479,16 +479,19 @@ class EmailNotifier:
         message = email_message(batch, self.config)
         session = _Session(self.config, self.timeout, self.tls_context)
         what = f"email {self.name}"
+        error: DeliveryError | None = None
         try:
             refused = await asyncio.to_thread(session.deliver, message)
         except asyncio.CancelledError:
             # The dispatcher's send_timeout: the thread must not wait on for the server.
             session.abort()
             raise
-        except _AbortedError:
-            raise DeliveryError(f"{what}: given up", retryable=True) from None
         except Exception as exc:
-            raise delivery_error(exc, what, _secret_forms(self.config)) from None
+            error = delivery_error(exc, what, _secret_forms(self.config))
+        if error is not None:
+            # Raised out here: not even __context__ keeps the server's reply (it may quote
+            # the credentials).
+            raise error
         if refused:
             accepted = len(self.config.to) - len(refused)
             raise _refused(refused, accepted, what, _secret_forms(self.config))
