@@ -714,3 +714,87 @@ async def test_451_answers_are_retried_and_a_550_is_dropped(store: Store, db: Pa
         assert sim.outcome("dropped") == 1  # the 550: final, and counted
         check_mail_drained_in_order(sim, server.received, [sim.enqueued[0], *sim.enqueued[2:]])
         assert store.pending() == {}
+
+
+class StallingServer:
+    """A raw SMTP server that takes the whole message, then answers nothing while `stall`."""
+
+    def __init__(self) -> None:
+        self.stall = True
+        self.closed_at: list[float] = []  # monotonic times the client hung up
+        self.stalled_at: list[float] = []  # when each message was in and left unanswered
+        self.attempts: list[Received] = []
+        self.accepted: list[Received] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 slow.test ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    raw = await reader.readuntil(b"\r\n.\r\n")
+                    got = Received("", [], raw[: -len(b".\r\n")], tls=False, login=None)
+                    self.attempts.append(got)
+                    if self.stall:
+                        self.stalled_at.append(time.monotonic())
+                        await reader.read()  # until the client hangs up
+                        break
+                    self.accepted.append(got)
+                    writer.write(b"250 ok\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:  # EHLO, MAIL, RCPT, RSET, NOOP
+                    writer.write(b"250 ok\r\n")
+                await writer.drain()
+        finally:
+            self.closed_at.append(time.monotonic())
+            writer.close()
+
+    @property
+    def requests(self) -> list[Received]:
+        return list(self.accepted)
+
+    def __enter__(self) -> StallingServer:
+        self._thread.start()
+
+        async def serve() -> asyncio.AbstractServer:
+            return await asyncio.start_server(self._client, "127.0.0.1", 0)
+
+        server = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=10)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+async def test_server_slower_than_send_timeout_is_retried_and_lets_the_thread_go(
+    store: Store, db: Path
+) -> None:
+    """send_timeout bounds the attempt, and the worker thread hangs up then, not 30 s later."""
+    with StallingServer() as slow:
+        # A 30 s socket timeout: only the hang-up at send_timeout can end the thread sooner.
+        sim = EmailSim(store, slow, send_timeout=0.3, timeout=30.0)  # type: ignore[arg-type]
+        started = time.monotonic()
+        await sim.run(t(0))
+        assert 0.29 <= time.monotonic() - started < 5.0
+        ((delivery_id, attempts, error),) = outbox(db)
+        assert (delivery_id, attempts, error) == (sim.enqueued[0].delivery_id, 1, "no answer within 0.3s")
+        wait_until(lambda: slow.closed_at, timeout=5.0)
+        assert slow.closed_at[0] - slow.stalled_at[0] < 3.0, "the thread let go at send_timeout"
+
+        slow.stall = False
+        await sim.run(t(30 * MINUTE))
+        ids = [str(a.message[DELIVERY_ID_HEADER]) for a in slow.attempts]
+        assert ids[:2] == [delivery_id] * 2  # the retry is the same mail
+        assert [str(a.message[DELIVERY_ID_HEADER]) for a in slow.accepted] == [
+            b.delivery_id for b in sim.enqueued
+        ]
+        assert sim.outcome("failed") == 1
+        assert store.pending() == {}
