@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,14 +36,12 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from aiosmtpd.smtp import SMTP as SMTPProtocol
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from syncwatch.config import AlertingConfig, ConfigError, TimbalConfig, TimbalOrg
 from syncwatch.config.load import Config, load_config
 from syncwatch.dispatch import BACKOFF_MAX, Dispatcher, make_test_batch
 from syncwatch.engine import Engine
-from syncwatch.http import make_http_client
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER
 from syncwatch.notifiers.email import EmailConfig, EmailNotifier, email_message
 from syncwatch.notifiers.registry import make_notifier
@@ -58,11 +56,11 @@ from syncwatch.outbox import (
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.clock import FakeClock
-from tests.conftest import refused_port, wait_until
+from tests.conftest import refused_port, toml_value, wait_until
 from tests.test_notifiers import notify_config, run_test_notify
 from tests.test_sink_faults import HOUR, MINUTE, POLL, T0, Sim, t
 
-PASSWORD = "hunter2-SMTP-pa55word"  # noqa: S105 - a test credential, looked for in outputs
+PASSWORD = "hunter2-SMTP-pa55word"
 USER = "alerts@example.com"
 
 
@@ -101,7 +99,7 @@ class Handler:
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTPProtocol, session: Session, envelope: Envelope, address: str, _: Any
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, _: Any
     ) -> str:
         reply = self.rcpt_replies.get(address, "250 OK")
         if reply.startswith("250"):
@@ -109,7 +107,7 @@ class Handler:
         return reply
 
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-        self, server: SMTPProtocol, session: Session, envelope: Envelope
+        self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         with self.cond:
             reply = self.data_replies.popleft() if self.data_replies else "250 Message accepted"
@@ -118,7 +116,8 @@ class Handler:
                 mail_from=str(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
                 raw=envelope.content,
-                tls=server.transport.get_extra_info("ssl_object") is not None,
+                tls=server.transport is not None
+                and server.transport.get_extra_info("ssl_object") is not None,
                 login=session.auth_data.login.decode() if session.auth_data else None,
             )
             self.attempts.append(got)
@@ -149,15 +148,15 @@ class SmtpServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
 
-    def _protocol(self) -> SMTPProtocol:
+    def _protocol(self) -> SMTP:
         assert self._loop is not None
         with warnings.catch_warnings():
             # "AUTH without requiring TLS": aiosmtpd does not count implicit TLS as TLS.
             warnings.simplefilter("ignore", UserWarning)
             return self._make_protocol(self._loop)
 
-    def _make_protocol(self, loop: asyncio.AbstractEventLoop) -> SMTPProtocol:
-        return SMTPProtocol(
+    def _make_protocol(self, loop: asyncio.AbstractEventLoop) -> SMTP:
+        return SMTP(
             self.handler,
             loop=loop,
             hostname="mx.test",
@@ -170,7 +169,7 @@ class SmtpServer:
         )
 
     def _authenticate(
-        self, server: SMTPProtocol, session: Session, envelope: Envelope, mechanism: str, data: Any
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         assert self.users is not None
         assert isinstance(data, LoginPassword)
@@ -193,6 +192,7 @@ class SmtpServer:
             return await loop.create_server(self._protocol, "127.0.0.1", self.port, ssl=ssl_arg)
 
         self._server = asyncio.run_coroutine_threadsafe(serve(), loop).result(timeout=10)
+        assert isinstance(self._server, asyncio.Server)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
@@ -235,8 +235,9 @@ class SmtpServer:
             self.handler.data_replies.extend(replies)
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
-        return list(wait_until(lambda: self.received[:n] if len(self.received) >= n else None,
-                               timeout))
+        return list(
+            wait_until(lambda: self.received[:n] if len(self.received) >= n else None, timeout)
+        )
 
 
 # --- certificates -----------------------------------------------------------------------
@@ -358,7 +359,9 @@ def tags(text: str) -> list[tuple[str, dict[str, str | None]]]:
 
 async def test_plain_smtp_delivers_one_multipart_message_per_batch() -> None:
     with SmtpServer() as server:
-        two = batch(alert("s1", severity="critical"), alert("s2"), alert("s3", AlertStatus.RESOLVED))
+        two = batch(
+            alert("s1", severity="critical"), alert("s2"), alert("s3", AlertStatus.RESOLVED)
+        )
         await notifier(entry(server.port)).send(two)
         (got,) = server.wait_for(1)
     assert got.mail_from == "syncwatch@example.com"
@@ -411,16 +414,34 @@ def test_html_part_escapes_hostile_upstream_text() -> None:
     texts = parts(message)
     found = tags(texts["text/html"])
     names = {tag for tag, _ in found}
-    assert names <= {"html", "head", "meta", "body", "h2", "h3", "table", "tr", "td", "strong",
-                     "br", "code", "small", "p", "a"}
-    assert "script" not in names and "img" not in names and "b" not in names
+    assert names <= {
+        "html",
+        "head",
+        "meta",
+        "body",
+        "h2",
+        "h3",
+        "table",
+        "tr",
+        "td",
+        "strong",
+        "br",
+        "code",
+        "small",
+        "p",
+        "a",
+    }
+    assert "script" not in names
+    assert "img" not in names
+    assert "b" not in names
     hrefs = [attrs.get("href") for tag, attrs in found if tag == "a"]
     assert hrefs == ["https://syncwatch.example.com"], "only the http(s) link became a link"
     assert all(set(attrs) <= {"href", "charset", "style", "cellpadding"} for _, attrs in found)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texts["text/html"]
     # The text part keeps the words (a mail client shows them as text) but no escape codes.
     assert "<script>alert(1)</script>" in texts["text/plain"]
-    assert "\x1b" not in texts["text/plain"] and "\x1b" not in texts["text/html"]
+    assert "\x1b" not in texts["text/plain"]
+    assert "\x1b" not in texts["text/html"]
 
 
 async def test_a_retried_delivery_is_the_same_message_with_the_same_message_id() -> None:
@@ -513,7 +534,8 @@ async def test_auth_failure_is_permanent_and_never_shows_the_password(pki: Pki) 
     assert str(error) == (
         "email mail: authentication failed (SMTP 535): check username and password"
     )
-    assert error.__cause__ is None and error.__context__ is None
+    assert error.__cause__ is None
+    assert error.__context__ is None
 
 
 async def test_a_server_echoing_the_password_in_a_refusal_is_scrubbed(pki: Pki) -> None:
@@ -525,7 +547,8 @@ async def test_a_server_echoing_the_password_in_a_refusal_is_scrubbed(pki: Pki) 
             await notifier(config, pki.client()).send(batch())
     text = str(caught.value)
     assert "no thanks [redacted] ([redacted])" in text
-    assert PASSWORD not in text and b64 not in text
+    assert PASSWORD not in text
+    assert b64 not in text
 
 
 # --- the server's answers ---------------------------------------------------------------
@@ -594,7 +617,7 @@ async def test_refused_connection_is_retryable() -> None:
 class EmailSim(Sim):
     """tests.test_sink_faults.Sim with the email notifier and an SMTP server as the sink."""
 
-    def __init__(  # noqa: PLR0915 - the same set-up as Sim's, for this kind
+    def __init__(
         self, store: Store, server: SmtpServer, *, send_timeout: float = 30.0, timeout: float = 5.0
     ) -> None:
         self.kind = "email"
@@ -640,7 +663,9 @@ def mail_signature(received: Received) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(got))
 
 
-def check_mail_drained_in_order(sim: EmailSim, accepted: list[Received], batches: list[Batch]) -> None:
+def check_mail_drained_in_order(
+    sim: EmailSim, accepted: list[Received], batches: list[Batch]
+) -> None:
     """Accepted mails are exactly `batches`, in outbox order, each telling what it should."""
     assert [r.header(DELIVERY_ID_HEADER) for r in accepted] == [b.delivery_id for b in batches]
     for received, queued in zip(accepted, batches, strict=True):
@@ -766,6 +791,7 @@ class StallingServer:
             return await asyncio.start_server(self._client, "127.0.0.1", 0)
 
         server = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=10)
+        assert isinstance(server, asyncio.Server)
         self.port = int(server.sockets[0].getsockname()[1])
         return self
 
@@ -785,7 +811,11 @@ async def test_server_slower_than_send_timeout_is_retried_and_lets_the_thread_go
         await sim.run(t(0))
         assert 0.29 <= time.monotonic() - started < 5.0
         ((delivery_id, attempts, error),) = outbox(db)
-        assert (delivery_id, attempts, error) == (sim.enqueued[0].delivery_id, 1, "no answer within 0.3s")
+        assert (delivery_id, attempts, error) == (
+            sim.enqueued[0].delivery_id,
+            1,
+            "no answer within 0.3s",
+        )
         wait_until(lambda: slow.closed_at, timeout=5.0)
         assert slow.closed_at[0] - slow.stalled_at[0] < 3.0, "the thread let go at send_timeout"
 
@@ -798,3 +828,180 @@ async def test_server_slower_than_send_timeout_is_retried_and_lets_the_thread_go
         ]
         assert sim.outcome("failed") == 1
         assert store.pending() == {}
+
+
+# --- syncwatch test-notify ----------------------------------------------------------------
+
+
+def email_table(name: str, port: int, **keys: Any) -> str:
+    values = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "tls": "none",
+        "from": "syncwatch@example.com",
+        "to": ["oncall@example.com"],
+        **keys,
+    }
+    lines = [f'[[notifiers]]\nname = "{name}"\ntype = "email"']
+    lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_test_notify_sends_a_test_mail_and_reports_a_refused_login(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process trusts the test CA as a system CA (daemon.ca_bundle does not reach the
+    # notifier yet: see the xfail below), so the login itself is what fails.
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_pem))
+    users = {USER: "the-right-one"}
+    with (
+        SmtpServer() as plain,
+        SmtpServer(tls="implicit", cert=pki.server, users=users, echo_password=True) as guarded,
+    ):
+        secret = tmp_path / "smtp-password"
+        secret.write_text(PASSWORD + "\n")
+        config = notify_config(
+            tmp_path,
+            email_table("mail", plain.port),
+            email_table(
+                "guarded", guarded.port, tls="implicit", username=USER, password_file=str(secret)
+            ),
+        )
+        result = run_test_notify(config)
+        (got,) = plain.wait_for(1)
+        assert guarded.handler.attempts == []
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert sorted(result.stdout.splitlines()) == [
+        "guarded: FAILED: email guarded: authentication failed (SMTP 535): check username "
+        "and password",
+        "mail: delivered",
+    ]
+    assert PASSWORD not in out
+    assert base64.b64encode(PASSWORD.encode()).decode() not in out
+    assert got.message["Subject"] == "[TEST] [syncwatch] 1 firing"
+    assert str(got.message[DELIVERY_ID_HEADER]).startswith("test-")
+    assert got.rcpt_tos == ["oncall@example.com"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the factory's Context carries no daemon.ca_bundle: a core change for the lead",
+)
+def test_test_notify_trusts_daemon_ca_bundle_for_starttls(tmp_path: Path, pki: Pki) -> None:
+    with SmtpServer(tls="starttls", cert=pki.server) as server:
+        table = email_table("mail", server.port, tls="starttls")
+        config = notify_config(tmp_path, table)
+        text = config.read_text().replace("[daemon]\n", f'[daemon]\nca_bundle = "{pki.ca_pem}"\n')
+        config.write_text(text)
+        result = run_test_notify(config)
+        assert result.stdout.splitlines() == ["mail: delivered"], result.stdout + result.stderr
+
+
+def test_the_registry_builds_the_email_notifier_with_the_clients_timeout() -> None:
+    client = httpx.AsyncClient(timeout=7.5)
+    built = make_notifier(entry(25), client, poll_interval=60)
+    assert isinstance(built, EmailNotifier)
+    assert built.timeout == 7.5
+    assert built.tls_context.verify_mode is ssl.CERT_REQUIRED
+    assert built.tls_context.check_hostname
+
+
+# --- config -----------------------------------------------------------------------------
+
+
+def config_problems(tmp_path: Path, table: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(notify_config(tmp_path, table))
+    return caught.value.problems
+
+
+def test_each_bad_address_is_one_line(tmp_path: Path) -> None:
+    table = email_table(
+        "mail",
+        25,
+        **{"from": "not an address", "to": ["ok@example.com", "nobody", "a@b.c, d@e.f", "x@"]},
+    )
+    assert config_problems(tmp_path, table) == [
+        "notifiers[0].from: invalid address 'not an address': expected name@example.com or "
+        "'Name <name@example.com>'",
+        "notifiers[0].to[1]: invalid address 'nobody': expected name@example.com or "
+        "'Name <name@example.com>'",
+        "notifiers[0].to[2]: invalid address 'a@b.c, d@e.f': expected name@example.com or "
+        "'Name <name@example.com>'; one address per list item",
+        "notifiers[0].to[3]: invalid address 'x@': expected name@example.com or "
+        "'Name <name@example.com>'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        ({"to": []}, "notifiers[0].to: at least one address is required"),
+        (
+            {"smtp_host": "smtp://mail.example.com"},
+            "notifiers[0].smtp_host: invalid smtp_host "
+            "'smtp://mail.example.com': a host name or IP, not a URL",
+        ),
+        (
+            {"smtp_host": "mail.example.com:587"},
+            "notifiers[0].smtp_host: invalid smtp_host "
+            "'mail.example.com:587': set the port in smtp_port",
+        ),
+        ({"tls": "ssl"}, "notifiers[0].tls: input should be 'starttls', 'implicit' or 'none'"),
+        ({"smtp_port": 0}, "notifiers[0].smtp_port: input should be greater than or equal to 1"),
+        (
+            {"password": PASSWORD, "tls": "starttls"},
+            "notifiers[0].username: required with password (the SMTP login name)",
+        ),
+        (
+            {"username": USER, "tls": "starttls"},
+            "notifiers[0].password: required with username: set password_file (or password)",
+        ),
+        (
+            {"username": USER, "password": PASSWORD},
+            "notifiers[0].tls: 'none' would send the password in clear: use 'starttls' or "
+            "'implicit'",
+        ),
+        (
+            {"to": ["ops@exämple.com"]},
+            "notifiers[0].to[0]: invalid address 'ops@exämple.com': "
+            "only ASCII addresses are supported",
+        ),
+    ],
+)
+def test_config_problem_is_one_line_naming_the_key(
+    tmp_path: Path, keys: dict[str, Any], problem: str
+) -> None:
+    problems = config_problems(tmp_path, email_table("mail", 25, **keys))
+    assert problems == [problem]
+    assert all(PASSWORD not in p for p in problems)
+
+
+def test_missing_keys_are_named(tmp_path: Path) -> None:
+    table = '[[notifiers]]\nname = "mail"\ntype = "email"\n'
+    assert config_problems(tmp_path, table) == [
+        "notifiers[0].smtp_host: field required",
+        "notifiers[0].from: field required",
+        "notifiers[0].to: field required",
+    ]
+
+
+def test_validate_shows_the_default_port_and_never_the_password(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD)
+    table = email_table("mail", 25, tls="implicit", username=USER, password_file=str(secret))
+    config = notify_config(tmp_path, table.replace("smtp_port = 25\n", ""))
+    result = subprocess.run(
+        [sys.executable, "-m", "syncwatch", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SYNCWATCH_")},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert "smtp_port = 465\n" in result.stdout
+    assert 'password = "**********"' in result.stdout
+    assert 'from = "syncwatch@example.com"' in result.stdout

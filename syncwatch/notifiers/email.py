@@ -75,11 +75,17 @@ def _empty_to_none(value: object) -> object:
 def _check_host(value: str) -> str:
     if "://" in value or "/" in value:
         raise ValueError(f"invalid smtp_host {value!r}: a host name or IP, not a URL")
-    if not re.fullmatch(r"[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?", value):
-        raise ValueError(f"invalid smtp_host {value!r}: expected a host name or IP address")
     if value.count(":") == 1:
         raise ValueError(f"invalid smtp_host {value!r}: set the port in smtp_port")
+    if not re.fullmatch(r"[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?", value):
+        raise ValueError(f"invalid smtp_host {value!r}: expected a host name or IP address")
     return value.strip("[]")
+
+
+def _at_least_one(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one address is required")
+    return value
 
 
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
@@ -96,7 +102,7 @@ class EmailConfig(NotifierConfig):
     password: OptionalSecret = None
     password_file: SecretFilePath = None
     from_: EmailAddress = Field(alias="from")
-    to: list[EmailAddress] = Field(min_length=1)
+    to: Annotated[list[EmailAddress], AfterValidator(_at_least_one)]
 
     @model_validator(mode="after")
     def _check_login(self) -> Self:
