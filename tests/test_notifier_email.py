@@ -13,6 +13,7 @@ import base64
 import itertools
 import os
 import random
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -147,6 +148,7 @@ class SmtpServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._held: socket.socket | None = None  # the port, bound but not listening, while down
 
     def _protocol(self) -> SMTP:
         assert self._loop is not None
@@ -194,10 +196,15 @@ class SmtpServer:
         self._server = asyncio.run_coroutine_threadsafe(serve(), loop).result(timeout=10)
         assert isinstance(self._server, asyncio.Server)
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._release()
         return self
 
     def stop(self) -> None:
-        """Down: connections to the port are refused until start() listens on it again."""
+        """Down: connections are refused until start() listens on the same port again.
+
+        As tests.capture.CaptureServer: the port stays bound (not listening) meanwhile, so
+        no other process takes it; close() releases it.
+        """
         loop, thread, server = self._loop, self._thread, self._server
         if loop is None or thread is None or server is None:
             return
@@ -213,12 +220,26 @@ class SmtpServer:
         thread.join(timeout=10)
         loop.close()
         self._loop = self._thread = self._server = None
+        held = socket.socket()
+        # As asyncio sets it, so that start() can bind beside the holder.
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", self.port))
+        self._held = held
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+    def close(self) -> None:
+        self.stop()
+        self._release()
 
     def __enter__(self) -> SmtpServer:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
-        self.stop()
+        self.close()
 
     @property
     def received(self) -> list[Received]:

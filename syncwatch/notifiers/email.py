@@ -307,7 +307,7 @@ DEFAULT_TIMEOUT = 10.0
 
 
 class _AbortedError(Exception):
-    """The send was given up on before the session had a socket."""
+    """The send was given up on (send_timeout): the worker stops at its next step."""
 
 
 class _Session:
