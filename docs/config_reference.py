@@ -129,7 +129,8 @@ def render() -> str:
         ]
         for name, info in model.model_fields.items():
             lines.append(
-                f"| `{name}` | {_type_name(info.annotation, info.metadata)} | {_default(info)} |"
+                f"| `{info.alias or name}` | {_type_name(info.annotation, info.metadata)} | "
+                f"{_default(info)} |"
             )
     return "\n".join(lines) + "\n"
 
