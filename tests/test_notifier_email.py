@@ -40,7 +40,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from syncwatch.config import AlertingConfig, ConfigError, TimbalConfig, TimbalOrg
-from syncwatch.config.load import Config, load_config
+from syncwatch.settings import Config, load_config
 from syncwatch.dispatch import BACKOFF_MAX, Dispatcher, make_test_batch
 from syncwatch.engine import Engine
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER

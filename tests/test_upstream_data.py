@@ -294,17 +294,19 @@ def test_a_daemon_whose_clock_is_a_day_off_raises_the_upstream_age_alerts_real_t
     daemon = launch(tmp_path, sim, rsa_keys, env=env, users=users)
     try:
         daemon.wait_cycles(1)
-        first = paragon_requests(sim)
+        # Cycles counted from before the first count of requests and up to after the last:
+        # a cycle in flight at either end is counted, never its requests alone.
         cycles = daemon.cycles()
+        first = paragon_requests(sim)
         daemon.wait_cycles(3)
+        later = paragon_requests(sim)
+        cycles = daemon.cycles() - cycles
         raised = {
             (a["labels"]["alertname"], a["labels"]["sync_id"])
             for a in alerts(daemon)
             if a["labels"]["alertname"] in ORDER
         }
         metrics = daemon.metrics()
-        cycles = daemon.cycles() - cycles
-        later = paragon_requests(sim)
         skews = [v for _, v in metrics.get("syncwatch_source_clock_skew_seconds", [])]
         down = [lb for lb, v in metrics["syncwatch_source_up"] if v != 1.0]
     finally:
