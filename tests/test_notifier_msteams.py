@@ -364,7 +364,7 @@ def test_resolved_follow_firing_under_their_own_heading() -> None:
 
 
 @st.composite
-def batches(draw: st.DrawFn) -> Batch:
+def batches(draw: st.DrawFn, max_alerts: int = 1000) -> Batch:
     """1..1000 alerts of any status and severity with arbitrary unicode names and summaries."""
     texts = draw(
         st.lists(
@@ -384,7 +384,7 @@ def batches(draw: st.DrawFn) -> Batch:
             max_size=12,
         )
     )
-    n = draw(st.integers(1, 1000))
+    n = draw(st.integers(1, max_alerts))
     alerts = []
     for i in range(n):
         status, severity, changed = kinds[i % len(kinds)]
@@ -406,7 +406,13 @@ def test_any_batch_renders_under_28kb_and_worst_first(b: Batch) -> None:
     # Exactly the worst len(shown) alerts, in order: nothing less bad shown while a worse is not.
     expected = sorted(rank(str(a.status), str(a.severity)) for a in b.alerts)
     assert [rank(g, s) for g, s, _ in shown] == expected[: len(shown)]
-    assert schema_errors(message) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches(max_alerts=8))
+def test_any_text_makes_a_valid_card(b: Batch) -> None:
+    """(Validating a full 28 KB card takes 0.3 s: here small ones, with the same texts.)"""
+    assert schema_errors(teams_message(b)) == []
 
 
 # --- config -------------------------------------------------------------------------------
