@@ -363,6 +363,18 @@ def test_resolved_follow_firing_under_their_own_heading() -> None:
     assert more_count(message) == 0
 
 
+def test_never_shows_a_less_bad_alert_while_leaving_a_worse_one_out() -> None:
+    """A short warning that would still fit is not shown once a long critical did not."""
+    long = "\U0001d518" * 400  # 4 bytes each: near the longest an alert line can be
+    alerts = [stale(f"c{i:02d}", "critical", summary=long) for i in range(40)]
+    alerts += [stale(f"w{i:02d}", "warning", summary="short") for i in range(40)]
+    message = teams_message(batch(*alerts))
+    shown = shown_alerts(message)
+    assert 0 < len(shown) < 40
+    assert {s for _, s, _ in shown} == {"critical"}
+    assert more_count(message) == 80 - len(shown)
+
+
 @st.composite
 def batches(draw: st.DrawFn, max_alerts: int = 1000) -> Batch:
     """1..1000 alerts of any status and severity with arbitrary unicode names and summaries."""
