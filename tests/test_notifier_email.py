@@ -40,7 +40,6 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from syncwatch.config import AlertingConfig, ConfigError, TimbalConfig, TimbalOrg
-from syncwatch.settings import Config, load_config
 from syncwatch.dispatch import BACKOFF_MAX, Dispatcher, make_test_batch
 from syncwatch.engine import Engine
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER
@@ -54,6 +53,7 @@ from syncwatch.outbox import (
     EventKind,
     NotificationReason,
 )
+from syncwatch.settings import Config, load_config
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.clock import FakeClock

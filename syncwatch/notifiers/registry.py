@@ -14,7 +14,7 @@ import httpx
 from pydantic import Field
 
 from syncwatch.config import NotifierConfig
-from syncwatch.notifiers import alertmanager, console, email, slack, webhook
+from syncwatch.notifiers import alertmanager, console, email, msteams, slack, webhook
 from syncwatch.notifiers.base import Context, Kind
 from syncwatch.outbox import Notifier
 
@@ -24,6 +24,7 @@ _KINDS: tuple[Kind, ...] = (
     alertmanager.KIND,
     console.KIND,
     email.KIND,
+    msteams.KIND,
 )
 
 KINDS: Mapping[str, Kind] = {kind.type: kind for kind in _KINDS}
