@@ -79,7 +79,12 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
             ca_bundle=config.daemon.ca_bundle,
         ) as client:
             notifiers = {
-                n.name: make_notifier(n, client, poll_interval=config.daemon.poll_interval)
+                n.name: make_notifier(
+                    n,
+                    client,
+                    poll_interval=config.daemon.poll_interval,
+                    ca_bundle=config.daemon.ca_bundle,
+                )
                 for n in chosen
             }
             return await send_test(notifiers, datetime.now(UTC), config.alerting.external_url)

@@ -179,7 +179,12 @@ class Daemon:
 
     def _notifiers(self, config: Config) -> dict[str, Notifier]:
         return {
-            n.name: make_notifier(n, self.client, poll_interval=config.daemon.poll_interval)
+            n.name: make_notifier(
+                n,
+                self.client,
+                poll_interval=config.daemon.poll_interval,
+                ca_bundle=config.daemon.ca_bundle,
+            )
             for n in config.notifiers
         }
 

@@ -905,10 +905,6 @@ def test_test_notify_sends_a_test_mail_and_reports_a_refused_login(
     assert got.rcpt_tos == ["oncall@example.com"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the factory's Context carries no daemon.ca_bundle: a core change for the lead",
-)
 def test_test_notify_trusts_daemon_ca_bundle_for_starttls(tmp_path: Path, pki: Pki) -> None:
     with SmtpServer(tls="starttls", cert=pki.server) as server:
         table = email_table("mail", server.port, tls="starttls")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar, get_args
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +31,9 @@ class Context:
 
     poll_interval: float
     clock: Callable[[], float] = field(default=time.time)
+    # daemon.ca_bundle, for a kind that opens its own TLS connections (SMTP); HTTP kinds
+    # share the client, which trusts it already.
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

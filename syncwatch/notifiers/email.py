@@ -477,9 +477,11 @@ class EmailNotifier:
         self.tls_context = tls_context or ssl_context(None)
 
     @classmethod
-    def build(cls, config: EmailConfig, client: httpx.AsyncClient, _context: Context) -> Self:
-        """The registry's uniform factory; the shared client's timeout bounds each SMTP step."""
-        return cls(config, timeout=client.timeout.read or DEFAULT_TIMEOUT)
+    def build(cls, config: EmailConfig, client: httpx.AsyncClient, context: Context) -> Self:
+        """The registry's uniform factory; the shared client's timeout bounds each SMTP step,
+        and the server's certificate is checked as HTTPS ones are (daemon.ca_bundle too)."""
+        timeout = client.timeout.read or DEFAULT_TIMEOUT
+        return cls(config, timeout=timeout, tls_context=ssl_context(context.ca_bundle))
 
     async def send(self, batch: Batch) -> None:
         message = email_message(batch, self.config)

@@ -8,6 +8,7 @@ its line below.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Union
 
 import httpx
@@ -41,7 +42,12 @@ else:
 
 
 def make_notifier(
-    config: NotifierConfig, client: httpx.AsyncClient, *, poll_interval: float
+    config: NotifierConfig,
+    client: httpx.AsyncClient,
+    *,
+    poll_interval: float,
+    ca_bundle: Path | None = None,
 ) -> Notifier:
     """The notifier a config entry describes, sharing the one HTTP client."""
-    return KINDS[config.type].build(config, client, Context(poll_interval))
+    context = Context(poll_interval, ca_bundle=ca_bundle)
+    return KINDS[config.type].build(config, client, context)
