@@ -14,7 +14,7 @@ import httpx
 from pydantic import Field
 
 from syncwatch.config import NotifierConfig
-from syncwatch.notifiers import alertmanager, console, slack, webhook
+from syncwatch.notifiers import alertmanager, console, pagerduty, slack, webhook
 from syncwatch.notifiers.base import Context, Kind
 from syncwatch.outbox import Notifier
 
@@ -23,6 +23,7 @@ _KINDS: tuple[Kind, ...] = (
     webhook.KIND,
     alertmanager.KIND,
     console.KIND,
+    pagerduty.KIND,
 )
 
 KINDS: Mapping[str, Kind] = {kind.type: kind for kind in _KINDS}
