@@ -142,7 +142,7 @@ def trigger_event(alert: AlertPayload, batch: Batch, routing_key: str) -> dict[s
     if batch.external_url:
         event["client_url"] = batch.external_url
     if alert.generator_url:
-        event["links"] = [{"href": alert.generator_url, "text": "syncwatch: firing alerts"}]
+        event["links"] = [{"href": alert.generator_url, "text": "syncwatch"}]
     return event
 
 
