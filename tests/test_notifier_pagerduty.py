@@ -453,6 +453,19 @@ async def test_a_test_batch_triggers_then_resolves_its_own_dedup_key(
     assert pd_incidents([trigger, resolve])[1] == set()  # nothing left open
 
 
+async def test_a_test_batch_whose_resolve_fails_says_the_test_alert_is_open(
+    pagerduty: PagerDutyServer, client: httpx.AsyncClient
+) -> None:
+    pagerduty.reply(202, ACCEPTED)
+    pagerduty.reply(500, "down")
+    error = await send_failing(pagerduty, client, make_test_batch(NAME, T0, EXTERNAL_URL))
+    assert error.retryable
+    assert str(error).endswith(
+        "at event 2 of 2 (resolve); the 1 before it are not sent again; "
+        "the [TEST] alert stays open in PagerDuty: resolve it there"
+    )
+
+
 def notify_config(tmp_path: Path, table: str) -> Path:
     path = tmp_path / "syncwatch.toml"
     path.write_text(
@@ -868,7 +881,7 @@ def test_the_daemon_pages_pagerduty_and_keeps_the_key_out_of_its_log_and_db(
     errored = [s for s in fleet["paragon"] if s["alertname"] == "SyncErrored"]
     assert errored, "the seed-7 fleet has an ERRORED Paragon sync"
     target = errored[0]["sync_id"]
-    for reply in echoes()[:3]:
+    for reply in echoes()[:2]:
         pagerduty.reply(reply.status, reply.body, reply.headers)
     key_file = tmp_path / "routing-key"
     key_file.write_text(ROUTING_KEY)

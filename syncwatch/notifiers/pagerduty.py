@@ -254,8 +254,11 @@ class PagerDutyNotifier(HttpNotifier[PagerDutyConfig]):
                 )
             except DeliveryError as exc:
                 if exc.retryable:
+                    kept = f"; the {i} before it are not sent again" if i else ""
+                    if batch.test and events[i]["event_action"] == "resolve":
+                        kept += "; the [TEST] alert stays open in PagerDuty: resolve it there"
                     raise DeliveryError(
-                        f"{exc} at {where}; the {i} before it are not sent again",
+                        f"{exc} at {where}{kept}",
                         retryable=True,
                         retry_after=exc.retry_after,
                         status_code=exc.status_code,
