@@ -115,7 +115,8 @@ class PagerDutyServer(CaptureServer):
 
 @pytest.fixture
 def pagerduty() -> Iterator[PagerDutyServer]:
-    server = PagerDutyServer().start()
+    server = PagerDutyServer()
+    server.start()
     yield server
     server.close()
     # Every test checks the shape of every event it sent.
