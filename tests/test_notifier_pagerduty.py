@@ -416,6 +416,16 @@ async def test_a_rejected_event_does_not_stop_the_rest_of_the_batch(
     assert str(info.value).endswith("(4 of 5 accepted)")
 
 
+async def test_a_batch_rejected_whole_names_three_events_and_counts_the_rest(
+    pagerduty: PagerDutyServer, client: httpx.AsyncClient
+) -> None:
+    for _ in range(5):
+        pagerduty.reply(400, json.dumps({**INVALID, "errors": ["bad key"]}))
+    error = await send_failing(pagerduty, client, five())
+    assert str(error).count("HTTP 400") == 3
+    assert str(error).endswith("; 2 more rejected (0 of 5 accepted)")
+
+
 async def test_a_rejection_before_a_retryable_failure_is_not_sent_again(
     pagerduty: PagerDutyServer, client: httpx.AsyncClient
 ) -> None:

@@ -205,6 +205,7 @@ class _Progress:
 # Only the head of a notifier's queue is ever retried, so one entry is live at a time;
 # the bound covers rows the dispatcher dropped midway, which never come back.
 MAX_PROGRESS = 64
+MAX_SHOWN = 3  # rejected events named in one error
 
 
 class PagerDutyNotifier(HttpNotifier[PagerDutyConfig]):
@@ -269,9 +270,14 @@ class PagerDutyNotifier(HttpNotifier[PagerDutyConfig]):
             progress.next = i + 1
         self._progress.pop(batch.delivery_id, None)
         if progress.rejected:
-            accepted = len(events) - len(progress.rejected)
+            rejected = progress.rejected
+            accepted = len(events) - len(rejected)
+            # A wrong key gets every event of a storm rejected: the log line stays a line.
+            shown = rejected[:MAX_SHOWN] + [f"{len(rejected) - MAX_SHOWN} more rejected"] * (
+                len(rejected) > MAX_SHOWN
+            )
             raise DeliveryError(
-                "; ".join(progress.rejected) + f" ({accepted} of {len(events)} accepted)",
+                "; ".join(shown) + f" ({accepted} of {len(events)} accepted)",
                 retryable=False,
                 status_code=progress.status_code,
             )
