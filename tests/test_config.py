@@ -259,8 +259,8 @@ BROKEN = [
     ),
     Broken(
         "unknown_notifier_type",
-        MINIMAL + '[[notifiers]]\nname = "pd"\ntype = "pagerduty"\n',
-        "notifiers[0].type: unknown notifier type 'pagerduty'; expected one of slack, webhook",
+        MINIMAL + '[[notifiers]]\nname = "pd"\ntype = "carrier-pigeon"\n',
+        "notifiers[0].type: unknown notifier type 'carrier-pigeon'; expected one of slack, webhook",
     ),
     Broken(
         "notifier_without_type",

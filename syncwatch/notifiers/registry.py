@@ -15,7 +15,7 @@ import httpx
 from pydantic import Field
 
 from syncwatch.config import NotifierConfig
-from syncwatch.notifiers import alertmanager, console, email, msteams, slack, webhook
+from syncwatch.notifiers import alertmanager, console, email, msteams, pagerduty, slack, webhook
 from syncwatch.notifiers.base import Context, Kind
 from syncwatch.outbox import Notifier
 
@@ -26,6 +26,7 @@ _KINDS: tuple[Kind, ...] = (
     console.KIND,
     email.KIND,
     msteams.KIND,
+    pagerduty.KIND,
 )
 
 KINDS: Mapping[str, Kind] = {kind.type: kind for kind in _KINDS}
