@@ -173,3 +173,14 @@ class Notifier(Protocol):
     async def send(self, batch: Batch) -> None:
         """Deliver the batch, or raise DeliveryError."""
         ...
+
+
+def worst_first(a: AlertPayload) -> tuple[int, int, str, str, str]:
+    """Sort key of the messages that list alerts: firing before resolved, critical first."""
+    return (
+        0 if a.status is AlertStatus.FIRING else 1,
+        -a.severity.rank,
+        a.alertname,
+        a.labels.get("tenant", ""),
+        a.labels.get("sync_id", ""),
+    )

@@ -35,6 +35,7 @@ from syncwatch.config.types import (
     _check_listen,
     _check_shard,
     _check_url,
+    check_secret_url,
 )
 from syncwatch.models import Severity
 from syncwatch.outbox import Capabilities
@@ -296,6 +297,18 @@ class NotifierConfig(_WithSecrets):
 
     def redact(self, dumped: dict[str, Any]) -> None:
         """Mask, in this entry as `validate` prints it, what is secret but no SecretStr."""
+
+    def _require_url(self, key: str, missing: str) -> None:
+        """Secret URL `key` must be set (`missing` says how); one read from `key_file` is
+        checked here, as an inline value was checked as a field."""
+        url: SecretStr | None = getattr(self, key)
+        if url is None:
+            raise KeyProblemError(key, f"required: {missing}")
+        if getattr(self, f"{key}_file") is not None:
+            try:
+                check_secret_url(url)
+            except ValueError as exc:
+                raise KeyProblemError(f"{key}_file", str(exc)) from None
 
     def plain_secrets(self) -> list[str]:
         """Secret values held in plain fields (a password inside a URL), for the scrubber."""

@@ -33,7 +33,7 @@ from syncwatch.config.types import OptionalSecret, SecretFilePath
 from syncwatch.failures import classify
 from syncwatch.http import ssl_context
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Context, Kind
-from syncwatch.outbox import AlertPayload, AlertStatus, Batch, DeliveryError, EventKind
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, DeliveryError, EventKind, worst_first
 
 # --- config -----------------------------------------------------------------------------
 
@@ -171,16 +171,6 @@ def message_id(delivery_id: str, sender: Address) -> str:
     return f"<syncwatch.{left}@{sender.domain}>"
 
 
-def _worst_first(a: AlertPayload) -> tuple[int, int, str, str, str]:
-    return (
-        0 if a.status is AlertStatus.FIRING else 1,
-        -a.severity.rank,
-        a.alertname,
-        a.labels.get("tenant", ""),
-        a.labels.get("sync_id", ""),
-    )
-
-
 def _where(a: AlertPayload) -> str:
     return "/".join(x for x in (a.labels.get("tenant"), a.labels.get("sync_id")) if x)
 
@@ -206,7 +196,7 @@ def _labels(a: AlertPayload) -> str:
 
 
 def plain_text(batch: Batch) -> str:
-    alerts = sorted(batch.alerts, key=_worst_first)
+    alerts = sorted(batch.alerts, key=worst_first)
     lines = [subject(batch), ""]
     if batch.test:
         lines += ["This is a test sent by `syncwatch test-notify`: no action needed.", ""]
@@ -237,7 +227,7 @@ def _e(text: str, limit: int = MAX_FIELD) -> str:
 
 def html_text(batch: Batch) -> str:
     """The HTML part: every upstream string escaped, only http(s) links."""
-    alerts = sorted(batch.alerts, key=_worst_first)
+    alerts = sorted(batch.alerts, key=worst_first)
     out = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"></head><body style="font-family:sans-serif">',

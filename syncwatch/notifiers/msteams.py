@@ -14,11 +14,16 @@ from typing import Any, ClassVar, Literal, Self
 import orjson
 from pydantic import model_validator
 
-from syncwatch.config import KeyProblemError, NotifierConfig, secret_value
-from syncwatch.config.types import SecretFilePath, SecretUrl, check_secret_url
+from syncwatch.config import NotifierConfig, secret_value
+from syncwatch.config.types import SecretFilePath, SecretUrl
 from syncwatch.models import Severity
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, Answer, AnswerPolicy, HttpNotifier, Kind
-from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, worst_first
+
+_NEEDS_URL = (
+    "an msteams notifier needs webhook_url_file (or webhook_url), "
+    + "the URL of a Teams Workflows webhook trigger"
+)
 
 
 class MSTeamsConfig(NotifierConfig):
@@ -29,18 +34,10 @@ class MSTeamsConfig(NotifierConfig):
 
     @model_validator(mode="after")
     def _needs_url(self) -> Self:
-        if self.webhook_url is None:
-            raise KeyProblemError(
-                "webhook_url",
-                "required: an msteams notifier needs webhook_url_file (or webhook_url), "
-                "the URL of a Teams Workflows webhook trigger",
-            )
-        if self.webhook_url_file is not None:
-            # An inline value was checked as a field; one read from a file is checked here.
-            try:
-                check_secret_url(self.webhook_url)
-            except ValueError as exc:
-                raise KeyProblemError("webhook_url_file", str(exc)) from None
+        self._require_url(
+            "webhook_url",
+            _NEEDS_URL,
+        )
         return self
 
 
@@ -55,16 +52,6 @@ CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 _COLOR = {Severity.CRITICAL: "Attention", Severity.WARNING: "Warning"}
-
-
-def _worst_first(a: AlertPayload) -> tuple[int, int, str, str, str]:
-    return (
-        0 if a.status is AlertStatus.FIRING else 1,
-        -a.severity.rank,
-        a.alertname,
-        a.labels.get("tenant", ""),
-        a.labels.get("sync_id", ""),
-    )
 
 
 # Line breaks, other controls, bidi overrides and zero-width characters: upstream text
@@ -111,7 +98,7 @@ def _size(value: Any) -> int:
 
 def teams_message(batch: Batch) -> dict[str, Any]:
     """Title, firing then resolved (worst first), ending '…and N more' if cut short."""
-    alerts = sorted(batch.alerts, key=_worst_first)
+    alerts = sorted(batch.alerts, key=worst_first)
     firing = sum(1 for a in alerts if a.status is AlertStatus.FIRING)
     resolved = len(alerts) - firing
     parts = [f"{firing} firing"] if firing else []

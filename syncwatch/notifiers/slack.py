@@ -15,11 +15,11 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from syncwatch.config import KeyProblemError, NotifierConfig, secret_value
-from syncwatch.config.types import SecretFilePath, SecretUrl, check_secret_url
+from syncwatch.config import NotifierConfig, secret_value
+from syncwatch.config.types import SecretFilePath, SecretUrl
 from syncwatch.models import Severity
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, Kind
-from syncwatch.outbox import AlertPayload, AlertStatus, Batch, Capabilities, EventKind
+from syncwatch.outbox import AlertPayload, AlertStatus, Batch, Capabilities, EventKind, worst_first
 
 
 class SlackConfig(NotifierConfig):
@@ -32,16 +32,7 @@ class SlackConfig(NotifierConfig):
 
     @model_validator(mode="after")
     def _needs_url(self) -> Self:
-        if self.webhook_url is None:
-            raise KeyProblemError(
-                "webhook_url", "required: a slack notifier needs webhook_url_file (or webhook_url)"
-            )
-        if self.webhook_url_file is not None:
-            # An inline value was checked as a field; one read from a file is checked here.
-            try:
-                check_secret_url(self.webhook_url)
-            except ValueError as exc:
-                raise KeyProblemError("webhook_url_file", str(exc)) from None
+        self._require_url("webhook_url", "a slack notifier needs webhook_url_file (or webhook_url)")
         return self
 
 
@@ -58,16 +49,6 @@ _MORE_ROOM = 40  # room kept for the closing "…and N more"
 
 _ICON = {Severity.CRITICAL: ":red_circle:", Severity.WARNING: ":large_orange_circle:"}
 _RESOLVED_ICON = ":white_check_mark:"
-
-
-def _worst_first(a: AlertPayload) -> tuple[int, int, str, str, str]:
-    return (
-        0 if a.status is AlertStatus.FIRING else 1,
-        -a.severity.rank,
-        a.alertname,
-        a.labels.get("tenant", ""),
-        a.labels.get("sync_id", ""),
-    )
 
 
 def _escape(text: str) -> str:
@@ -88,7 +69,7 @@ def _truncate(text: str, limit: int) -> str:
 
 def slack_message(batch: Batch) -> dict[str, Any]:
     """Header, link, firing then resolved (worst first), ending '…and N more' if cut short."""
-    alerts = sorted(batch.alerts, key=_worst_first)
+    alerts = sorted(batch.alerts, key=worst_first)
     firing = sum(1 for a in alerts if a.status is AlertStatus.FIRING)
     resolved = len(alerts) - firing
     parts = [f"{firing} firing"] if firing else []

@@ -12,7 +12,7 @@ import orjson
 from pydantic import Field, model_validator
 
 from syncwatch.config import KeyProblemError, NotifierConfig, secret_value
-from syncwatch.config.types import OptionalSecret, SecretFilePath, SecretUrl, check_secret_url
+from syncwatch.config.types import OptionalSecret, SecretFilePath, SecretUrl
 from syncwatch.failures import scrub
 from syncwatch.notifiers.base import DELIVERY_ID_HEADER, HttpNotifier, Kind, rfc3339
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, DeliveryError
@@ -31,13 +31,7 @@ class WebhookConfig(NotifierConfig):
 
     @model_validator(mode="after")
     def _needs_url(self) -> Self:
-        if self.url is None:
-            raise KeyProblemError("url", "required: a webhook notifier needs url (or url_file)")
-        if self.url_file is not None:
-            try:
-                check_secret_url(self.url)
-            except ValueError as exc:
-                raise KeyProblemError("url_file", str(exc)) from None
+        self._require_url("url", "a webhook notifier needs url (or url_file)")
         return self
 
     @model_validator(mode="after")
