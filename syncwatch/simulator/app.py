@@ -15,13 +15,18 @@ from syncwatch.simulator.faults import RAW_SEND
 from syncwatch.simulator.paragon import ParagonAPI
 from syncwatch.simulator.state import SimState
 from syncwatch.simulator.timbal import TimbalAPI
+from syncwatch.simulator.upstream import UpstreamAPI
+
+# Each simulated source's API, one line each (its fleet part is in fleet.py).
+UPSTREAMS: tuple[type[UpstreamAPI], ...] = (TimbalAPI, ParagonAPI)
 
 
 class SimApp(Starlette):
     """The simulator's Starlette app; it keeps the server's own `send` reachable."""
 
     def __init__(self, state: SimState) -> None:
-        routes = [*TimbalAPI(state).routes(), *ParagonAPI(state).routes(), *Control(state).routes()]
+        apis = [api(state) for api in UPSTREAMS]
+        routes = [route for api in apis for route in api.routes()] + Control(state).routes()
         super().__init__(routes=routes)
         self.sim = state
 
