@@ -1,0 +1,134 @@
+"""Silences, as Alertmanager defines them: matchers on alert labels, and a time range.
+
+Pure: no storage, no clock of its own. A silence mutes an alert when it is active (its
+range holds `now`) and every one of its matchers matches the alert's labels. A matcher on a
+label the alert lacks matches it as the empty string; a regex is anchored at both ends.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from functools import cached_property
+
+# Expired silences are kept this long (Alertmanager's default retention), then collected.
+DEFAULT_RETENTION = timedelta(days=5)
+
+
+class SilenceState(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """`name` = / != / =~ / !~ `value`, as Alertmanager's `matcher` object."""
+
+    name: str
+    value: str
+    is_regex: bool = False
+    is_equal: bool = True
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        return re.compile(f"^(?:{self.value})$")
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        got = labels.get(self.name, "")
+        hit = self._pattern.match(got) is not None if self.is_regex else got == self.value
+        return hit is self.is_equal
+
+    def __str__(self) -> str:
+        op = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
+        return f"{self.name}{op[(self.is_regex, self.is_equal)]}{self.value!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """One silence; `updated_at` is when it was created or last changed."""
+
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    updated_at: datetime
+
+    def state(self, now: datetime) -> SilenceState:
+        if now >= self.ends_at:
+            return SilenceState.EXPIRED
+        if now < self.starts_at:
+            return SilenceState.PENDING
+        return SilenceState.ACTIVE
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether every matcher matches `labels` (whatever the time)."""
+        return all(m.matches(labels) for m in self.matchers)
+
+    def mutes(self, labels: Mapping[str, str], now: datetime) -> bool:
+        """Whether this silence mutes an alert with `labels` at `now`."""
+        return self.state(now) is SilenceState.ACTIVE and self.matches(labels)
+
+    def expired(self, now: datetime) -> Silence:
+        """This silence ended at `now` (a pending one never starts), as DELETE does."""
+        if self.state(now) is SilenceState.EXPIRED:
+            return self
+        starts = min(self.starts_at, now)
+        return replace(self, starts_at=starts, ends_at=now, updated_at=now)
+
+
+def problems(silence: Silence) -> list[str]:
+    """Why Alertmanager would refuse `silence`; empty when it is valid."""
+    found = []
+    if not silence.matchers:
+        found.append("at least one matcher is required")
+    for m in silence.matchers:
+        if not m.name:
+            found.append("a matcher has an empty label name")
+        if m.is_regex:
+            try:
+                re.compile(m.value)
+            except re.error as exc:
+                found.append(f"matcher {m}: invalid regular expression: {exc}")
+    if silence.matchers and all(_matches_empty(m) for m in silence.matchers):
+        # It would silence every alert, even those without the labels named.
+        found.append("at least one matcher must not match the empty string")
+    if silence.ends_at <= silence.starts_at:
+        found.append("endsAt must be after startsAt")
+    if not silence.created_by.strip():
+        found.append("createdBy is required")
+    if not silence.comment.strip():
+        found.append("comment is required")
+    return found
+
+
+def _matches_empty(m: Matcher) -> bool:
+    try:
+        return m.matches({})
+    except re.error:
+        return False
+
+
+# What mutes an alert right now: the ids (or names) of the silences and maintenance windows
+# that do, given its labels and the time; empty when nothing does.
+Muter = Callable[[Mapping[str, str], datetime], tuple[str, ...]]
+
+
+def muted_by(silences: Iterable[Silence]) -> Muter:
+    """A Muter over a fixed set of silences (the store hands out a fresh set per cycle)."""
+    kept: Sequence[Silence] = tuple(silences)
+
+    def muter(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
+        return tuple(s.id for s in kept if s.mutes(labels, now))
+
+    return muter
+
+
+def collectable(silence: Silence, now: datetime, retention: timedelta) -> bool:
+    """Whether an expired silence has been kept long enough to be deleted."""
+    return silence.state(now) is SilenceState.EXPIRED and now - silence.ends_at >= retention
