@@ -6,6 +6,7 @@ import asyncio
 import errno
 import functools
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from syncwatch.lifecycle import Alert
 from syncwatch.metrics import Telemetry
 from syncwatch.startup import EX_NOPERM, EX_UNAVAILABLE, StartupError
+from syncwatch.webauth import may_write
+
+__all__ = ["may_write"]  # for the write endpoints: see syncwatch.webauth.may_write
 
 
 @dataclass
@@ -338,8 +343,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._await_head()
 
 
-def server_config(app: Starlette, limits: ListenerLimits) -> uvicorn.Config:
-    """uvicorn for pre-bound sockets: bounded, logging through ours, no websockets."""
+def server_config(
+    app: ASGIApp, limits: ListenerLimits, tls: ssl.SSLContext | None = None
+) -> uvicorn.Config:
+    """uvicorn for pre-bound sockets: bounded, logging through ours, no websockets; HTTPS
+    with `tls` (daemon.web_config_file's tls_server_config)."""
     guard = _Guard(limits.max_connections)
     protocol = type("BoundedHttpProtocol", (BoundedHttpProtocol,), {"guard": guard})
     return uvicorn.Config(
@@ -354,4 +362,5 @@ def server_config(app: Starlette, limits: ListenerLimits) -> uvicorn.Config:
         # No limit_concurrency: it counts connections already accepted and answers 503
         # without freeing their descriptors; the guard bounds connections before that.
         backlog=limits.backlog,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
