@@ -340,8 +340,10 @@ class Daemon:
         app = AuthMiddleware(
             build_app(self.telemetry, self.liveness), lambda: (self.web, self.auth)
         )
-        tls = None if self.tls is None else self.tls.listener
-        server = _Server(server_config(app, self.limits, tls))
+        if self.tls is None:
+            server = _Server(server_config(app, self.limits))
+        else:
+            server = _Server(server_config(app, self.limits, self.tls.listener, self.tls.admits))
         task = asyncio.create_task(server.serve(sockets=self.sockets), name="http")
         task.add_done_callback(self._server_done)
         log.debug(

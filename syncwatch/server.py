@@ -247,8 +247,11 @@ async def _head_too_large(_scope: Any, _receive: Any, send: Any) -> None:
 class _Guard:
     """What the connections of one listener share: the cap and who is waiting for a request."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(
+        self, max_connections: int, admit: Callable[[asyncio.Transport], bool] | None = None
+    ) -> None:
         self.max_connections = max_connections
+        self.admit = admit  # e.g. client_allowed_sans: checked once the handshake is done
         self.live: set[BoundedHttpProtocol] = set()
         # Insertion-ordered: the connection that has waited longest for a request comes first.
         self.waiting: dict[BoundedHttpProtocol, None] = {}
@@ -270,6 +273,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Evict idle connections (never one serving a request); the newest goes last.
         while len(self.guard.live) > self.guard.max_connections and self.guard.waiting:
             next(iter(self.guard.waiting)).evict()
+        if self.guard.admit is not None and not self.guard.admit(transport):
+            self.evict()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
@@ -344,11 +349,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
 
 def server_config(
-    app: ASGIApp, limits: ListenerLimits, tls: ssl.SSLContext | None = None
+    app: ASGIApp,
+    limits: ListenerLimits,
+    tls: ssl.SSLContext | None = None,
+    admit: Callable[[asyncio.Transport], bool] | None = None,
 ) -> uvicorn.Config:
     """uvicorn for pre-bound sockets: bounded, logging through ours, no websockets; HTTPS
     with `tls` (daemon.web_config_file's tls_server_config)."""
-    guard = _Guard(limits.max_connections)
+    guard = _Guard(limits.max_connections, admit)
     protocol = type("BoundedHttpProtocol", (BoundedHttpProtocol,), {"guard": guard})
     return uvicorn.Config(
         app,

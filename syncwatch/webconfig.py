@@ -7,6 +7,7 @@ to bcrypt hashes. Relative file names are relative to the web config file, as th
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 import tempfile
@@ -15,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from syncwatch.config.types import ConfigError
+
+log = structlog.get_logger("syncwatch.webconfig")
 
 KEY = "daemon.web_config_file"
 
@@ -303,12 +307,12 @@ def ssl_context(tls: Tls) -> ssl.SSLContext:
     elif tls.client_ca is not None:
         try:
             context.load_verify_locations(cafile=str(tls.client_ca))
+        except ssl.SSLError:  # before OSError, its base class
+            raise TlsError(f"client_ca_file: {tls.client_ca} holds no PEM certificate") from None
         except OSError as exc:
             raise TlsError(
                 f"client_ca_file: cannot read {tls.client_ca}: {exc.strerror or exc}"
             ) from None
-        except ssl.SSLError:
-            raise TlsError(f"client_ca_file: {tls.client_ca} holds no PEM certificate") from None
     return context
 
 
@@ -321,14 +325,14 @@ def _load_pair(context: ssl.SSLContext, cert: Path | str, key: Path | str) -> No
         paths = [_as_file(cert, Path(tmp) / "cert"), _as_file(key, Path(tmp) / "key")]
         try:
             context.load_cert_chain(paths[0], paths[1])
-        except OSError as exc:
-            raise TlsError(f"cert_file: cannot read {cert}: {exc.strerror or exc}") from None
-        except ssl.SSLError:
+        except ssl.SSLError:  # before OSError, its base class
             what = "key" if isinstance(key, str) else f"key_file {key}"
             of = "cert" if isinstance(cert, str) else f"cert_file {cert}"
             raise TlsError(
                 f"{what.split(maxsplit=1)[0]}: {what} is not the key of {of} (or not PEM)"
             ) from None
+        except OSError as exc:
+            raise TlsError(f"cert_file: cannot read {cert}: {exc.strerror or exc}") from None
 
 
 def _as_file(source: Path | str, target: Path) -> str:
@@ -354,6 +358,23 @@ class LiveTls:
 
     def _switch(self, sslobj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
         sslobj.context = self.current
+
+    def admits(self, transport: asyncio.BaseTransport) -> bool:
+        """client_allowed_sans: the verified client certificate names one of them."""
+        allowed = self.tls.allowed_sans
+        if allowed is None:
+            return True
+        peer = transport.get_extra_info("peercert") or {}
+        names = [value for _kind, value in peer.get("subjectAltName", ())]
+        if any(name in allowed for name in names):
+            return True
+        log.warning(
+            "client_certificate_refused",
+            client=str((transport.get_extra_info("peername") or ("?",))[0]),
+            sans=names,
+            hint="its SANs are not in tls_server_config.client_allowed_sans",
+        )
+        return False
 
     def update(self, tls: Tls) -> None:
         """Use `tls` for new connections; TlsError (and the old context kept) if unusable."""

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 import httpx
 import pytest
+import trustme
 
 from syncwatch.config import ConfigError
 from syncwatch.webauth import Authenticator, FailureLimiter, basic_credentials, is_loopback
@@ -311,3 +314,157 @@ def test_wrong_passwords_are_rate_limited_and_logged_without_the_password(
     assert '"user": "prometheus"' in output or '"user":"prometheus"' in output
     assert WRONG not in output
     assert PASSWORD not in output
+
+
+# --- TLS ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    directory: Path
+    ca: trustme.CA
+    client_ca: trustme.CA
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def client(self, ca: trustme.CA, name: str = "prometheus@example.com") -> ssl.SSLContext:
+        """A client context trusting the server's CA, presenting a certificate of `ca`."""
+        context = ssl.create_default_context(cafile=str(self.ca_pem))
+        ca.issue_cert(name).configure_cert(context)
+        return context
+
+    def trusting(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_pem))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("web-pki")
+    ca, client_ca = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    client_ca.cert_pem.write_to_path(str(directory / "client-ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(directory / "server.crt"))
+    server.private_key_pem.write_to_path(str(directory / "server.key"))
+    return Pki(directory, ca, client_ca)
+
+
+def tls_file(tmp_path: Path, pki: Pki, extra: str = "", users: str = "") -> Path:
+    """Relative names: exporter-toolkit reads them from the web config file's folder."""
+    for name in ("server.crt", "server.key", "client-ca.pem"):
+        shutil.copy(pki.directory / name, tmp_path / name)
+    text = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n" + extra
+    return write_web_config(tmp_path / "web.yml", text + users)
+
+
+def handshake_fails(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        httpx.get(f"{url}/metrics", verify=context, timeout=10)
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+        return True
+    return False
+
+
+def test_a_key_that_does_not_match_the_cert_is_one_line(tmp_path: Path, pki: Pki) -> None:
+    path = tls_file(tmp_path, pki)
+    shutil.copy(pki.directory / "client-ca.pem", tmp_path / "server.crt")
+    with pytest.raises(ConfigError) as info:
+        load_web_config(path)
+    assert info.value.problems == [
+        f"daemon.web_config_file ({path}): tls_server_config.key_file: "
+        f"key_file {tmp_path / 'server.key'} is not the key of cert_file "
+        f"{tmp_path / 'server.crt'} (or not PEM)"
+    ]
+
+
+def test_client_ca_without_a_client_auth_policy_is_refused(tmp_path: Path, pki: Pki) -> None:
+    path = tls_file(tmp_path, pki, "  client_ca_file: client-ca.pem\n")
+    with pytest.raises(ConfigError, match="without a Client Auth Policy"):
+        load_web_config(path)
+
+
+def test_https_serves_with_the_configured_certificate(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    d = start_daemon(tmp_path, sim, rsa_keys, tls_file(tmp_path, pki), tls=pki.trusting())
+    try:
+        assert d.url.startswith("https://127.0.0.1:")
+        assert d.get("/metrics", verify=pki.trusting()).status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(d.url.replace("https://", "http://") + "/metrics", timeout=10)
+    finally:
+        d.proc.stop()
+
+
+def test_client_certificates_are_required_and_verified(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    web = tls_file(
+        tmp_path,
+        pki,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n",
+    )
+    good = pki.client(pki.client_ca)
+    d = start_daemon(tmp_path, sim, rsa_keys, web, tls=good)
+    try:
+        assert d.get("/metrics", verify=good).status_code == 200
+        assert handshake_fails(d.url, pki.trusting())  # no certificate
+        assert handshake_fails(d.url, pki.client(pki.ca))  # a certificate of another CA
+        curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki.ca_pem)]
+        assert subprocess.run(
+            [*curl, f"{d.url}/metrics"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout in ("000", "")
+        cert = pki.client_ca.issue_cert("curl@example.com")
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+        cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+        ok = subprocess.run(
+            [
+                *curl,
+                "--cert",
+                str(tmp_path / "client.crt"),
+                "--key",
+                str(tmp_path / "client.key"),
+                f"{d.url}/metrics",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert ok.stdout == "200", ok.stderr
+    finally:
+        d.proc.stop()
+
+
+def test_client_allowed_sans_refuse_other_names(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    web = tls_file(
+        tmp_path,
+        pki,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n"
+        "  client_allowed_sans: [prometheus@example.com]\n",
+    )
+    good = pki.client(pki.client_ca)
+    d = start_daemon(tmp_path, sim, rsa_keys, web, tls=good)
+    try:
+        assert d.get("/metrics", verify=good).status_code == 200
+        assert handshake_fails(d.url, pki.client(pki.client_ca, "intruder@example.com"))
+        wait_until(lambda: "client_certificate_refused" in d.proc.output)
+    finally:
+        d.proc.stop()
+
+
+def test_min_version_refuses_older_clients(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    web = tls_file(tmp_path, pki, "  min_version: TLS13\n")
+    d = start_daemon(tmp_path, sim, rsa_keys, web, tls=pki.trusting())
+    try:
+        old = pki.trusting()
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        assert handshake_fails(d.url, old)
+    finally:
+        d.proc.stop()
