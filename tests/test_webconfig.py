@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -24,10 +25,13 @@ from tests.conftest import (
     Keys,
     SimProcess,
     daemon_url,
+    ready_process,
+    require_tool,
     sim_config_toml,
     start_syncwatch,
     wait_until,
 )
+from tests.test_prometheus import query
 
 PASSWORD = "s3cret-Pa55word"
 WRONG = "wrong-Pa55word-xyz"
@@ -466,5 +470,119 @@ def test_min_version_refuses_older_clients(
         old = pki.trusting()
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         assert handshake_fails(d.url, old)
+    finally:
+        d.proc.stop()
+
+
+# --- SIGHUP -------------------------------------------------------------------------------
+
+
+def reload_and_wait(d: Daemon, event: str) -> None:
+    before = d.proc.output.count(f'"{event}"')
+    d.proc.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: d.proc.output.count(f'"{event}"') > before)
+
+
+def test_sighup_rereads_the_users(tmp_path: Path, auth_daemon: Daemon, users_file: Path) -> None:
+    assert auth_daemon.get("/metrics", auth=("prometheus", PASSWORD)).status_code == 200
+    users_file.write_text(f"basic_auth_users:\n  bob: '{hashed('bobs-Pa55word')}'\n")
+    reload_and_wait(auth_daemon, "reloaded")
+    assert auth_daemon.get("/metrics", auth=("bob", "bobs-Pa55word")).status_code == 200
+    assert auth_daemon.get("/metrics", auth=("prometheus", PASSWORD)).status_code == 401
+
+
+def test_sighup_with_a_broken_web_config_keeps_the_old_one(
+    auth_daemon: Daemon, users_file: Path
+) -> None:
+    users_file.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    reload_and_wait(auth_daemon, "reload_failed")
+    assert auth_daemon.get("/metrics").status_code == 401
+    assert auth_daemon.get("/metrics", auth=("prometheus", PASSWORD)).status_code == 200
+    assert "not-a-hash" not in auth_daemon.proc.output
+
+
+def test_sighup_rotates_the_certificate_and_the_client_ca(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    """New connections get the new certificate and trust only the new client CA."""
+    web = tls_file(
+        tmp_path,
+        pki,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n",
+    )
+    old_client = pki.client(pki.client_ca)
+    d = start_daemon(tmp_path, sim, rsa_keys, web, tls=old_client)
+    try:
+        new_ca, new_client_ca = trustme.CA(), trustme.CA()
+        server = new_ca.issue_cert("127.0.0.1")
+        server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+        server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+        new_client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
+        reload_and_wait(d, "reloaded")
+        new_client = ssl.create_default_context()
+        new_ca.configure_trust(new_client)
+        new_client_ca.issue_cert("prometheus@example.com").configure_cert(new_client)
+        assert d.get("/metrics", verify=new_client).status_code == 200
+        assert handshake_fails(d.url, old_client)  # the old server CA no longer matches
+        stale = ssl.create_default_context()
+        new_ca.configure_trust(stale)
+        pki.client_ca.issue_cert("prometheus@example.com").configure_cert(stale)
+        assert handshake_fails(d.url, stale)  # a client certificate of the old client CA
+    finally:
+        d.proc.stop()
+
+
+# --- a real Prometheus --------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_over_tls_with_basic_auth_and_a_client_certificate(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    binary = require_tool("prometheus", "apt-get install prometheus")
+    web = tls_file(
+        tmp_path,
+        pki,
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n",
+        users=f"basic_auth_users:\n  prometheus: '{hashed(PASSWORD)}'\n",
+    )
+    client = pki.client(pki.client_ca)
+    d = start_daemon(tmp_path, sim, rsa_keys, web, tls=client)
+    cert = pki.client_ca.issue_cert("prometheus@example.com")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "prom.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "prom.key"))
+    (tmp_path / "password").write_text(PASSWORD)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: syncwatch\n    scheme: https\n"
+        f"    basic_auth:\n      username: prometheus\n"
+        f"      password_file: {tmp_path / 'password'}\n"
+        f"    tls_config:\n      ca_file: {pki.ca_pem}\n"
+        f"      cert_file: {tmp_path / 'prom.crt'}\n      key_file: {tmp_path / 'prom.key'}\n"
+        f"    static_configs:\n      - targets: ['{d.url.removeprefix('https://')}']\n"
+        "  - job_name: nopassword\n    scheme: https\n"
+        f"    tls_config:\n      ca_file: {pki.ca_pem}\n"
+        f"      cert_file: {tmp_path / 'prom.crt'}\n      key_file: {tmp_path / 'prom.key'}\n"
+        f"    static_configs:\n      - targets: ['{d.url.removeprefix('https://')}']\n"
+    )
+    try:
+        with ready_process(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                "--web.listen-address=127.0.0.1:0",
+            ],
+            tmp_path / "prometheus.log",
+        ) as url:
+            ok = wait_until(lambda: query(url, 'up{job="syncwatch"} == 1'), timeout=30)
+            assert len(ok) == 1
+            cycles = wait_until(
+                lambda: query(url, 'syncwatch_cycle_duration_seconds_count{job="syncwatch"}'),
+                timeout=30,
+            )
+            assert cycles
+            # The same scrape without the password is refused: up is 0 there.
+            assert wait_until(lambda: query(url, 'up{job="nopassword"} == 0'), timeout=30)
     finally:
         d.proc.stop()
