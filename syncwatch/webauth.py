@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -97,6 +98,8 @@ class Authenticator:
         # Cache keys are HMACs under a per-process key: no password is kept in memory.
         self._key = hashlib.sha256(repr(id(self)).encode() + bcrypt.gensalt()).digest()
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        # One bcrypt at a time, as exporter-toolkit: a flood of logins takes one core at most.
+        self._bcrypt = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -115,7 +118,9 @@ class Authenticator:
             self._cache.move_to_end(digest)
             return cached
         # bcrypt.checkpw compares in constant time; the unknown user pays the same cost.
-        ok = bcrypt.checkpw(password.encode(), hashed or _UNKNOWN_USER_HASH) and hashed is not None
+        with self._bcrypt:
+            matches = bcrypt.checkpw(password.encode(), hashed or _UNKNOWN_USER_HASH)
+        ok = matches and hashed is not None
         self._cache[digest] = ok
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import shutil
 import signal
@@ -11,15 +12,27 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import httpx
 import pytest
 import trustme
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from syncwatch.config import ConfigError
-from syncwatch.webauth import Authenticator, FailureLimiter, basic_credentials, is_loopback
-from syncwatch.webconfig import load_web_config
+from syncwatch.webauth import (
+    Authenticator,
+    AuthMiddleware,
+    FailureLimiter,
+    basic_credentials,
+    is_loopback,
+    may_write,
+)
+from syncwatch.webconfig import WebConfig, load_web_config
 from tests.conftest import (
     Daemon,
     Keys,
@@ -586,3 +599,75 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_a_client_certificate(
             assert wait_until(lambda: query(url, 'up{job="nopassword"} == 0'), timeout=30)
     finally:
         d.proc.stop()
+
+
+# --- may_write and headers, through the middleware in-process ---------------------------
+
+
+def probe_app(web: WebConfig) -> AuthMiddleware:
+    """A one-route app answering whether `may_write` lets the request change state."""
+
+    async def write(request: Request) -> Response:
+        return PlainTextResponse("yes" if may_write(request) else "no")
+
+    app = Starlette(routes=[Route("/api/v2/silences", write, methods=["POST"])])
+    auth = Authenticator(web)
+    return AuthMiddleware(app, lambda: (web, auth))
+
+
+def post(app: AuthMiddleware, client: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://syncwatch") as c:
+            return await c.post("/api/v2/silences", **kwargs)
+
+    return asyncio.run(go())
+
+
+def test_may_write_without_users_only_from_loopback() -> None:
+    app = probe_app(WebConfig())
+    assert post(app, "127.0.0.1").text == "yes"
+    assert post(app, "::1").text == "yes"
+    assert post(app, "10.1.2.3").text == "no"
+
+
+def test_may_write_with_users_needs_an_authenticated_user(tmp_path: Path) -> None:
+    path = write_web_config(
+        tmp_path / "web.yml", f"basic_auth_users:\n  amtool: '{hashed(PASSWORD)}'\n"
+    )
+    app = probe_app(load_web_config(path))
+    assert post(app, "127.0.0.1").status_code == 401  # loopback is no login when users exist
+    assert post(app, "10.1.2.3", auth=("amtool", PASSWORD)).text == "yes"
+
+
+def test_configured_headers_are_added_to_every_response(tmp_path: Path) -> None:
+    path = write_web_config(
+        tmp_path / "web.yml",
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+        "    Strict-Transport-Security: max-age=31536000\n",
+    )
+    response = post(probe_app(load_web_config(path)), "127.0.0.1")
+    assert response.headers["x-frame-options"] == "deny"
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
+
+
+def test_run_with_a_broken_web_config_exits_78_with_one_line(tmp_path: Path) -> None:
+    web = write_web_config(tmp_path / "web.yml", "tls_server_config:\n  cert_file: missing.pem\n")
+    config = tmp_path / "syncwatch.toml"
+    config.write_text(
+        f"[daemon]\nweb_config_file = '{web}'\nlisten = '127.0.0.1:0'\n"
+        f"state_path = '{tmp_path / 'state.db'}'\n[[timbal.orgs]]\nid = 'o1'\napi_key = 'k'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "syncwatch", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78
+    assert result.stderr.strip().splitlines() == [
+        f"syncwatch: config: daemon.web_config_file ({web}): tls_server_config.key_file: "
+        "missing one of key or key_file"
+    ]
+    assert not (tmp_path / "state.db").exists()
