@@ -671,3 +671,22 @@ def test_run_with_a_broken_web_config_exits_78_with_one_line(tmp_path: Path) -> 
         "missing one of key or key_file"
     ]
     assert not (tmp_path / "state.db").exists()
+
+
+def test_sighup_can_start_requiring_client_certificates(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, pki: Pki
+) -> None:
+    web = tls_file(tmp_path, pki)
+    d = start_daemon(tmp_path, sim, rsa_keys, web, tls=pki.trusting())
+    try:
+        assert d.get("/metrics", verify=pki.trusting()).status_code == 200
+        tls_file(
+            tmp_path,
+            pki,
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n",
+        )
+        reload_and_wait(d, "reloaded")
+        assert handshake_fails(d.url, pki.trusting())
+        assert d.get("/metrics", verify=pki.client(pki.client_ca)).status_code == 200
+    finally:
+        d.proc.stop()
