@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -96,7 +97,7 @@ class Authenticator:
     def __init__(self, web: WebConfig) -> None:
         self.users = web.user_hashes()
         # Cache keys are HMACs under a per-process key: no password is kept in memory.
-        self._key = hashlib.sha256(repr(id(self)).encode() + bcrypt.gensalt()).digest()
+        self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         # One bcrypt at a time, as exporter-toolkit: a flood of logins takes one core at most.
         self._bcrypt = threading.Lock()
