@@ -43,6 +43,8 @@ from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
 from syncwatch.state import StateStore, WalLoss, state_error
 from syncwatch.store import Store
+from syncwatch.webauth import Authenticator, AuthMiddleware
+from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
 
 log = structlog.get_logger("syncwatch.daemon")
 
@@ -176,6 +178,11 @@ class Daemon:
             poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
         )
         self.poller = self._poller(config)
+        self._set_web(load_web_config(config.daemon.web_config_file))
+        self.tls = None if self.web.tls is None else LiveTls(self.web.tls)
+
+    def _set_web(self, web: WebConfig) -> None:
+        self.web, self.auth = web, Authenticator(web)
 
     def _notifiers(self, config: Config) -> dict[str, Notifier]:
         return {
@@ -330,7 +337,13 @@ class Daemon:
         """Serve on the pre-bound sockets: they listen already, so there is nothing to wait for."""
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
-        server = _Server(server_config(build_app(self.telemetry, self.liveness), self.limits))
+        app = AuthMiddleware(
+            build_app(self.telemetry, self.liveness), lambda: (self.web, self.auth)
+        )
+        if self.tls is None:
+            server = _Server(server_config(app, self.limits))
+        else:
+            server = _Server(server_config(app, self.limits, self.tls.listener, self.tls.admits))
         task = asyncio.create_task(server.serve(sockets=self.sockets), name="http")
         task.add_done_callback(self._server_done)
         log.debug(
@@ -366,12 +379,22 @@ class Daemon:
         try:
             config = load_config(self.config_path)
             poller = self._poller(config)
+            web = load_web_config(config.daemon.web_config_file)
+            if self.tls is not None and web.tls is not None:
+                self.tls.update(web.tls)
+        except TlsError as exc:
+            log.error("reload_failed", problems=[str(exc)], kept="previous config")
+            sd_notify("READY=1")
+            return
         except ConfigError as exc:
             log.error("reload_failed", problems=exc.problems, kept="previous config")
             sd_notify("READY=1")
             return
         if config.daemon.listen != self.config.daemon.listen:
             log.warning("reload_listen_ignored", hint="changing daemon.listen needs a restart")
+        if (web.tls is None) != (self.tls is None):
+            log.warning("reload_tls_ignored", hint="turning TLS on or off needs a restart")
+        self._set_web(web)
         logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
         self.config = config
         self.poller = poller

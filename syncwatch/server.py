@@ -6,6 +6,7 @@ import asyncio
 import errno
 import functools
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from syncwatch.lifecycle import Alert
 from syncwatch.metrics import Telemetry
 from syncwatch.startup import EX_NOPERM, EX_UNAVAILABLE, StartupError
+from syncwatch.webauth import may_write
+
+__all__ = ["may_write"]  # for the write endpoints: see syncwatch.webauth.may_write
 
 
 @dataclass
@@ -242,8 +247,11 @@ async def _head_too_large(_scope: Any, _receive: Any, send: Any) -> None:
 class _Guard:
     """What the connections of one listener share: the cap and who is waiting for a request."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(
+        self, max_connections: int, admit: Callable[[asyncio.Transport], bool] | None = None
+    ) -> None:
         self.max_connections = max_connections
+        self.admit = admit  # e.g. client_allowed_sans: checked once the handshake is done
         self.live: set[BoundedHttpProtocol] = set()
         # Insertion-ordered: the connection that has waited longest for a request comes first.
         self.waiting: dict[BoundedHttpProtocol, None] = {}
@@ -265,6 +273,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Evict idle connections (never one serving a request); the newest goes last.
         while len(self.guard.live) > self.guard.max_connections and self.guard.waiting:
             next(iter(self.guard.waiting)).evict()
+        if self.guard.admit is not None and not self.guard.admit(transport):
+            self.evict()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
@@ -338,9 +348,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._await_head()
 
 
-def server_config(app: Starlette, limits: ListenerLimits) -> uvicorn.Config:
-    """uvicorn for pre-bound sockets: bounded, logging through ours, no websockets."""
-    guard = _Guard(limits.max_connections)
+def server_config(
+    app: ASGIApp,
+    limits: ListenerLimits,
+    tls: ssl.SSLContext | None = None,
+    admit: Callable[[asyncio.Transport], bool] | None = None,
+) -> uvicorn.Config:
+    """uvicorn for pre-bound sockets: bounded, logging through ours, no websockets; HTTPS
+    with `tls` (daemon.web_config_file's tls_server_config)."""
+    guard = _Guard(limits.max_connections, admit)
     protocol = type("BoundedHttpProtocol", (BoundedHttpProtocol,), {"guard": guard})
     return uvicorn.Config(
         app,
@@ -354,4 +370,5 @@ def server_config(app: Starlette, limits: ListenerLimits) -> uvicorn.Config:
         # No limit_concurrency: it counts connections already accepted and answers 503
         # without freeing their descriptors; the guard bounds connections before that.
         backlog=limits.backlog,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )

@@ -34,6 +34,7 @@ from syncwatch.config.sections import (
 )
 from syncwatch.config.types import DEFAULT_PATHS, ConfigError, KeyProblemError
 from syncwatch.notifiers.registry import TYPES, AnyNotifierConfig
+from syncwatch.webconfig import load_web_config
 
 
 class Config(BaseSettings):
@@ -122,7 +123,7 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
             raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
     Config._toml_path = path
     try:
-        return Config(**overrides)
+        config = Config(**overrides)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
     except SettingsError as exc:
@@ -138,6 +139,9 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
         ) from None
     finally:
         Config._toml_path = None
+    # The web config file is its own format: checked here so validate and run agree.
+    load_web_config(config.daemon.web_config_file)
+    return config
 
 
 def _keys_of(models: Iterable[type[BaseModel]]) -> set[str]:

@@ -83,6 +83,8 @@ class DaemonConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     ca_bundle: ReadableFile = None
     max_body_size: Size = Field(default=DEFAULT_MAX_BODY_SIZE, ge=1024)
+    # exporter-toolkit's YAML (TLS, basic auth); checked by settings.load_config, re-read on SIGHUP
+    web_config_file: ReadableFile = None
 
     @model_validator(mode="after")
     def _auto_shard_needs_count(self) -> Self:
