@@ -7,7 +7,7 @@ import errno
 import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from syncwatch.lifecycle import Alert
@@ -78,7 +78,11 @@ def _positive(q: str) -> bool:
         return False
 
 
-def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
+def build_app(
+    telemetry: Telemetry, liveness: Liveness, extra: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The app; `extra` mounts more routes (the Alertmanager API of `amapi`)."""
+
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
         gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
@@ -128,6 +132,7 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/api/v1/alerts", alerts),
+            *extra,
         ]
     )
 

@@ -176,6 +176,10 @@ class SilenceStore:
             out[s.state(now)] += 1
         return out
 
+    def collectable(self, now: datetime) -> bool:
+        """Whether `collect` has anything to delete (memory only: cheap every cycle)."""
+        return any(self._gone(s, now) for s in list(self._silences.values()))
+
     def _gone(self, silence: Silence, now: datetime) -> bool:
         return collectable(silence, now, self.retention)
 
