@@ -33,6 +33,7 @@ log = structlog.get_logger("syncwatch.amapi")
 # A firing alert's endsAt is this many poll intervals after its last cycle, as we push it.
 ENDS_AT_CYCLES = 3
 UNROUTED = "none"  # the group receiver of alerts no notifier routes (Alertmanager has a default)
+MAX_BODY = 256 * 1024  # bytes of one POSTed silence: far beyond any real one, bounds memory
 _GO_ZERO_YEAR = 1  # Go's zero time (0001-01-01): amtool's way of saying "not set"
 
 
@@ -336,8 +337,11 @@ def _silence_routes(ctx: ApiContext) -> list[BaseRoute]:
         if not ctx.may_write(request):
             return _forbidden(request)
         now = ctx.now()
+        body = await _bounded_body(request)
+        if body is None:
+            return _bad(f"the body is larger than {MAX_BODY} bytes", 413)
         try:
-            incoming = postable_silence(orjson.loads(await request.body()), now)
+            incoming = postable_silence(orjson.loads(body), now)
         except orjson.JSONDecodeError as exc:
             return _bad(f"the body is not JSON: {exc}")
         except BadRequestError as exc:
@@ -457,6 +461,17 @@ def status_json(ctx: ApiContext) -> dict[str, Any]:
         "config": {"original": original},
         "uptime": rfc3339(ctx.started),
     }
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it passes MAX_BODY (not read further)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _forbidden(request: Request) -> Response:

@@ -39,7 +39,7 @@ from syncwatch.server import (
     server_config,
 )
 from syncwatch.settings import Config, load_config
-from syncwatch.silence_store import SilenceStore
+from syncwatch.silence_store import SilenceCollector, SilenceStore
 from syncwatch.sources import Poller
 from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
@@ -177,6 +177,10 @@ class Daemon:
             outbox_pending=lambda: self.dispatcher.pending_counts,
             notifier_names=lambda: list(self.dispatcher.notifiers),
             state_up=lambda: self.state.up,
+        )
+        wall = clock.wall
+        self.telemetry.registry.register(
+            SilenceCollector(self.silences, lambda: datetime.fromtimestamp(wall(), UTC))
         )
         self.liveness = Liveness(
             poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem

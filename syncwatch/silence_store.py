@@ -11,12 +11,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from syncwatch.silences import (
     DEFAULT_RETENTION,
@@ -267,3 +269,21 @@ def _silence(row: tuple[str, bytes, str, str, str, str, str]) -> Silence:
         comment=row[5],
         updated_at=datetime.fromisoformat(row[6]),
     )
+
+
+class SilenceCollector(Collector):
+    """`syncwatch_silences{state}`: the stored silences per state, at scrape time."""
+
+    def __init__(self, store: SilenceStore, now: Callable[[], datetime]) -> None:
+        self.store = store
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "syncwatch_silences",
+            "Silences by state (expired ones until collected after silence_retention).",
+            labels=["state"],
+        )
+        for state, n in self.store.counts(self.now()).items():
+            family.add_metric([str(state)], n)
+        yield family

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 
-from syncwatch.amapi import ApiContext, api_routes
+from syncwatch.amapi import MAX_BODY, ApiContext, api_routes
 from syncwatch.silence_store import SilenceStore
 from tests.conftest import Daemon, Keys, SimProcess, launch, require_tool, wait_until
 
@@ -300,3 +301,36 @@ def test_a_write_from_the_network_is_refused(tmp_path: Path, host: str) -> None:
 def test_a_write_from_this_host_is_accepted(tmp_path: Path, host: str) -> None:
     answer = as_client(tmp_path, host, "POST", "/api/v2/silences", json=valid())
     assert answer.status_code == 200
+
+
+def test_an_oversized_silence_is_refused_unread(daemon: Daemon) -> None:
+    huge = valid(comment="x" * (MAX_BODY + 1))
+    assert post(daemon, huge).status_code == 413
+    assert daemon.get("/api/v2/silences").json() == []
+
+
+def test_silences_are_counted_by_state_on_metrics(daemon: Daemon) -> None:
+    post(daemon, valid()).raise_for_status()
+    expired = post(daemon, valid()).raise_for_status().json()["silenceID"]
+    httpx.delete(f"{daemon.url}/api/v2/silence/{expired}", timeout=20).raise_for_status()
+    counts = {labels["state"]: value for labels, value in daemon.metrics()["syncwatch_silences"]}
+    assert counts == {"active": 1.0, "pending": 0.0, "expired": 1.0}
+
+
+def test_the_daemon_collects_expired_silences_after_the_retention(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    daemon = launch(tmp_path, sim, rsa_keys, extra='[alerting]\nsilence_retention = "1s"\n')
+    try:
+        kept = post(daemon, valid()).raise_for_status().json()["silenceID"]
+        gone = post(daemon, valid()).raise_for_status().json()["silenceID"]
+        httpx.delete(f"{daemon.url}/api/v2/silence/{gone}", timeout=20).raise_for_status()
+
+        def stored() -> set[str]:
+            with sqlite3.connect(tmp_path / "state.db") as db:
+                return {row[0] for row in db.execute("SELECT id FROM silences")}
+
+        wait_until(lambda: stored() == {kept})
+        assert '"silences_collected"' in daemon.proc.output
+    finally:
+        daemon.proc.stop()
