@@ -271,9 +271,16 @@ def test_an_expired_silence_stops_muting_at_once(daemon: Daemon) -> None:
 # --- who may write ----------------------------------------------------------------------
 
 
-def as_client(tmp_path: Path, host: str, method: str, url: str, **kw: Any) -> httpx.Response:
-    """One request to the API app as if from `host` (no way to be another host on 127.0.0.1)."""
+def as_client(
+    tmp_path: Path, host: str, method: str, url: str, locked: bool = False, **kw: Any
+) -> httpx.Response:
+    """One request to the API app as if from `host` (no way to be another host on 127.0.0.1);
+    `locked`: another connection holds the database's write lock meanwhile."""
     store = SilenceStore(tmp_path / "state.db")
+    store._db.execute("PRAGMA busy_timeout=0")
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    if locked:
+        other.execute("BEGIN EXCLUSIVE")
     app = Starlette(routes=api_routes(ApiContext(silences=store, alerts=tuple)))
 
     async def call() -> httpx.Response:
@@ -284,6 +291,7 @@ def as_client(tmp_path: Path, host: str, method: str, url: str, **kw: Any) -> ht
     try:
         return asyncio.run(call())
     finally:
+        other.close()
         store.close()
 
 
@@ -334,3 +342,10 @@ def test_the_daemon_collects_expired_silences_after_the_retention(
         assert '"silences_collected"' in daemon.proc.output
     finally:
         daemon.proc.stop()
+
+
+def test_a_silence_that_cannot_be_written_is_a_500_and_not_kept(tmp_path: Path) -> None:
+    answer = as_client(tmp_path, "127.0.0.1", "POST", "/api/v2/silences", True, json=valid())
+    assert answer.status_code == 500
+    assert "not saved" in answer.json()
+    assert as_client(tmp_path, "127.0.0.1", "GET", "/api/v2/silences").json() == []
