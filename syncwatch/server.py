@@ -122,8 +122,11 @@ def build_app(
             alerts_page = (current, orjson.dumps([alert_json(a) for a in current]))
         return Response(alerts_page[1], media_type="application/json")
 
+    listed = ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]
+    listed += dict.fromkeys(r.path for r in extra if isinstance(r, Route))
+
     async def index(_: Request) -> Response:
-        return JSONResponse({"endpoints": ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]})
+        return JSONResponse({"endpoints": listed})
 
     return Starlette(
         routes=[

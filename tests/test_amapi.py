@@ -23,8 +23,17 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 
-from syncwatch.amapi import MAX_BODY, ApiContext, api_routes
+from syncwatch.amapi import (
+    MAX_BODY,
+    ApiContext,
+    BadRequestError,
+    alert_listed,
+    api_routes,
+    parse_filter,
+    silence_listed,
+)
 from syncwatch.silence_store import SilenceStore
+from syncwatch.silences import Matcher, Silence
 from tests.conftest import Daemon, Keys, SimProcess, launch, require_tool, wait_until
 
 OPENAPI = Path(__file__).parent / "fixtures" / "alertmanager" / "openapi.yaml"
@@ -349,3 +358,64 @@ def test_a_silence_that_cannot_be_written_is_a_500_and_not_kept(tmp_path: Path) 
     assert answer.status_code == 500
     assert "not saved" in answer.json()
     assert as_client(tmp_path, "127.0.0.1", "GET", "/api/v2/silences").json() == []
+
+
+# --- the pure parts: filters as Alertmanager reads them ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ('tenant="org_1"', Matcher("tenant", "org_1")),
+        ("tenant=org_1", Matcher("tenant", "org_1")),
+        (' tenant = "org 1" ', Matcher("tenant", "org 1")),
+        ('alertname=~"Sync.*"', Matcher("alertname", "Sync.*", is_regex=True)),
+        ("severity!=info", Matcher("severity", "info", is_equal=False)),
+        ('sync_id!~"s-4.*"', Matcher("sync_id", "s-4.*", is_regex=True, is_equal=False)),
+        ('comment="say \\"hi\\""', Matcher("comment", 'say "hi"')),
+        ('"odd name"="v"', Matcher("odd name", "v")),
+        ("pipeline=", Matcher("pipeline", "")),
+    ],
+)
+def test_filters_parse_as_amtool_sends_them(expression: str, expected: Matcher) -> None:
+    assert parse_filter(expression) == expected
+
+
+@pytest.mark.parametrize("expression", ["no operator", "=value", 'a=~"("'])
+def test_a_bad_filter_is_a_bad_request(expression: str) -> None:
+    with pytest.raises(BadRequestError, match="bad matcher format"):
+        parse_filter(expression)
+
+
+LABELS = {"alertname": "SyncStale", "tenant": "org_1"}
+
+
+@pytest.mark.parametrize(
+    ("expression", "listed"),
+    [
+        ("tenant=org_1", True),
+        ("tenant=org_2", False),
+        ("tenant=~org_.*", True),
+        ("tenant=~org", False),  # anchored
+        ("pipeline=", True),  # an empty value ignores a missing label…
+        ("tenant=", False),  # …but not a present one
+        ("tenant!=", True),  # a negative empty value ignores a present label
+        ("pipeline!=", False),  # a missing label is "", which `!=""` refuses
+        ("pipeline!=x", True),
+    ],
+)
+def test_alert_filters_follow_alertmanager(expression: str, listed: bool) -> None:
+    assert alert_listed(LABELS, [parse_filter(expression)]) is listed
+
+
+def test_a_silence_filter_lists_silences_having_that_exact_matcher() -> None:
+    now = datetime.now(UTC)
+    s = Silence("a", (Matcher("tenant", "org_.*", is_regex=True),), now, now, "me", "c", now)
+    assert silence_listed(s, [parse_filter('tenant=~"org_.*"')])
+    assert not silence_listed(s, [parse_filter("tenant=org_1")])  # not evaluated: compared
+
+
+def test_the_index_lists_the_alertmanager_api(daemon: Daemon) -> None:
+    endpoints = daemon.get("/").json()["endpoints"]
+    assert "/api/v2/silences" in endpoints
+    assert endpoints.count("/api/v2/silence/{silence_id}") == 1
