@@ -60,8 +60,9 @@ class ApiContext:
     last_cycle: Callable[[], float | None] = lambda: None
     poll_interval: Callable[[], float] = lambda: 60.0
     external_url: Callable[[], str] = str
-    # Whatever else mutes alerts (maintenance windows); the stored silences always do.
-    extra_muter: Muter | None = None
+    # What else mutes alerts (maintenance windows), read per request so a SIGHUP is seen;
+    # shown in `status.mutedBy`, as Alertmanager shows its mute time intervals.
+    muters: Callable[[], Sequence[Muter]] = tuple
     may_write: Callable[[Request], bool] = loopback_only
     version: str = "0"
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -237,6 +238,11 @@ class AlertView:
     alert: Alert
     receivers: tuple[str, ...]
     silenced_by: tuple[str, ...]
+    muted_by: tuple[str, ...] = ()
+
+    @property
+    def suppressed(self) -> bool:
+        return bool(self.silenced_by or self.muted_by)
 
     def json(self, ctx: ApiContext) -> dict[str, object]:
         a = self.alert
@@ -254,27 +260,26 @@ class AlertView:
             "endsAt": rfc3339(ends),
             "generatorURL": f"{external}/api/v1/alerts" if external else "",
             "status": {
-                "state": "suppressed" if self.silenced_by else "active",
+                "state": "suppressed" if self.suppressed else "active",
                 "silencedBy": list(self.silenced_by),
                 "inhibitedBy": [],
-                "mutedBy": [],
+                "mutedBy": list(self.muted_by),
             },
         }
 
 
 def alert_views(ctx: ApiContext, now: datetime) -> list[AlertView]:
     """The firing alerts (Alertmanager never hears of pending ones), with their status."""
-    muter = ctx.silences.muter()
+    silenced_by = ctx.silences.muter()
+    others = ctx.muters()
     notifiers = ctx.notifiers()
     views = []
     for a in ctx.alerts():
         if not a.firing:
             continue
-        muted = muter(a.labels, now)
-        if ctx.extra_muter is not None:
-            muted += ctx.extra_muter(a.labels, now)
+        muted = tuple(name for muter in others for name in muter(a.labels, now))
         receivers = tuple(n.name for n in notifiers if admits(n, a))
-        views.append(AlertView(a, receivers, muted))
+        views.append(AlertView(a, receivers, silenced_by(a.labels, now), muted))
     return views
 
 
@@ -288,7 +293,7 @@ def _select(request: Request, views: Sequence[AlertView]) -> list[AlertView]:
         raise BadRequestError(f"failed to parse receiver param: {exc}") from None
     picked = []
     for v in views:
-        if not active and not v.silenced_by:
+        if not active and not v.suppressed:
             continue
         if not silenced and v.silenced_by:
             continue
@@ -424,7 +429,7 @@ def _alert_routes(ctx: ApiContext) -> list[BaseRoute]:
                 "alerts": [v.json(ctx) for v in members],
             }
             for name, members in groups.items()
-            if members and (muted or not all(v.silenced_by for v in members))
+            if members and (muted or not all(v.suppressed for v in members))
         ]
         return _json(body)
 
