@@ -13,13 +13,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 import uvicorn
 
 from syncwatch import __version__, logs
+from syncwatch.amapi import ApiContext, api_routes
 from syncwatch.clock import SYSTEM, Clock
 from syncwatch.config import ConfigError, DaemonConfig, secrets_of
 from syncwatch.dispatch import Dispatcher
@@ -38,12 +39,13 @@ from syncwatch.server import (
     server_config,
 )
 from syncwatch.settings import Config, load_config
+from syncwatch.silence_store import SilenceCollector, SilenceStore
 from syncwatch.sources import Poller
 from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
 from syncwatch.state import StateStore, WalLoss, state_error
 from syncwatch.store import Store
-from syncwatch.webauth import Authenticator, AuthMiddleware
+from syncwatch.webauth import Authenticator, AuthMiddleware, may_write
 from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
 
 log = structlog.get_logger("syncwatch.daemon")
@@ -149,6 +151,10 @@ class Daemon:
         self.store = StateStore(config.daemon.resolved_state_path())
         if self.store.wal_loss is not None:
             _log_wal_loss(self.store.path, self.store.wal_loss)
+        # Silences live in the same file; their writes are rare and committed on return.
+        self.silences = SilenceStore(
+            self.store.path, timedelta(seconds=config.alerting.silence_retention)
+        )
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -173,6 +179,10 @@ class Daemon:
             outbox_pending=lambda: self.dispatcher.pending_counts,
             notifier_names=lambda: list(self.dispatcher.notifiers),
             state_up=lambda: self.state.up,
+        )
+        wall = clock.wall
+        self.telemetry.registry.register(
+            SilenceCollector(self.silences, lambda: datetime.fromtimestamp(wall(), UTC))
         )
         self.liveness = Liveness(
             poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
@@ -217,6 +227,8 @@ class Daemon:
         result = self.engine.apply(report, now, created_mono=mono)
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
+        if self.silences.collectable(now):
+            await self._collect_silences(now)
         if result.batches:
             self.dispatcher.wake()
         self.telemetry.record(report, self.engine.alerts.values(), time.time())
@@ -284,6 +296,7 @@ class Daemon:
             server.should_exit = True
             await self.client.aclose()
             self.state.close()
+            self.silences.close()
         log.info("stopped")
         return 0
 
@@ -338,7 +351,8 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         app = AuthMiddleware(
-            build_app(self.telemetry, self.liveness), lambda: (self.web, self.auth)
+            build_app(self.telemetry, self.liveness, api_routes(self._api_context())),
+            lambda: (self.web, self.auth),
         )
         if self.tls is None:
             server = _Server(server_config(app, self.limits))
@@ -353,6 +367,30 @@ class Daemon:
             backlog=self.limits.backlog,
         )
         return server
+
+    def _api_context(self) -> ApiContext:
+        wall = self.clock.wall
+        return ApiContext(
+            silences=self.silences,
+            alerts=lambda: self.telemetry.snapshot.alerts,
+            notifiers=lambda: self.config.notifiers,
+            now=lambda: datetime.fromtimestamp(wall(), UTC),
+            last_cycle=lambda: self.telemetry.snapshot.last_cycle_timestamp,
+            poll_interval=lambda: self.config.daemon.poll_interval,
+            external_url=lambda: self.config.alerting.external_url,
+            # An authenticated user (daemon.web_config_file), or a loopback client when no
+            # users are configured: never an anonymous write from the network.
+            may_write=may_write,
+            version=__version__,
+        )
+
+    async def _collect_silences(self, now: datetime) -> None:
+        """Delete silences past their retention, off the loop; a sick disk tries next cycle."""
+        try:
+            if await asyncio.to_thread(self.silences.collect, now):
+                log.info("silences_collected", retention=self.config.alerting.silence_retention)
+        except sqlite3.Error as exc:
+            log.warning("silences_collect_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _server_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self.stop.is_set():
@@ -399,6 +437,7 @@ class Daemon:
         self.config = config
         self.poller = poller
         self.engine.reconfigure(config)
+        self.silences.retention = timedelta(seconds=config.alerting.silence_retention)
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))

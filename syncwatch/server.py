@@ -8,7 +8,7 @@ import functools
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -83,7 +83,11 @@ def _positive(q: str) -> bool:
         return False
 
 
-def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
+def build_app(
+    telemetry: Telemetry, liveness: Liveness, extra: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The app; `extra` mounts more routes (the Alertmanager API of `amapi`)."""
+
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
         gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
@@ -123,8 +127,11 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
             alerts_page = (current, orjson.dumps([alert_json(a) for a in current]))
         return Response(alerts_page[1], media_type="application/json")
 
+    listed = ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]
+    listed += dict.fromkeys(r.path for r in extra if isinstance(r, Route))
+
     async def index(_: Request) -> Response:
-        return JSONResponse({"endpoints": ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]})
+        return JSONResponse({"endpoints": listed})
 
     return Starlette(
         routes=[
@@ -133,6 +140,7 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/api/v1/alerts", alerts),
+            *extra,
         ]
     )
 

@@ -285,6 +285,8 @@ class AlertingConfig(_Model):
     send_resolved: bool = True
     source_failure_threshold: int = Field(default=3, ge=1)
     external_url: Annotated[str, AfterValidator(lambda v: v and _check_url(v))] = ""
+    # Expired silences stay listed (amtool silence query --expired) this long, then go.
+    silence_retention: Duration = Field(default=5 * 86400.0, gt=0)
 
 
 class NotifierConfig(_WithSecrets):
