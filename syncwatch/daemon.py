@@ -330,7 +330,14 @@ class Daemon:
         """Serve on the pre-bound sockets: they listen already, so there is nothing to wait for."""
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
-        server = _Server(server_config(build_app(self.telemetry, self.liveness), self.limits))
+        app = build_app(
+            self.telemetry,
+            self.liveness,
+            # Read per request: a reload's windows show at once.
+            maintenance=lambda: [m.window() for m in self.config.maintenance],
+            now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
+        )
+        server = _Server(server_config(app, self.limits))
         task = asyncio.create_task(server.serve(sockets=self.sockets), name="http")
         task.add_done_callback(self._server_done)
         log.debug(

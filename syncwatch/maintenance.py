@@ -16,7 +16,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from syncwatch.config.types import glob_match
-from syncwatch.silences import Muter
+from syncwatch.silences import Muter, SilenceState
 
 
 class Weekday(enum.IntEnum):
@@ -119,6 +119,41 @@ def muter(windows: Iterable[Window]) -> Muter:
         return tuple(MUTER_PREFIX + name for name in active(kept, labels, now))
 
     return mutes
+
+
+def state(window: Window, now: datetime) -> SilenceState:
+    """Active while open, pending until its next occurrence, expired when none is to come."""
+    found = next_window(window, now)
+    if found is None:
+        return SilenceState.EXPIRED
+    return SilenceState.ACTIVE if found[0] <= now else SilenceState.PENDING
+
+
+def window_json(window: Window, now: datetime) -> dict[str, object]:
+    """One entry of GET /api/v1/maintenance: the schedule as configured, and its state and
+    occurrence at `now` (the open one, else the next; null when none is to come)."""
+    schedule = window.schedule
+    if isinstance(schedule, OneOff):
+        spelt: dict[str, object] = {
+            "start": schedule.start.isoformat(),
+            "end": schedule.end.isoformat(),
+        }
+    else:
+        end = "24:00" if schedule.end == time(0) else schedule.end.strftime("%H:%M")
+        spelt = {
+            "days": [d.name.lower() for d in sorted(schedule.days)],
+            "time": f"{schedule.start.strftime('%H:%M')}-{end}",
+            "timezone": schedule.zone.key,
+        }
+    found = next_window(window, now)
+    return {
+        "name": window.name,
+        "match": dict(window.match),
+        "schedule": spelt,
+        "state": str(state(window, now)),
+        "startsAt": None if found is None else found[0].astimezone(UTC).isoformat(),
+        "endsAt": None if found is None else found[1].astimezone(UTC).isoformat(),
+    }
 
 
 class _Entry(Protocol):

@@ -7,8 +7,9 @@ import errno
 import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from syncwatch.lifecycle import Alert
+from syncwatch.maintenance import Window, window_json
 from syncwatch.metrics import Telemetry
 from syncwatch.startup import EX_NOPERM, EX_UNAVAILABLE, StartupError
 
@@ -78,7 +80,19 @@ def _positive(q: str) -> bool:
         return False
 
 
-def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_app(
+    telemetry: Telemetry,
+    liveness: Liveness,
+    *,
+    maintenance: Callable[[], Sequence[Window]] = tuple,
+    now: Callable[[], datetime] = _utc_now,
+) -> Starlette:
+    """The app; `maintenance` gives the configured windows (as of the last reload)."""
+
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
         gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
@@ -118,8 +132,15 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
             alerts_page = (current, orjson.dumps([alert_json(a) for a in current]))
         return Response(alerts_page[1], media_type="application/json")
 
+    async def maintenance_windows(_: Request) -> Response:
+        at = now()
+        return Response(
+            orjson.dumps([window_json(w, at) for w in maintenance()]), media_type="application/json"
+        )
+
     async def index(_: Request) -> Response:
-        return JSONResponse({"endpoints": ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]})
+        endpoints = ["/metrics", "/healthz", "/readyz", "/api/v1/alerts", "/api/v1/maintenance"]
+        return JSONResponse({"endpoints": endpoints})
 
     return Starlette(
         routes=[
@@ -128,6 +149,7 @@ def build_app(telemetry: Telemetry, liveness: Liveness) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/api/v1/alerts", alerts),
+            Route("/api/v1/maintenance", maintenance_windows),
         ]
     )
 

@@ -17,6 +17,7 @@ from syncwatch.maintenance import (
     is_open,
     muter,
     next_window,
+    window_json,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -163,3 +164,35 @@ def test_muter_answers_window_names_prefixed_apart_from_silence_ids() -> None:
     assert mutes({"sync_id": "s-1"}, now) == ("maintenance:migr",)
     assert mutes({"sync_id": "t-1"}, now) == ()
     assert mutes({"sync_id": "s-1"}, now + timedelta(hours=1)) == ()
+
+
+def test_window_json_of_a_one_off_is_pending_then_active_then_expired() -> None:
+    window = Window("db", {"tenant": "acme"}, OneOff(utc(2026, 5, 1, 10), utc(2026, 5, 1, 12)))
+    pending = window_json(window, utc(2026, 5, 1, 9))
+    assert pending == {
+        "name": "db",
+        "match": {"tenant": "acme"},
+        "schedule": {"start": "2026-05-01T10:00:00+00:00", "end": "2026-05-01T12:00:00+00:00"},
+        "state": "pending",
+        "startsAt": "2026-05-01T10:00:00+00:00",
+        "endsAt": "2026-05-01T12:00:00+00:00",
+    }
+    assert window_json(window, utc(2026, 5, 1, 10))["state"] == "active"
+    expired = window_json(window, utc(2026, 5, 1, 12))
+    assert (expired["state"], expired["startsAt"], expired["endsAt"]) == ("expired", None, None)
+
+
+def test_window_json_spells_a_weekly_window_as_configured_and_its_occurrence_in_utc() -> None:
+    window = weekly("02:30", "00:00", days=frozenset({Weekday.SUN, Weekday.FRI}))
+    got = window_json(window, SPRING)
+    assert got["schedule"] == {
+        "days": ["fri", "sun"],
+        "time": "02:30-24:00",
+        "timezone": "Europe/Berlin",
+    }
+    # 02:30 is skipped that Sunday: the occurrence starts at the jump (01:00Z).
+    assert (got["state"], got["startsAt"], got["endsAt"]) == (
+        "pending",
+        "2026-03-29T01:00:00+00:00",
+        "2026-03-29T22:00:00+00:00",
+    )
