@@ -191,3 +191,12 @@ def test_the_commented_example_windows_are_valid(tmp_path: Path) -> None:
     entries = "\n".join(lines).split("[[maintenance]]")[1:]
     config = load_config(config_file(tmp_path, *entries))
     assert [m.name for m in config.maintenance] == ["acme-migration", "nightly-etl"]
+
+
+def test_the_documented_windows_load_as_written(tmp_path: Path) -> None:
+    """docs/alerts.md's `[[maintenance]]` TOML block is a valid config."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text("utf-8")
+    block = doc.partition("## Maintenance windows")[2].partition("```toml\n")[2].partition("```")[0]
+    path = tmp_path / "syncwatch-test.toml"
+    path.write_text(BASE + block, "utf-8")
+    assert [m.name for m in load_config(path).maintenance] == ["acme-migration", "nightly-etl"]
