@@ -114,9 +114,16 @@ def active(windows: Iterable[Window], labels: Mapping[str, str], now: datetime) 
 def muter(windows: Iterable[Window]) -> Muter:
     """A Muter answering `maintenance:<name>` for each open window matching an alert."""
     kept: Sequence[Window] = tuple(windows)
+    # The engine asks for every alert of a cycle at one `now`: which windows are open is
+    # worked out once per `now` (70 us each), leaving only the globs per alert.
+    memo: dict[datetime, tuple[Window, ...]] = {}
 
     def mutes(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
-        return tuple(MUTER_PREFIX + name for name in active(kept, labels, now))
+        opened = memo.get(now)
+        if opened is None:
+            memo.clear()
+            opened = memo[now] = tuple(w for w in kept if is_open(w, now))
+        return tuple(MUTER_PREFIX + w.name for w in opened if w.matches(labels))
 
     return mutes
 
