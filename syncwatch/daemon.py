@@ -27,6 +27,7 @@ from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
 from syncwatch.http import make_http_client, make_transport
+from syncwatch.maintenance import maintenance_muter
 from syncwatch.metrics import Telemetry
 from syncwatch.notifiers.registry import make_notifier
 from syncwatch.outbox import Notifier
@@ -139,6 +140,7 @@ class Daemon:
         limits: ListenerLimits | None = None,
     ) -> None:
         self.config = config
+        self.maintenance = maintenance_muter(config)  # rebuilt on reload
         self.clock = clock
         self.config_path = config_path
         self.stop = asyncio.Event()
@@ -351,7 +353,14 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         app = AuthMiddleware(
-            build_app(self.telemetry, self.liveness, api_routes(self._api_context())),
+            build_app(
+                self.telemetry,
+                self.liveness,
+                api_routes(self._api_context()),
+                # Read per request: a reload's windows show at once.
+                maintenance=lambda: [m.window() for m in self.config.maintenance],
+                now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
+            ),
             lambda: (self.web, self.auth),
         )
         if self.tls is None:
@@ -381,6 +390,7 @@ class Daemon:
             # An authenticated user (daemon.web_config_file), or a loopback client when no
             # users are configured: never an anonymous write from the network.
             may_write=may_write,
+            muters=lambda: [self.maintenance],
             version=__version__,
         )
 
@@ -435,6 +445,7 @@ class Daemon:
         self._set_web(web)
         logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
         self.config = config
+        self.maintenance = maintenance_muter(config)
         self.poller = poller
         self.engine.reconfigure(config)
         self.silences.retention = timedelta(seconds=config.alerting.silence_retention)

@@ -10,6 +10,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from syncwatch.lifecycle import Alert
+from syncwatch.maintenance import Window, window_json
 from syncwatch.metrics import Telemetry
 from syncwatch.startup import EX_NOPERM, EX_UNAVAILABLE, StartupError
 from syncwatch.webauth import may_write
@@ -83,10 +85,20 @@ def _positive(q: str) -> bool:
         return False
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def build_app(
-    telemetry: Telemetry, liveness: Liveness, extra: Sequence[BaseRoute] = ()
+    telemetry: Telemetry,
+    liveness: Liveness,
+    extra: Sequence[BaseRoute] = (),
+    *,
+    maintenance: Callable[[], Sequence[Window]] = tuple,
+    now: Callable[[], datetime] = _utc_now,
 ) -> Starlette:
-    """The app; `extra` mounts more routes (the Alertmanager API of `amapi`)."""
+    """The app; `extra` mounts more routes (the Alertmanager API of `amapi`), `maintenance`
+    gives the configured windows (as of the last reload)."""
 
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
@@ -127,8 +139,14 @@ def build_app(
             alerts_page = (current, orjson.dumps([alert_json(a) for a in current]))
         return Response(alerts_page[1], media_type="application/json")
 
-    listed = ["/metrics", "/healthz", "/readyz", "/api/v1/alerts"]
+    listed = ["/metrics", "/healthz", "/readyz", "/api/v1/alerts", "/api/v1/maintenance"]
     listed += dict.fromkeys(r.path for r in extra if isinstance(r, Route))
+
+    async def maintenance_windows(_: Request) -> Response:
+        at = now()
+        return Response(
+            orjson.dumps([window_json(w, at) for w in maintenance()]), media_type="application/json"
+        )
 
     async def index(_: Request) -> Response:
         return JSONResponse({"endpoints": listed})
@@ -140,6 +158,7 @@ def build_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/api/v1/alerts", alerts),
+            Route("/api/v1/maintenance", maintenance_windows),
             *extra,
         ]
     )

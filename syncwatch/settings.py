@@ -25,6 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from syncwatch.config.maintenance import MaintenanceConfig
 from syncwatch.config.sections import (
     AlertingConfig,
     DaemonConfig,
@@ -53,6 +54,7 @@ class Config(BaseSettings):
     paragon: ParagonConfig | None = None
     alerting: AlertingConfig = AlertingConfig()
     notifiers: list[AnyNotifierConfig] = []
+    maintenance: list[MaintenanceConfig] = []
 
     # Set per load by `load_config`; a class attribute because sources are classmethods.
     _toml_path: ClassVar[Path | None] = None
@@ -91,6 +93,14 @@ class Config(BaseSettings):
                     f"notifier name {notifier.name!r} is used twice; names must be unique",
                 )
             seen.add(notifier.name)
+        windows: set[str] = set()
+        for i, window in enumerate(self.maintenance):
+            if window.name in windows:
+                raise KeyProblemError(
+                    f"maintenance[{i}].name",
+                    f"maintenance window {window.name!r} is named twice; names must be unique",
+                )
+            windows.add(window.name)
         return self
 
 

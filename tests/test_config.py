@@ -165,7 +165,7 @@ def test_example_mentions_every_config_key() -> None:
         k = re.escape(key)
         as_key = rf"(?m)^\s*#?\s*{k}\s*="  # `key = …`, possibly commented out
         inline = rf"[{{,]\s*{k}\s*="  # inside an inline table
-        header = rf"(?m)^\[+(\w+\.)*{k}\]+"  # [table] or [[array.of.tables]]
+        header = rf"(?m)^#?\s*\[+(\w+\.)*{k}\]+"  # [table] or [[array.of.tables]], maybe commented
         return any(re.search(p, text) for p in (as_key, inline, header))
 
     assert sorted(k for k in keys if not mentioned(k)) == []
