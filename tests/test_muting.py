@@ -1,0 +1,224 @@
+"""Specs for what a silence (or maintenance window) does to notifications: the engine with
+a real Store and a fake clock, one cycle at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from syncwatch.config import AlertingConfig, NotifierConfig, TimbalConfig, TimbalOrg
+from syncwatch.engine import Engine
+from syncwatch.evaluate import Report, evaluate_listings
+from syncwatch.lifecycle import Alert
+from syncwatch.models import AlertName, Listing, Reason, Severity, Source, SourceError, TimbalSync
+from syncwatch.notifiers.alertmanager import AlertmanagerConfig
+from syncwatch.notifiers.console import ConsoleConfig
+from syncwatch.outbox import Batch, EventKind
+from syncwatch.settings import Config
+from syncwatch.silences import Matcher, Silence, muted_by
+from syncwatch.sources.timbal.rules import TimbalRules
+from syncwatch.state import StateStore
+from syncwatch.store import Store
+from tests.clock import FakeClock
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = 3600.0
+INTERVAL = 600
+# seconds since the last success: within the interval, 2x (warning), 4x (critical)
+LAG = {"ok": 60, "warning": 2 * INTERVAL, "critical": 4 * INTERVAL}
+
+
+def console(name: str = "console", **kw: object) -> ConsoleConfig:
+    return ConsoleConfig(name=name, type="console", **kw)
+
+
+def alertmanager(name: str = "am") -> AlertmanagerConfig:
+    return AlertmanagerConfig(name=name, type="alertmanager", urls=["http://127.0.0.1:9"])
+
+
+def silence(
+    *matchers: tuple[str, str], start: float = 0, end: float = 10 * HOUR, id: str = "sil-1"
+) -> Silence:
+    return Silence(
+        id=id,
+        matchers=tuple(Matcher(name, value) for name, value in matchers),
+        starts_at=T0 + timedelta(seconds=start),
+        ends_at=T0 + timedelta(seconds=end),
+        created_by="oncall",
+        comment="customer migration",
+        updated_at=T0,
+    )
+
+
+def sync(org: str, sync_id: str, lag: int, now: datetime) -> TimbalSync:
+    return TimbalSync(
+        org_id=org,
+        id=sync_id,
+        connector_id="c1",
+        name=f"billing-{sync_id}",
+        source_kind="postgres",
+        source_table="public.invoices",
+        dest_table="raw.invoices",
+        interval_secs=INTERVAL,
+        enabled=True,
+        seconds_since_success=lag,
+        last_success_at=now - timedelta(seconds=lag),
+        last_run_at=now - timedelta(seconds=30),
+        last_state="running",
+        created_at=datetime(2024, 1, 1, tzinfo=UTC),
+        updated_at=None,
+    )
+
+
+class Fleet:
+    """The engine over a real state database; each `cycle` is one poll at the clock's time."""
+
+    def __init__(self, path: Path, notifiers: Sequence[NotifierConfig], **alerting: object):
+        self.path = path
+        self.config = Config(
+            timbal=TimbalConfig(
+                api_key="test-key", orgs=[TimbalOrg(id="org_1"), TimbalOrg(id="org_2")]
+            ),
+            alerting=AlertingConfig(**{"source_failure_threshold": 1, **alerting}),
+            notifiers=list(notifiers),
+        )
+        self.clock = FakeClock(T0)
+        self.silences: list[Silence] = []
+        self.ids = iter(range(1_000_000))
+        self.store = Store(StateStore(path))
+        self.engine = self._engine()
+
+    def _engine(self) -> Engine:
+        return Engine(self.config, self.store, new_id=lambda: f"d{next(self.ids)}")
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.wall(), UTC)
+
+    def report(self, syncs: dict[str, str], down: Sequence[str]) -> Report:
+        listings = []
+        for org in ("org_1", "org_2"):
+            if org in down:
+                error = SourceError(Source.TIMBAL, org, Reason.HTTP_5XX, "HTTP 503")
+                listings.append(Listing(source=Source.TIMBAL, tenant=org, error=error))
+                continue
+            mine = [
+                sync(org, sync_id, LAG[level], self.now)
+                for key, level in syncs.items()
+                for o, _, sync_id in [key.partition("/")]
+                if o == org
+            ]
+            listings.append(Listing(source=Source.TIMBAL, tenant=org, syncs=mine))
+        assert self.config.timbal is not None
+        rules = {Source.TIMBAL: TimbalRules.from_config(self.config.timbal)}
+        return evaluate_listings(listings, rules, self.now)
+
+    def cycle(
+        self, at: float, syncs: dict[str, str] | None = None, down: Sequence[str] = ()
+    ) -> dict[str, Batch]:
+        """One cycle at T0 + `at` s; `syncs`: "org/sync" → ok|warning|critical."""
+        self.clock.set(T0 + timedelta(seconds=at))
+        report = self.report({"org_1/s1": "warning"} if syncs is None else syncs, down)
+        result = self.engine.apply(report, self.now, muter=muted_by(self.silences))
+        by_notifier = {b.notifier: b for b in result.batches}
+        assert len(by_notifier) == len(result.batches)
+        return by_notifier
+
+    def restart(self) -> None:
+        self.store.close()
+        self.store = Store(StateStore(self.path))
+        self.engine = self._engine()
+
+    def alert(self, sync_id: str = "s1", tenant: str = "org_1") -> Alert:
+        (found,) = (
+            a for a in self.engine.alerts.values() if (a.sync_id, a.tenant) == (sync_id, tenant)
+        )
+        return found
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def fleet_of(tmp_path: Path) -> Iterator[type[Fleet]]:
+    made: list[Fleet] = []
+
+    class Made(Fleet):
+        def __init__(self, notifiers: Sequence[NotifierConfig], **alerting: object) -> None:
+            super().__init__(tmp_path / "state.db", notifiers, **alerting)
+            made.append(self)
+
+    yield Made  # type: ignore[misc]
+    for f in made:
+        f.close()
+
+
+def events(b: Batch) -> list[tuple[EventKind, str]]:
+    return [(a.event, a.labels["sync_id"]) for a in b.alerts]
+
+
+S1 = ("sync_id", "s1")
+
+
+# --- muted: no firing, changed or repeat notification, to anyone --------------------------
+
+
+def test_an_alert_firing_under_a_silence_is_notified_to_no_one_but_fires(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console(), console("crit", min_severity="critical"), alertmanager()])
+    fleet.silences = [silence(S1)]
+    assert fleet.cycle(0) == {}
+    assert fleet.cycle(60, {"org_1/s1": "critical"}) == {}
+    alert = fleet.alert()
+    assert alert.firing
+    assert alert.severity is Severity.CRITICAL
+    assert alert.muted_by == ("sil-1",)
+    assert alert.last_notified_at is None  # nothing was ever sent for it
+
+
+def test_a_muted_alert_does_not_repeat(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()], repeat_interval=HOUR)
+    assert events(fleet.cycle(0)["console"]) == [(EventKind.FIRING, "s1")]
+    fleet.silences = [silence(S1)]
+    assert fleet.cycle(HOUR) == {}
+    assert fleet.cycle(3 * HOUR) == {}
+
+
+def test_a_muted_alert_escalating_sends_no_changed(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()])
+    fleet.cycle(0)
+    fleet.silences = [silence(S1)]
+    assert fleet.cycle(60, {"org_1/s1": "critical"}) == {}
+
+
+def test_a_silence_mutes_only_the_alerts_it_matches(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()])
+    fleet.silences = [silence(S1)]
+    got = fleet.cycle(0, {"org_1/s1": "warning", "org_1/s2": "warning"})
+    assert events(got["console"]) == [(EventKind.FIRING, "s2")]
+
+
+def test_alertmanager_resend_skips_a_muted_alert(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([alertmanager()])
+    both = {"org_1/s1": "warning", "org_1/s2": "warning"}
+    assert sorted(events(fleet.cycle(0, both)["am"])) == [
+        (EventKind.FIRING, "s1"),
+        (EventKind.FIRING, "s2"),
+    ]
+    fleet.silences = [silence(S1)]
+    assert events(fleet.cycle(60, both)["am"]) == [(EventKind.ACTIVE, "s2")]
+    assert events(fleet.cycle(120, both)["am"]) == [(EventKind.ACTIVE, "s2")]
+
+
+def test_source_unreachable_is_silenced_per_tenant(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()])
+    fleet.silences = [silence(("alertname", "SourceUnreachable"), ("tenant", "org_1"))]
+    got = fleet.cycle(0, {}, down=["org_1", "org_2"])
+    assert [(a.alertname, a.labels["tenant"]) for a in got["console"].alerts] == [
+        (AlertName.SOURCE_UNREACHABLE, "org_2")
+    ]
+    assert fleet.alert("", "org_1").muted_by == ("sil-1",)
