@@ -16,7 +16,7 @@ from syncwatch.lifecycle import Alert
 from syncwatch.models import AlertName, Listing, Reason, Severity, Source, SourceError, TimbalSync
 from syncwatch.notifiers.alertmanager import AlertmanagerConfig
 from syncwatch.notifiers.console import ConsoleConfig
-from syncwatch.outbox import Batch, EventKind
+from syncwatch.outbox import Batch, EventKind, NotificationReason
 from syncwatch.settings import Config
 from syncwatch.silences import Matcher, Silence, muted_by
 from syncwatch.sources.timbal.rules import TimbalRules
@@ -222,3 +222,88 @@ def test_source_unreachable_is_silenced_per_tenant(fleet_of: type[Fleet]) -> Non
         (AlertName.SOURCE_UNREACHABLE, "org_2")
     ]
     assert fleet.alert("", "org_1").muted_by == ("sil-1",)
+
+
+# --- the mute ends while it still fires: notified then ----------------------------------
+
+
+def test_the_end_of_a_silence_announces_a_still_firing_alert_as_a_first_notification(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()])
+    fleet.silences = [silence(S1, end=HOUR)]
+    assert fleet.cycle(0) == {}
+    assert fleet.cycle(HOUR - 60) == {}
+    got = fleet.cycle(HOUR)["console"]
+    assert events(got) == [(EventKind.FIRING, "s1")]
+    assert got.reason is NotificationReason.FIRST
+    assert got.alerts[0].starts_at == T0  # it has fired since then, silenced
+    assert fleet.cycle(HOUR + 60) == {}
+
+
+def test_the_end_of_a_silence_adds_the_alert_to_those_a_receiver_already_knows(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()])
+    both = {"org_1/s1": "warning", "org_1/s2": "warning"}
+    fleet.silences = [silence(S1, end=HOUR)]
+    assert events(fleet.cycle(0, both)["console"]) == [(EventKind.FIRING, "s2")]
+    got = fleet.cycle(HOUR, both)["console"]
+    assert events(got) == [(EventKind.FIRING, "s1")]
+    assert got.reason is NotificationReason.NEW_ALERTS
+
+
+def test_an_alert_announced_at_the_end_of_a_silence_repeats_from_then(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()], repeat_interval=4 * HOUR)
+    fleet.silences = [silence(S1, end=HOUR)]
+    fleet.cycle(0)
+    assert events(fleet.cycle(HOUR)["console"]) == [(EventKind.FIRING, "s1")]
+    assert fleet.cycle(4 * HOUR) == {}
+    got = fleet.cycle(5 * HOUR)["console"]
+    assert (events(got), got.reason) == ([(EventKind.REPEAT, "s1")], NotificationReason.REPEAT)
+
+
+def test_a_receiver_told_before_the_silence_hears_no_duplicate_at_its_end(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()], repeat_interval=4 * HOUR)
+    fleet.cycle(0)
+    fleet.silences = [silence(S1, start=60, end=HOUR)]
+    assert fleet.cycle(60) == {}
+    assert fleet.cycle(HOUR) == {}  # told at 0; the repeat is due at 4 h, not now
+    assert events(fleet.cycle(4 * HOUR)["console"]) == [(EventKind.REPEAT, "s1")]
+
+
+def test_a_repeat_due_during_the_silence_goes_out_at_its_end(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()], repeat_interval=HOUR)
+    fleet.cycle(0)
+    fleet.silences = [silence(S1, start=60, end=3 * HOUR)]
+    assert fleet.cycle(2 * HOUR) == {}
+    got = fleet.cycle(3 * HOUR)["console"]
+    assert (events(got), got.reason) == ([(EventKind.REPEAT, "s1")], NotificationReason.REPEAT)
+
+
+def test_an_escalation_during_the_silence_is_told_at_its_end(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console(), console("crit", min_severity="critical")])
+    assert set(fleet.cycle(0)) == {"console"}
+    fleet.silences = [silence(S1, start=60, end=HOUR)]
+    crit = {"org_1/s1": "critical"}
+    assert fleet.cycle(60, crit) == {}
+    got = fleet.cycle(HOUR, crit)
+    assert events(got["console"]) == [(EventKind.CHANGED, "s1")]
+    assert got["console"].alerts[0].labels["severity"] == "critical"
+    assert events(got["crit"]) == [(EventKind.FIRING, "s1")]
+    assert got["crit"].reason is NotificationReason.FIRST
+    assert fleet.cycle(HOUR + 60, crit) == {}
+
+
+def test_an_alert_never_notified_escalating_as_its_silence_ends_is_announced_as_firing(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()])
+    fleet.silences = [silence(S1, end=HOUR)]
+    fleet.cycle(0)
+    got = fleet.cycle(HOUR, {"org_1/s1": "critical"})["console"]
+    assert (events(got), got.reason) == ([(EventKind.FIRING, "s1")], NotificationReason.FIRST)
