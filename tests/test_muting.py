@@ -3,7 +3,9 @@ a real Store and a fake clock, one cycle at a time."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,11 +18,11 @@ from syncwatch.lifecycle import Alert
 from syncwatch.models import AlertName, Listing, Reason, Severity, Source, SourceError, TimbalSync
 from syncwatch.notifiers.alertmanager import AlertmanagerConfig
 from syncwatch.notifiers.console import ConsoleConfig
-from syncwatch.outbox import Batch, EventKind, NotificationReason
+from syncwatch.outbox import AlertStatus, Batch, EventKind, NotificationReason
 from syncwatch.settings import Config
 from syncwatch.silences import Matcher, Silence, muted_by
 from syncwatch.sources.timbal.rules import TimbalRules
-from syncwatch.state import StateStore
+from syncwatch.state import _MIGRATIONS, SCHEMA_VERSION, StateStore
 from syncwatch.store import Store
 from tests.clock import FakeClock
 
@@ -307,3 +309,75 @@ def test_an_alert_never_notified_escalating_as_its_silence_ends_is_announced_as_
     fleet.cycle(0)
     got = fleet.cycle(HOUR, {"org_1/s1": "critical"})["console"]
     assert (events(got), got.reason) == ([(EventKind.FIRING, "s1")], NotificationReason.FIRST)
+
+
+# --- a resolve reaches exactly the receivers told it fired, across restarts --------------
+
+
+def test_a_resolve_while_muted_goes_only_to_receivers_told_it_was_firing(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console("all"), console("crit", min_severity="critical"), alertmanager()])
+    assert set(fleet.cycle(0)) == {"all", "am"}
+    fleet.silences = [silence(S1, start=60)]
+    assert fleet.cycle(60, {"org_1/s1": "critical"}) == {}  # "crit" is never told
+    got = fleet.cycle(120, {"org_1/s1": "ok"})
+    assert set(got) == {"all", "am"}
+    for name in ("all", "am"):
+        assert events(got[name]) == [(EventKind.RESOLVED, "s1")]
+        assert got[name].reason is NotificationReason.ALL_RESOLVED
+        assert got[name].alerts[0].status is AlertStatus.RESOLVED
+
+
+def test_an_alert_that_fires_and_resolves_within_a_silence_notifies_no_one(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console(), alertmanager()])
+    fleet.silences = [silence(S1)]
+    assert fleet.cycle(0) == {}
+    assert fleet.cycle(60, {"org_1/s1": "ok"}) == {}
+    assert fleet.engine.alerts == {}
+
+
+def test_a_de_escalation_while_muted_resolves_it_for_the_receiver_told_it_was_critical(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console("all"), console("crit", min_severity="critical")])
+    assert set(fleet.cycle(0, {"org_1/s1": "critical"})) == {"all", "crit"}
+    fleet.silences = [silence(S1, start=60)]
+    got = fleet.cycle(60, {"org_1/s1": "warning"})
+    assert set(got) == {"crit"}  # it no longer routes there: no incident left open
+    assert events(got["crit"]) == [(EventKind.RESOLVED, "s1")]
+
+
+def test_who_was_told_survives_a_restart(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()])
+    both = {"org_1/s1": "warning", "org_1/s2": "warning"}
+    fleet.silences = [silence(("sync_id", "s2"), id="sil-2")]
+    assert events(fleet.cycle(0, both)["console"]) == [(EventKind.FIRING, "s1")]
+    fleet.restart()
+    assert fleet.alert("s1").told == {"console": "warning"}
+    assert fleet.alert("s2").told == {}
+    fleet.silences.append(silence(S1, start=60))
+    got = fleet.cycle(60, {"org_1/s1": "ok", "org_1/s2": "ok"})
+    assert events(got["console"]) == [(EventKind.RESOLVED, "s1")]  # never s2: never told
+
+
+def test_a_database_from_before_silences_counts_every_routed_notifier_as_told(
+    tmp_path: Path, fleet_of: type[Fleet]
+) -> None:
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        db.executescript(f"BEGIN; {_MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
+        t0 = T0.timestamp()
+        identity = ("SyncStale", "timbal", "org_1", "s1")
+        row = (*identity, "warning", "firing", b'{"sync_id":"s1"}', b"{}", t0, t0, t0, None)
+        db.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        db.commit()
+    fleet = fleet_of([console(), console("crit", min_severity="critical")])
+    assert fleet.alert().told is None
+    fleet.silences = [silence(S1)]
+    got = fleet.cycle(60, {"org_1/s1": "ok"})
+    assert set(got) == {"console"}
+    assert events(got["console"]) == [(EventKind.RESOLVED, "s1")]
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
