@@ -65,8 +65,11 @@ class Alert:
 
     @property
     def state(self) -> str:
-        """`pending` or `firing`, as in `syncwatch_alert{state=...}` and /api/v1/alerts."""
-        return "firing" if self.firing else "pending"
+        """`pending`, `firing`, or `suppressed` (firing, but muted), as in
+        `syncwatch_alert{state=...}` and /api/v1/alerts."""
+        if not self.firing:
+            return "pending"
+        return "suppressed" if self.muted_by else "firing"
 
     @property
     def fingerprint(self) -> str:

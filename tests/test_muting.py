@@ -3,6 +3,7 @@ a real Store and a fake clock, one cycle at a time."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -10,11 +11,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from syncwatch.check import (
+    NagiosStatus,
+    muted_conditions,
+    nagios_status,
+    render_json,
+    render_table,
+)
 from syncwatch.config import AlertingConfig, NotifierConfig, TimbalConfig, TimbalOrg
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.lifecycle import Alert
+from syncwatch.metrics import Telemetry
 from syncwatch.models import AlertName, Listing, Reason, Severity, Source, SourceError, TimbalSync
 from syncwatch.notifiers.alertmanager import AlertmanagerConfig
 from syncwatch.notifiers.console import ConsoleConfig
@@ -381,3 +391,68 @@ def test_a_database_from_before_silences_counts_every_routed_notifier_as_told(
     assert events(got["console"]) == [(EventKind.RESOLVED, "s1")]
     with closing(sqlite3.connect(tmp_path / "state.db")) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --- visible: /metrics, and `syncwatch check` ---------------------------------------------
+
+
+def alert_series(fleet: Fleet) -> dict[str, str]:
+    telemetry = Telemetry()
+    telemetry.record(fleet.report({}, ()), fleet.engine.alerts.values(), fleet.now.timestamp())
+    body, _ = telemetry.render("text/plain")
+    (family,) = (
+        f for f in text_string_to_metric_families(body.decode()) if f.name == "syncwatch_alert"
+    )
+    return {s.labels["sync_id"]: s.labels["state"] for s in family.samples}
+
+
+def test_a_muted_firing_alert_is_on_metrics_as_suppressed(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()], **{"for": 120})
+    fleet.silences = [silence(S1, end=HOUR)]
+    three = {"org_1/s1": "warning", "org_1/s2": "warning"}
+    fleet.cycle(0, three)
+    assert alert_series(fleet) == {"s1": "pending", "s2": "pending"}
+    fleet.cycle(120, three)
+    assert alert_series(fleet) == {"s1": "suppressed", "s2": "firing"}
+    fleet.cycle(HOUR, three)
+    assert alert_series(fleet) == {"s1": "firing", "s2": "firing"}
+
+
+def a_report(fleet: Fleet, syncs: dict[str, str], down: Sequence[str] = ()) -> Report:
+    fleet.clock.set(T0)
+    return fleet.report(syncs, down)
+
+
+def test_check_lists_a_suppressed_alert_and_does_not_count_it(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([])
+    report = a_report(fleet, {"org_1/s1": "critical", "org_1/s2": "warning"})
+    assert nagios_status(report) is NagiosStatus.CRITICAL
+    muted = muted_conditions(report, muted_by([silence(S1)]), T0)
+    assert nagios_status(report, muted) is NagiosStatus.WARNING
+    doc = json.loads(render_json(report, muted))
+    assert (doc["status"], doc["exit_code"]) == ("WARNING", 1)
+    states = {a["labels"]["sync_id"]: (a["state"], a["silenced_by"]) for a in doc["alerts"]}
+    assert states == {"s1": ("suppressed", ["sil-1"]), "s2": ("active", [])}
+    table = render_table(report, muted)
+    (s1_row,) = (line for line in table.splitlines() if "(s1)" in line)
+    assert "CRITICAL (SUPPRESSED)" in s1_row
+    assert table.splitlines()[-1].startswith(
+        "WARNING: 2 syncs (1 critical, 1 warning); 2 alerts (1 suppressed);"
+    )
+
+
+def test_check_does_not_count_a_tenant_whose_source_unreachable_is_silenced(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([])
+    report = a_report(fleet, {"org_2/s1": "ok"}, down=["org_1"])
+    assert nagios_status(report) is NagiosStatus.UNKNOWN
+    muted = muted_conditions(report, muted_by([silence(("tenant", "org_1"))]), T0)
+    assert nagios_status(report, muted) is NagiosStatus.OK
+    assert "UNREACHABLE (SUPPRESSED)" in render_table(report, muted)
+
+
+def test_check_without_a_muter_suppresses_nothing(fleet_of: type[Fleet]) -> None:
+    report = a_report(fleet_of([]), {"org_1/s1": "critical"})
+    assert muted_conditions(report) == {}
+    assert json.loads(render_json(report))["alerts"][0]["state"] == "active"
