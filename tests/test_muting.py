@@ -456,3 +456,32 @@ def test_check_without_a_muter_suppresses_nothing(fleet_of: type[Fleet]) -> None
     report = a_report(fleet_of([]), {"org_1/s1": "critical"})
     assert muted_conditions(report) == {}
     assert json.loads(render_json(report))["alerts"][0]["state"] == "active"
+
+
+# --- the same rule for routing changes ------------------------------------------------------
+
+
+def test_a_notifier_added_by_a_reload_is_told_of_what_fires(fleet_of: type[Fleet]) -> None:
+    fleet = fleet_of([console()])
+    fleet.cycle(0)
+    fleet.engine.reconfigure(
+        fleet.config.model_copy(update={"notifiers": [console(), console("new")]})
+    )
+    got = fleet.cycle(60)
+    assert set(got) == {"new"}
+    assert (events(got["new"]), got["new"].reason) == (
+        [(EventKind.FIRING, "s1")],
+        NotificationReason.FIRST,
+    )
+
+
+def test_a_receiver_whose_match_no_longer_admits_a_firing_alert_gets_its_resolve(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()])
+    fleet.cycle(0)
+    narrowed = console(match={"tenant": "org_2"})
+    fleet.engine.reconfigure(fleet.config.model_copy(update={"notifiers": [narrowed]}))
+    got = fleet.cycle(60)
+    assert events(got["console"]) == [(EventKind.RESOLVED, "s1")]
+    assert fleet.cycle(120) == {}
