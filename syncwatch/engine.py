@@ -131,7 +131,7 @@ class Engine:
             outcomes=outcomes_of(report),
             rules=Rules.from_config(alerting),
             now=now,
-            muter=muter or self.muter,
+            muter=_fail_open(muter or self.muter),
         )
         result = replace(result, events=_with_resolution(result.events, report))
         routing = plan(
@@ -162,6 +162,28 @@ class Engine:
             )
         self.alerts, self.failures = result.alerts, result.failures
         return CycleResult(batches, rows)
+
+
+def _fail_open(muter: Muter | None) -> Muter | None:
+    """A muter that fails mutes nothing: a broken silence must never silence an alert."""
+    if muter is None:
+        return None
+    failed: list[str] = []
+
+    def guarded(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
+        try:
+            return muter(labels, now)
+        except Exception as exc:  # any bug in a muter: notify, and say so once a cycle
+            if not failed:
+                failed.append(type(exc).__name__)
+                log.error(
+                    "muter_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    hint="alerts are notified as if not silenced this cycle",
+                )
+            return ()
+
+    return guarded
 
 
 def _with_told(result: Transition, told: Mapping[Identity, dict[str, str]]) -> Transition:

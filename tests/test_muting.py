@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from syncwatch.check import (
     NagiosStatus,
@@ -21,6 +22,7 @@ from syncwatch.check import (
     render_table,
 )
 from syncwatch.config import AlertingConfig, NotifierConfig, TimbalConfig, TimbalOrg
+from syncwatch.daemon import Daemon
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.lifecycle import Alert
@@ -29,8 +31,9 @@ from syncwatch.models import AlertName, Listing, Reason, Severity, Source, Sourc
 from syncwatch.notifiers.alertmanager import AlertmanagerConfig
 from syncwatch.notifiers.console import ConsoleConfig
 from syncwatch.outbox import AlertStatus, Batch, EventKind, NotificationReason
-from syncwatch.settings import Config
-from syncwatch.silences import Matcher, Silence, muted_by
+from syncwatch.settings import Config, load_config
+from syncwatch.silences import Matcher, Muter, Silence, any_of, muted_by
+from syncwatch.simulator import SimConfig, SimulatorThread
 from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.state import _MIGRATIONS, SCHEMA_VERSION, StateStore
 from syncwatch.store import Store
@@ -485,3 +488,85 @@ def test_a_receiver_whose_match_no_longer_admits_a_firing_alert_gets_its_resolve
     got = fleet.cycle(60)
     assert events(got["console"]) == [(EventKind.RESOLVED, "s1")]
     assert fleet.cycle(120) == {}
+
+
+# --- the daemon asks its muters every cycle, and a broken one mutes nothing ----------------
+
+SIM_NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+FOREVER = 20 * 365 * 86400.0
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorThread]:
+    thread = SimulatorThread(
+        SimConfig(orgs=2, syncs_per_org=12, users=0, seed=11, churn=0), clock=lambda: SIM_NOW
+    )
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+def sim_daemon(sim: SimulatorThread, tmp_path: Path) -> Daemon:
+    config = load_config(
+        None,
+        timbal={
+            "base_url": sim.base_url,
+            "api_key": "sim-timbal-key",
+            "orgs": [{"id": "org_0001"}, {"id": "org_0002"}],
+        },
+        notifiers=[{"name": "console", "type": "console"}],
+        daemon={"state_path": str(tmp_path / "daemon.db")},
+    )
+    return Daemon(config, None)
+
+
+async def queued_tenants(daemon: Daemon) -> set[str]:
+    row = daemon.state.head("console")
+    assert row is not None
+    batch = Batch.from_json(await daemon.state.payload(row.delivery_id))
+    return {a.labels["tenant"] for a in batch.alerts}
+
+
+async def test_the_daemon_mutes_what_its_muters_mute(sim: SimulatorThread, tmp_path: Path) -> None:
+    daemon = sim_daemon(sim, tmp_path)
+    daemon.muters.append(lambda: muted_by([silence(("tenant", "org_0001"), end=FOREVER)]))
+    try:
+        await daemon.cycle()
+        states = {(a.tenant, a.state) for a in daemon.engine.alerts.values()}
+        assert states == {("org_0001", "suppressed"), ("org_0002", "firing")}
+        assert await queued_tenants(daemon) == {"org_0002"}
+    finally:
+        await daemon.client.aclose()
+        daemon.state.close()
+
+
+def broken_store() -> Muter:
+    raise sqlite3.OperationalError("database is locked")
+
+
+def broken_silence(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
+    raise ValueError("a bug")
+
+
+@pytest.mark.parametrize("muter", [broken_store, lambda: broken_silence], ids=["factory", "muter"])
+async def test_a_broken_muter_mutes_nothing_and_says_so(
+    sim: SimulatorThread, tmp_path: Path, muter: Callable[[], Muter]
+) -> None:
+    daemon = sim_daemon(sim, tmp_path)
+    daemon.muters.extend([muter, lambda: muted_by([])])
+    try:
+        with capture_logs() as logged:
+            await daemon.cycle()
+        assert await queued_tenants(daemon) == {"org_0001", "org_0002"}
+        failed = [e for e in logged if e["event"] in ("muter_unavailable", "muter_failed")]
+        assert len(failed) == 1, failed
+        assert failed[0]["log_level"] == "error"
+    finally:
+        await daemon.client.aclose()
+        daemon.state.close()
+
+
+def test_any_of_names_every_muter_that_mutes() -> None:
+    both = any_of([muted_by([silence(S1, id="a")]), muted_by([silence(S1, id="b")])])
+    assert both({"sync_id": "s1"}, T0) == ("a", "b")
+    assert both({"sync_id": "s2"}, T0) == ()
