@@ -62,13 +62,31 @@ def told_before(config: NotifierConfig, before: Alert | None) -> str | None:
     return str(before.severity) if fired else None
 
 
-def _routed_events(
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A cycle's batches, and what each alert's notifiers have been told once they go."""
+
+    batches: list[Batch]
+    told: dict[Identity, dict[str, str]]
+
+
+@dataclass(slots=True)
+class _Heard:
+    """What one notifier hears this cycle, and what it knows after."""
+
+    events: list[AlertEvent]
+    active: list[Alert]  # firing, unmuted, nothing new: re-sent to Alertmanager
+    told: dict[Identity, str]  # after this cycle: alert → the severity it was told
+    was_told: int  # how many alerts it knew of before this cycle
+
+
+def _hear(
     config: NotifierConfig,
     transition: Transition,
     previous: Mapping[Identity, Alert],
     now: datetime,
-) -> list[AlertEvent]:
-    """The events this notifier hears about.
+) -> _Heard:
+    """The events this notifier hears about, in one pass over the alerts.
 
     A muted alert's events are not heard. A resolve is heard by the notifiers told the
     alert fired, whatever routes now. An alert that no longer routes here (its severity or
@@ -77,46 +95,53 @@ def _routed_events(
     forever. A firing, routed, unmuted alert this notifier was not told of (or told at
     another severity) is announced.
     """
-    routed = []
+    events = []
     mentioned: set[Identity] = set()
+    was_told = 0
     for e in transition.events:
         identity = e.alert.identity
         before = previous.get(identity)
         told = told_before(config, before)
         if e.resolved:
+            was_told += told is not None
             if told is not None:
-                routed.append(e)
+                events.append(e)
                 mentioned.add(identity)
         elif routes(config, e.alert):
             if not e.alert.muted_by:
                 fresh = told is None and e.kind is EventKind.REPEAT
-                routed.append(replace(e, kind=EventKind.FIRING) if fresh else e)
+                events.append(replace(e, kind=EventKind.FIRING) if fresh else e)
                 mentioned.add(identity)
         elif told is not None and before is not None:
-            routed.append(AlertEvent(EventKind.RESOLVED, before, e.at))
+            events.append(AlertEvent(EventKind.RESOLVED, before, e.at))
             mentioned.add(identity)
+    active = []
+    after: dict[Identity, str] = {}
+    name = config.name
     for identity, a in transition.alerts.items():
+        before = previous.get(identity)
+        # told_before, inlined: this loop runs for every alert and notifier each cycle.
+        if before is not None and before.told is not None:
+            told = before.told.get(name)
+        else:
+            told = told_before(config, before)
+        if told is not None:
+            was_told += 1
+            after[identity] = told
         if identity in mentioned or not a.firing:
             continue
-        before = previous.get(identity)
-        told = told_before(config, before)
         if not routes(config, a):
             if told is not None:
-                routed.append(AlertEvent(EventKind.RESOLVED, before or a, now))
-        elif a.muted_by or told == str(a.severity):
+                # Without an event this cycle (a reload narrowed it): resolved here.
+                events.append(AlertEvent(EventKind.RESOLVED, before or a, now))
+        elif a.muted_by:
             continue
-        else:
+        elif told != a.severity:
             kind = EventKind.FIRING if told is None else EventKind.CHANGED
-            routed.append(AlertEvent(kind, a, now))
-    return routed
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """A cycle's batches, and what each alert's notifiers have been told once they go."""
-
-    batches: list[Batch]
-    told: dict[Identity, dict[str, str]]
+            events.append(AlertEvent(kind, a, now))
+        else:
+            active.append(a)
+    return _Heard(events, active, after, was_told)
 
 
 def plan(
@@ -134,36 +159,33 @@ def plan(
     told: dict[Identity, dict[str, str]] = {identity: {} for identity in transition.alerts}
     for config in notifiers:
         able = config.capabilities
-        heard = _routed_events(config, transition, previous, now)
+        heard = _hear(config, transition, previous, now)
+        after = heard.told
+        for e in heard.events:
+            if e.resolved:
+                after.pop(e.alert.identity, None)  # told, or opted out of resolves
         # Alertmanager must hear about resolution even when humans opted out of it.
-        events = [e for e in heard if send_resolved or able.always_resolves or not e.resolved]
+        events = [
+            e for e in heard.events if send_resolved or able.always_resolves or not e.resolved
+        ]
         payloads = [_payload(e.alert, e.kind, e.at, external_url) for e in events]
-        resolved = {e.alert.identity for e in heard if e.resolved}
-        for identity in transition.alerts.keys() - resolved:
-            if (was := told_before(config, previous.get(identity))) is not None:
-                told[identity][config.name] = was
         for e in events:
-            if not e.resolved and e.alert.identity in told:
-                told[e.alert.identity][config.name] = str(e.alert.severity)
+            if not e.resolved:
+                after[e.alert.identity] = e.alert.severity
         if able.resends_active:
             # Re-sent every cycle, the way Prometheus keeps Alertmanager's endsAt fresh; a
             # muted alert is not (Alertmanager resolves it, as for a silence of its own).
-            mentioned = {e.alert.identity for e in events}
-            for a in transition.alerts.values():
-                if a.firing and not a.muted_by and routes(config, a):
-                    if a.identity not in mentioned:
-                        payloads.append(_payload(a, EventKind.ACTIVE, now, external_url))
-                    told[a.identity][config.name] = str(a.severity)
+            payloads.extend(_payload(a, EventKind.ACTIVE, now, external_url) for a in heard.active)
+        for identity, severity in after.items():
+            told[identity][config.name] = severity
         if not payloads:
             continue
-        was_told = sum(1 for a in previous.values() if told_before(config, a) is not None)
-        still_told = sum(1 for t in told.values() if config.name in t)
         batches.append(
             Batch(
                 delivery_id=new_id(),
                 notifier=config.name,
                 created_at=now,
-                reason=_reason(events, still_told, was_told),
+                reason=_reason(events, len(after), heard.was_told),
                 alerts=tuple(payloads),
                 external_url=external_url,
             )
