@@ -143,7 +143,7 @@ class Engine:
             now=now,
             new_id=self._new_id,
         )
-        result, batches = _with_told(result, routing.told), routing.batches
+        result, batches = _with_told(result, routing.told, now), routing.batches
         rows = self.store.commit_cycle(result, batches, created_mono)
         # A console notifier already prints each event on the terminal the logs go to.
         shown = logs.for_humans() and any(n.type == "console" for n in self.config.notifiers)
@@ -186,14 +186,23 @@ def _fail_open(muter: Muter | None) -> Muter | None:
     return guarded
 
 
-def _with_told(result: Transition, told: Mapping[Identity, dict[str, str]]) -> Transition:
-    """What each notifier was told goes into the alerts, and is stored where it changed."""
+def _with_told(
+    result: Transition, told: Mapping[Identity, dict[str, str]], now: datetime
+) -> Transition:
+    """What each notifier was told goes into the alerts, and is stored where it changed.
+
+    An alert first told by routing alone (its mute ended while its tenant was held) has
+    been notified now: its repeat clock starts, and the lifecycle does not announce it again.
+    """
     alerts = dict(result.alerts)
     changed = {a.identity: a for a in result.changed}
     for identity, now_told in told.items():
         a = alerts[identity]
-        if a.told != now_told:
-            alerts[identity] = changed[identity] = replace(a, told=now_told)
+        first = a.last_notified_at is None and bool(now_told)
+        if a.told != now_told or first:
+            notified = now if first else a.last_notified_at
+            new = replace(a, told=now_told, last_notified_at=notified)
+            alerts[identity] = changed[identity] = new
     return replace(result, alerts=alerts, changed=list(changed.values()))
 
 

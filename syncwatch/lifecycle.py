@@ -195,6 +195,10 @@ def transition(
     def mutes(labels: Mapping[str, str]) -> tuple[str, ...]:
         return () if muter is None else muter(labels, now)
 
+    def remuted(old: Alert) -> Alert:
+        muted = mutes(old.labels)
+        return old if muted == old.muted_by else replace(old, muted_by=muted)
+
     outcomes = list(outcomes)
     new_failures, failures_changed, listed, unreachable = _tenants(failures, outcomes, rules)
     held = {o.key for o in outcomes if not o.ok}
@@ -223,7 +227,7 @@ def transition(
             old.tenant_key in held or old.sync_id in unreadable.get(old.tenant_key, ())
         ):
             # No data for this tenant, or for this sync: hold the alert exactly as it is.
-            result[identity] = replace(old, muted_by=mutes(old.labels))
+            result[identity] = remuted(old)
             continue
         gone = (
             is_sync_alert and old.tenant_key in listed and old.sync_id not in listed[old.tenant_key]
@@ -249,9 +253,9 @@ def transition(
             events.append(AlertEvent(EventKind.RESOLVED, old, now))
             removed.append(identity)
         elif old.cleared_since is None:
-            keep(old, replace(old, cleared_since=now, muted_by=mutes(old.labels)), persist=True)
+            keep(old, replace(remuted(old), cleared_since=now), persist=True)
         else:
-            result[identity] = replace(old, muted_by=mutes(old.labels))
+            result[identity] = remuted(old)
 
     for cond in current.values():
         _advance(None, cond, mutes(cond.all_labels), rules=rules, now=now, keep=keep, events=events)

@@ -570,3 +570,18 @@ def test_any_of_names_every_muter_that_mutes() -> None:
     both = any_of([muted_by([silence(S1, id="a")]), muted_by([silence(S1, id="b")])])
     assert both({"sync_id": "s1"}, T0) == ("a", "b")
     assert both({"sync_id": "s2"}, T0) == ()
+
+
+def test_a_held_alert_stays_suppressed_and_is_announced_when_its_silence_ends(
+    fleet_of: type[Fleet],
+) -> None:
+    fleet = fleet_of([console()], source_failure_threshold=5)
+    fleet.silences = [silence(S1, end=HOUR)]
+    fleet.cycle(0)
+    assert fleet.cycle(60, {}, down=["org_1"]) == {}
+    assert fleet.alert().state == "suppressed"  # held as it was, and still muted
+    # Held means neither resolved nor re-notified; it fired, and no one was ever told.
+    got = fleet.cycle(HOUR, {}, down=["org_1"])["console"]
+    assert (events(got), got.reason) == ([(EventKind.FIRING, "s1")], NotificationReason.FIRST)
+    assert fleet.alert().state == "firing"
+    assert fleet.cycle(HOUR + 60) == {}
