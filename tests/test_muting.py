@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -157,16 +158,19 @@ class Fleet:
         self.store.close()
 
 
+class MakeFleet(Protocol):
+    def __call__(self, notifiers: Sequence[NotifierConfig], **alerting: object) -> Fleet: ...
+
+
 @pytest.fixture
-def fleet_of(tmp_path: Path) -> Iterator[type[Fleet]]:
+def fleet_of(tmp_path: Path) -> Iterator[MakeFleet]:
     made: list[Fleet] = []
 
-    class Made(Fleet):
-        def __init__(self, notifiers: Sequence[NotifierConfig], **alerting: object) -> None:
-            super().__init__(tmp_path / "state.db", notifiers, **alerting)
-            made.append(self)
+    def make(notifiers: Sequence[NotifierConfig], **alerting: object) -> Fleet:
+        made.append(Fleet(tmp_path / "state.db", notifiers, **alerting))
+        return made[-1]
 
-    yield Made  # type: ignore[misc]
+    yield make
     for f in made:
         f.close()
 
@@ -182,7 +186,7 @@ S1 = ("sync_id", "s1")
 
 
 def test_an_alert_firing_under_a_silence_is_notified_to_no_one_but_fires(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console(), console("crit", min_severity="critical"), alertmanager()])
     fleet.silences = [silence(S1)]
@@ -195,7 +199,7 @@ def test_an_alert_firing_under_a_silence_is_notified_to_no_one_but_fires(
     assert alert.last_notified_at is None  # nothing was ever sent for it
 
 
-def test_a_muted_alert_does_not_repeat(fleet_of: type[Fleet]) -> None:
+def test_a_muted_alert_does_not_repeat(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()], repeat_interval=HOUR)
     assert events(fleet.cycle(0)["console"]) == [(EventKind.FIRING, "s1")]
     fleet.silences = [silence(S1)]
@@ -203,21 +207,21 @@ def test_a_muted_alert_does_not_repeat(fleet_of: type[Fleet]) -> None:
     assert fleet.cycle(3 * HOUR) == {}
 
 
-def test_a_muted_alert_escalating_sends_no_changed(fleet_of: type[Fleet]) -> None:
+def test_a_muted_alert_escalating_sends_no_changed(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()])
     fleet.cycle(0)
     fleet.silences = [silence(S1)]
     assert fleet.cycle(60, {"org_1/s1": "critical"}) == {}
 
 
-def test_a_silence_mutes_only_the_alerts_it_matches(fleet_of: type[Fleet]) -> None:
+def test_a_silence_mutes_only_the_alerts_it_matches(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()])
     fleet.silences = [silence(S1)]
     got = fleet.cycle(0, {"org_1/s1": "warning", "org_1/s2": "warning"})
     assert events(got["console"]) == [(EventKind.FIRING, "s2")]
 
 
-def test_alertmanager_resend_skips_a_muted_alert(fleet_of: type[Fleet]) -> None:
+def test_alertmanager_resend_skips_a_muted_alert(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([alertmanager()])
     both = {"org_1/s1": "warning", "org_1/s2": "warning"}
     assert sorted(events(fleet.cycle(0, both)["am"])) == [
@@ -229,7 +233,7 @@ def test_alertmanager_resend_skips_a_muted_alert(fleet_of: type[Fleet]) -> None:
     assert events(fleet.cycle(120, both)["am"]) == [(EventKind.ACTIVE, "s2")]
 
 
-def test_source_unreachable_is_silenced_per_tenant(fleet_of: type[Fleet]) -> None:
+def test_source_unreachable_is_silenced_per_tenant(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()])
     fleet.silences = [silence(("alertname", "SourceUnreachable"), ("tenant", "org_1"))]
     got = fleet.cycle(0, {}, down=["org_1", "org_2"])
@@ -243,7 +247,7 @@ def test_source_unreachable_is_silenced_per_tenant(fleet_of: type[Fleet]) -> Non
 
 
 def test_the_end_of_a_silence_announces_a_still_firing_alert_as_a_first_notification(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()])
     fleet.silences = [silence(S1, end=HOUR)]
@@ -257,7 +261,7 @@ def test_the_end_of_a_silence_announces_a_still_firing_alert_as_a_first_notifica
 
 
 def test_the_end_of_a_silence_adds_the_alert_to_those_a_receiver_already_knows(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()])
     both = {"org_1/s1": "warning", "org_1/s2": "warning"}
@@ -269,7 +273,7 @@ def test_the_end_of_a_silence_adds_the_alert_to_those_a_receiver_already_knows(
 
 
 def test_an_alert_announced_at_the_end_of_a_silence_repeats_from_then(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()], repeat_interval=4 * HOUR)
     fleet.silences = [silence(S1, end=HOUR)]
@@ -281,7 +285,7 @@ def test_an_alert_announced_at_the_end_of_a_silence_repeats_from_then(
 
 
 def test_a_receiver_told_before_the_silence_hears_no_duplicate_at_its_end(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()], repeat_interval=4 * HOUR)
     fleet.cycle(0)
@@ -291,7 +295,7 @@ def test_a_receiver_told_before_the_silence_hears_no_duplicate_at_its_end(
     assert events(fleet.cycle(4 * HOUR)["console"]) == [(EventKind.REPEAT, "s1")]
 
 
-def test_a_repeat_due_during_the_silence_goes_out_at_its_end(fleet_of: type[Fleet]) -> None:
+def test_a_repeat_due_during_the_silence_goes_out_at_its_end(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()], repeat_interval=HOUR)
     fleet.cycle(0)
     fleet.silences = [silence(S1, start=60, end=3 * HOUR)]
@@ -300,7 +304,7 @@ def test_a_repeat_due_during_the_silence_goes_out_at_its_end(fleet_of: type[Flee
     assert (events(got), got.reason) == ([(EventKind.REPEAT, "s1")], NotificationReason.REPEAT)
 
 
-def test_an_escalation_during_the_silence_is_told_at_its_end(fleet_of: type[Fleet]) -> None:
+def test_an_escalation_during_the_silence_is_told_at_its_end(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console(), console("crit", min_severity="critical")])
     assert set(fleet.cycle(0)) == {"console"}
     fleet.silences = [silence(S1, start=60, end=HOUR)]
@@ -315,7 +319,7 @@ def test_an_escalation_during_the_silence_is_told_at_its_end(fleet_of: type[Flee
 
 
 def test_an_alert_never_notified_escalating_as_its_silence_ends_is_announced_as_firing(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()])
     fleet.silences = [silence(S1, end=HOUR)]
@@ -328,7 +332,7 @@ def test_an_alert_never_notified_escalating_as_its_silence_ends_is_announced_as_
 
 
 def test_a_resolve_while_muted_goes_only_to_receivers_told_it_was_firing(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console("all"), console("crit", min_severity="critical"), alertmanager()])
     assert set(fleet.cycle(0)) == {"all", "am"}
@@ -343,7 +347,7 @@ def test_a_resolve_while_muted_goes_only_to_receivers_told_it_was_firing(
 
 
 def test_an_alert_that_fires_and_resolves_within_a_silence_notifies_no_one(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console(), alertmanager()])
     fleet.silences = [silence(S1)]
@@ -353,7 +357,7 @@ def test_an_alert_that_fires_and_resolves_within_a_silence_notifies_no_one(
 
 
 def test_a_de_escalation_while_muted_resolves_it_for_the_receiver_told_it_was_critical(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console("all"), console("crit", min_severity="critical")])
     assert set(fleet.cycle(0, {"org_1/s1": "critical"})) == {"all", "crit"}
@@ -363,7 +367,7 @@ def test_a_de_escalation_while_muted_resolves_it_for_the_receiver_told_it_was_cr
     assert events(got["crit"]) == [(EventKind.RESOLVED, "s1")]
 
 
-def test_who_was_told_survives_a_restart(fleet_of: type[Fleet]) -> None:
+def test_who_was_told_survives_a_restart(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()])
     both = {"org_1/s1": "warning", "org_1/s2": "warning"}
     fleet.silences = [silence(("sync_id", "s2"), id="sil-2")]
@@ -377,7 +381,7 @@ def test_who_was_told_survives_a_restart(fleet_of: type[Fleet]) -> None:
 
 
 def test_a_database_from_before_silences_counts_every_routed_notifier_as_told(
-    tmp_path: Path, fleet_of: type[Fleet]
+    tmp_path: Path, fleet_of: MakeFleet
 ) -> None:
     with closing(sqlite3.connect(tmp_path / "state.db")) as db:
         db.executescript(f"BEGIN; {_MIGRATIONS[0]}; PRAGMA user_version=1; COMMIT;")
@@ -409,7 +413,7 @@ def alert_series(fleet: Fleet) -> dict[str, str]:
     return {s.labels["sync_id"]: s.labels["state"] for s in family.samples}
 
 
-def test_a_muted_firing_alert_is_on_metrics_as_suppressed(fleet_of: type[Fleet]) -> None:
+def test_a_muted_firing_alert_is_on_metrics_as_suppressed(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()], **{"for": 120})
     fleet.silences = [silence(S1, end=HOUR)]
     three = {"org_1/s1": "warning", "org_1/s2": "warning"}
@@ -426,7 +430,7 @@ def a_report(fleet: Fleet, syncs: dict[str, str], down: Sequence[str] = ()) -> R
     return fleet.report(syncs, down)
 
 
-def test_check_lists_a_suppressed_alert_and_does_not_count_it(fleet_of: type[Fleet]) -> None:
+def test_check_lists_a_suppressed_alert_and_does_not_count_it(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([])
     report = a_report(fleet, {"org_1/s1": "critical", "org_1/s2": "warning"})
     assert nagios_status(report) is NagiosStatus.CRITICAL
@@ -445,7 +449,7 @@ def test_check_lists_a_suppressed_alert_and_does_not_count_it(fleet_of: type[Fle
 
 
 def test_check_does_not_count_a_tenant_whose_source_unreachable_is_silenced(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([])
     report = a_report(fleet, {"org_2/s1": "ok"}, down=["org_1"])
@@ -455,7 +459,7 @@ def test_check_does_not_count_a_tenant_whose_source_unreachable_is_silenced(
     assert "UNREACHABLE (SUPPRESSED)" in render_table(report, muted)
 
 
-def test_check_without_a_muter_suppresses_nothing(fleet_of: type[Fleet]) -> None:
+def test_check_without_a_muter_suppresses_nothing(fleet_of: MakeFleet) -> None:
     report = a_report(fleet_of([]), {"org_1/s1": "critical"})
     assert muted_conditions(report) == {}
     assert json.loads(render_json(report))["alerts"][0]["state"] == "active"
@@ -464,7 +468,7 @@ def test_check_without_a_muter_suppresses_nothing(fleet_of: type[Fleet]) -> None
 # --- the same rule for routing changes ------------------------------------------------------
 
 
-def test_a_notifier_added_by_a_reload_is_told_of_what_fires(fleet_of: type[Fleet]) -> None:
+def test_a_notifier_added_by_a_reload_is_told_of_what_fires(fleet_of: MakeFleet) -> None:
     fleet = fleet_of([console()])
     fleet.cycle(0)
     fleet.engine.reconfigure(
@@ -479,7 +483,7 @@ def test_a_notifier_added_by_a_reload_is_told_of_what_fires(fleet_of: type[Fleet
 
 
 def test_a_receiver_whose_match_no_longer_admits_a_firing_alert_gets_its_resolve(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()])
     fleet.cycle(0)
@@ -573,7 +577,7 @@ def test_any_of_names_every_muter_that_mutes() -> None:
 
 
 def test_a_held_alert_stays_suppressed_and_is_announced_when_its_silence_ends(
-    fleet_of: type[Fleet],
+    fleet_of: MakeFleet,
 ) -> None:
     fleet = fleet_of([console()], source_failure_threshold=5)
     fleet.silences = [silence(S1, end=HOUR)]
