@@ -41,6 +41,7 @@ from syncwatch.server import (
 )
 from syncwatch.settings import Config, load_config
 from syncwatch.silence_store import SilenceCollector, SilenceStore
+from syncwatch.silences import Muter, any_of
 from syncwatch.sources import Poller
 from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
@@ -169,6 +170,8 @@ class Daemon:
         # Every SQLite call from here on runs on the state store's own thread.
         self.state = Store(self.store)
         self.engine = Engine(config, self.state)
+        # What mutes alerts (silences, maintenance windows): each asked once per cycle.
+        self.muters: list[Callable[[], Muter]] = [self.silences.muter, lambda: self.maintenance]
         self.dispatcher = Dispatcher(
             self.state,
             self._notifiers(config),
@@ -218,6 +221,16 @@ class Daemon:
 
     # --- one cycle ----------------------------------------------------------------------
 
+    def _muter(self) -> Muter | None:
+        """This cycle's muter; a part that cannot say what it mutes now mutes nothing."""
+        found = []
+        for make in self.muters:
+            try:
+                found.append(make())
+            except Exception as exc:  # a broken silence store must not stop the cycle
+                log.error("muter_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return any_of(found) if found else None
+
     async def cycle(self) -> None:
         started = time.monotonic()
         mono, wall = self.clock.monotonic(), self.clock.wall()
@@ -226,7 +239,7 @@ class Daemon:
         now = datetime.fromtimestamp(wall, UTC)
         listings = await self.poller.poll()
         report = evaluate_listings(listings, rules_of(self.config), now)
-        result = self.engine.apply(report, now, created_mono=mono)
+        result = self.engine.apply(report, now, created_mono=mono, muter=self._muter())
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
         if self.silences.collectable(now):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -19,12 +19,14 @@ from syncwatch.lifecycle import (
     Rules,
     TenantKey,
     TenantOutcome,
+    Transition,
     transition,
 )
 from syncwatch.models import AlertName
 from syncwatch.outbox import Batch, EventKind
-from syncwatch.routing import route
+from syncwatch.routing import plan
 from syncwatch.settings import Config
+from syncwatch.silences import Muter
 from syncwatch.store import Store
 
 log = structlog.get_logger("syncwatch.engine")
@@ -59,10 +61,13 @@ class Engine:
         config: Config,
         store: Store,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        muter: Muter | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self._new_id = new_id
+        # What mutes an alert (silences, maintenance windows); `apply` may pass a fresh one.
+        self.muter = muter
         self.steps = StepDetector()
         self.alerts: dict[Identity, Alert]
         self.failures: dict[TenantKey, int]
@@ -106,12 +111,17 @@ class Engine:
         self.store.shift(offset)
 
     def apply(
-        self, report: Report, now: datetime, created_mono: float | None = None
+        self,
+        report: Report,
+        now: datetime,
+        created_mono: float | None = None,
+        muter: Muter | None = None,
     ) -> CycleResult:
         """Advance the lifecycle and journal transitions with their notifications in one go.
 
         The write is one transaction; `Store.flush` commits it (the daemon awaits that before
         the cycle's notifications may go out). `created_mono`: the monotonic time of `now`.
+        `muter`: this cycle's (else the engine's): a muted alert is not notified firing.
         """
         alerting = self.config.alerting
         result = transition(
@@ -121,9 +131,10 @@ class Engine:
             outcomes=outcomes_of(report),
             rules=Rules.from_config(alerting),
             now=now,
+            muter=_fail_open(muter or self.muter),
         )
         result = replace(result, events=_with_resolution(result.events, report))
-        batches = route(
+        routing = plan(
             result,
             self.alerts,
             self.config.notifiers,
@@ -132,6 +143,7 @@ class Engine:
             now=now,
             new_id=self._new_id,
         )
+        result, batches = _with_told(result, routing.told, now), routing.batches
         rows = self.store.commit_cycle(result, batches, created_mono)
         # A console notifier already prints each event on the terminal the logs go to.
         shown = logs.for_humans() and any(n.type == "console" for n in self.config.notifiers)
@@ -150,6 +162,48 @@ class Engine:
             )
         self.alerts, self.failures = result.alerts, result.failures
         return CycleResult(batches, rows)
+
+
+def _fail_open(muter: Muter | None) -> Muter | None:
+    """A muter that fails mutes nothing: a broken silence must never silence an alert."""
+    if muter is None:
+        return None
+    failed: list[str] = []
+
+    def guarded(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
+        try:
+            return muter(labels, now)
+        except Exception as exc:  # any bug in a muter: notify, and say so once a cycle
+            if not failed:
+                failed.append(type(exc).__name__)
+                log.error(
+                    "muter_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    hint="alerts are notified as if not silenced this cycle",
+                )
+            return ()
+
+    return guarded
+
+
+def _with_told(
+    result: Transition, told: Mapping[Identity, dict[str, str]], now: datetime
+) -> Transition:
+    """What each notifier was told goes into the alerts, and is stored where it changed.
+
+    An alert first told by routing alone (its mute ended while its tenant was held) has
+    been notified now: its repeat clock starts, and the lifecycle does not announce it again.
+    """
+    alerts = dict(result.alerts)
+    changed = {a.identity: a for a in result.changed}
+    for identity, now_told in told.items():
+        a = alerts[identity]
+        first = a.last_notified_at is None and bool(now_told)
+        if a.told != now_told or first:
+            notified = now if first else a.last_notified_at
+            new = replace(a, told=now_told, last_notified_at=notified)
+            alerts[identity] = changed[identity] = new
+    return replace(result, alerts=alerts, changed=list(changed.values()))
 
 
 def _with_resolution(events: list[AlertEvent], report: Report) -> list[AlertEvent]:

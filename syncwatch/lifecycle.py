@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from syncwatch.config import AlertingConfig
 from syncwatch.evaluate import source_unreachable
 from syncwatch.models import AlertName, Condition, Severity, Source
 from syncwatch.outbox import AlertStatus, EventKind
+from syncwatch.silences import Muter
 
 Identity = tuple[str, str, str, str]  # (alertname, source, tenant, sync_id)
 TenantKey = tuple[str, str]  # (source, tenant)
@@ -44,6 +45,11 @@ class Alert:
     fired_at: datetime | None = None  # startsAt
     last_notified_at: datetime | None = None
     cleared_since: datetime | None = None  # condition absent since (keep_firing_for)
+    # Notifier name → the severity it was last told this alert fires at (routing keeps it).
+    # None: not known (a database from before silences): every notifier it routes to.
+    told: Mapping[str, str] | None = None
+    # What mutes it this cycle (silence ids, maintenance names); recomputed, never stored.
+    muted_by: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def identity(self) -> Identity:
@@ -59,8 +65,11 @@ class Alert:
 
     @property
     def state(self) -> str:
-        """`pending` or `firing`, as in `syncwatch_alert{state=...}` and /api/v1/alerts."""
-        return "firing" if self.firing else "pending"
+        """`pending`, `firing`, or `suppressed` (firing, but muted), as in
+        `syncwatch_alert{state=...}` and /api/v1/alerts."""
+        if not self.firing:
+            return "pending"
+        return "suppressed" if self.muted_by else "firing"
 
     @property
     def fingerprint(self) -> str:
@@ -173,8 +182,23 @@ def transition(
     outcomes: Iterable[TenantOutcome],
     rules: Rules,
     now: datetime,
+    muter: Muter | None = None,
 ) -> Transition:
-    """Advance every alert by one cycle. Pure: no I/O, no clock."""
+    """Advance every alert by one cycle. Pure: no I/O, no clock.
+
+    A muted alert (`muter` names what mutes it) keeps its lifecycle but fires, changes and
+    repeats silently: no event, and `last_notified_at` untouched, so once the mute ends it
+    is notified (FIRING if it never was) or repeats on the clock of what was really sent.
+    Resolutions are never muted: routing sends them to whoever was told it fired.
+    """
+
+    def mutes(labels: Mapping[str, str]) -> tuple[str, ...]:
+        return () if muter is None else muter(labels, now)
+
+    def remuted(old: Alert) -> Alert:
+        muted = mutes(old.labels)
+        return old if muted == old.muted_by else replace(old, muted_by=muted)
+
     outcomes = list(outcomes)
     new_failures, failures_changed, listed, unreachable = _tenants(failures, outcomes, rules)
     held = {o.key for o in outcomes if not o.ok}
@@ -194,14 +218,16 @@ def transition(
 
     for identity, old in alerts.items():
         if identity in current:
-            _advance(old, current.pop(identity), rules=rules, now=now, keep=keep, events=events)
+            cond = current.pop(identity)
+            muted = mutes(cond.all_labels)
+            _advance(old, cond, muted, rules=rules, now=now, keep=keep, events=events)
             continue
         is_sync_alert = old.alertname != AlertName.SOURCE_UNREACHABLE
         if is_sync_alert and (
             old.tenant_key in held or old.sync_id in unreadable.get(old.tenant_key, ())
         ):
             # No data for this tenant, or for this sync: hold the alert exactly as it is.
-            result[identity] = old
+            result[identity] = remuted(old)
             continue
         gone = (
             is_sync_alert and old.tenant_key in listed and old.sync_id not in listed[old.tenant_key]
@@ -227,12 +253,12 @@ def transition(
             events.append(AlertEvent(EventKind.RESOLVED, old, now))
             removed.append(identity)
         elif old.cleared_since is None:
-            keep(old, replace(old, cleared_since=now), persist=True)
+            keep(old, replace(remuted(old), cleared_since=now), persist=True)
         else:
-            result[identity] = old
+            result[identity] = remuted(old)
 
     for cond in current.values():
-        _advance(None, cond, rules=rules, now=now, keep=keep, events=events)
+        _advance(None, cond, mutes(cond.all_labels), rules=rules, now=now, keep=keep, events=events)
 
     return Transition(result, new_failures, events, changed, removed, failures_changed)
 
@@ -240,6 +266,7 @@ def transition(
 def _advance(
     old: Alert | None,
     cond: Condition,
+    muted: tuple[str, ...],
     *,
     rules: Rules,
     now: datetime,
@@ -258,6 +285,7 @@ def _advance(
             labels=cond.all_labels,
             annotations=cond.annotations,
             active_since=now,
+            muted_by=muted,
         )
     else:
         alert = replace(
@@ -266,25 +294,33 @@ def _advance(
             labels=cond.all_labels,
             annotations=cond.annotations,
             cleared_since=None,
+            muted_by=muted,
         )
     persist = old is None or old.cleared_since is not None or old.severity != cond.severity
 
     if not alert.firing:
         if _seconds(now, alert.active_since) >= rules.for_:
-            alert = replace(alert, status=AlertStatus.FIRING, fired_at=now, last_notified_at=now)
-            events.append(AlertEvent(EventKind.FIRING, alert, now))
+            alert = replace(alert, status=AlertStatus.FIRING, fired_at=now)
+            if not muted:
+                alert = replace(alert, last_notified_at=now)
+                events.append(AlertEvent(EventKind.FIRING, alert, now))
             persist = True
         keep(old, alert, persist=persist)
         return
 
     assert old is not None
-    if old.severity != cond.severity:
+    last = alert.last_notified_at
+    if muted:
+        pass  # fires on silently; nothing notified, so no notification clock moves
+    elif last is None:
+        # Fired (or escalated) while muted and never notified: the mute ended, announce it.
+        alert = replace(alert, last_notified_at=now)
+        events.append(AlertEvent(EventKind.FIRING, alert, now))
+        persist = True
+    elif old.severity != cond.severity:
         alert = replace(alert, last_notified_at=now)
         events.append(AlertEvent(EventKind.CHANGED, alert, now))
-    elif (
-        alert.last_notified_at is None
-        or _seconds(now, alert.last_notified_at) >= rules.repeat_interval
-    ):
+    elif _seconds(now, last) >= rules.repeat_interval:
         alert = replace(alert, last_notified_at=now)
         events.append(AlertEvent(EventKind.REPEAT, alert, now))
         persist = True

@@ -266,7 +266,12 @@ def _tenant_families(snap: Snapshot) -> list[Family]:
         for (source, tenant), seconds in sorted(snap.clock_skew.items())
     )
     return [
-        Family("syncwatch_alert", "Pending and firing alerts (1 per alert).", "gauge", alerts),
+        Family(
+            "syncwatch_alert",
+            "Pending, firing and suppressed (firing, but silenced) alerts (1 per alert).",
+            "gauge",
+            alerts,
+        ),
         Family(
             "syncwatch_source_up", "1 if the tenant's last listing succeeded, else 0.", "gauge", up
         ),

@@ -132,3 +132,13 @@ def muted_by(silences: Iterable[Silence]) -> Muter:
 def collectable(silence: Silence, now: datetime, retention: timedelta) -> bool:
     """Whether an expired silence has been kept long enough to be deleted."""
     return silence.state(now) is SilenceState.EXPIRED and now - silence.ends_at >= retention
+
+
+def any_of(muters: Iterable[Muter]) -> Muter:
+    """Mutes what any of `muters` mutes (silences and maintenance windows), naming each."""
+    kept: Sequence[Muter] = tuple(muters)
+
+    def muter(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
+        return tuple(name for m in kept for name in m(labels, now))
+
+    return muter

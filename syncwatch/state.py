@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
-from syncwatch import wal
+from syncwatch import alert_rows, wal
 from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
-from syncwatch.models import Severity
-from syncwatch.outbox import AlertStatus, Batch
+from syncwatch.outbox import Batch
 from syncwatch.startup import (
     EX_CANTCREAT,
     EX_DATAERR,
@@ -33,7 +30,7 @@ from syncwatch.startup import (
     os_exit_code,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates from version i to i + 1; append, never edit.
 _MIGRATIONS: Sequence[str] = (
@@ -71,15 +68,9 @@ _MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX outbox_by_notifier ON outbox (notifier, seq);
     """,
+    # Per alert, which notifiers were told it fires (JSON: name → severity); see routing.
+    "ALTER TABLE alerts ADD COLUMN told BLOB",
 )
-
-
-def _ts(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 # --- opening: every way the file can be unusable is one line and a sysexits code ---------
@@ -390,24 +381,8 @@ class StateStore:
     def load(self) -> tuple[dict[Identity, Alert], dict[TenantKey, int]]:
         """Alerts and failure counts as the last committed cycle left them."""
         alerts: dict[Identity, Alert] = {}
-        for row in self._db.execute(
-            "SELECT alertname, source, tenant, sync_id, severity, status, labels, annotations,"
-            " active_since, fired_at, last_notified_at, cleared_since FROM alerts"
-        ):
-            alert = Alert(
-                alertname=row[0],
-                source=row[1],
-                tenant=row[2],
-                sync_id=row[3],
-                severity=Severity(row[4]),
-                status=None if row[5] is None else AlertStatus(row[5]),
-                labels=orjson.loads(row[6]),
-                annotations=orjson.loads(row[7]),
-                active_since=datetime.fromtimestamp(row[8], UTC),
-                fired_at=_dt(row[9]),
-                last_notified_at=_dt(row[10]),
-                cleared_since=_dt(row[11]),
-            )
+        for row in self._db.execute(alert_rows.SELECT):
+            alert = alert_rows.alert_of(row)
             alerts[alert.identity] = alert
         failures = {
             (source, tenant): failures
@@ -445,10 +420,7 @@ class StateStore:
             )
             return 0
         if w.changed:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_alert_row(a) for a in w.changed],
-            )
+            self._db.executemany(alert_rows.UPSERT, [alert_rows.alert_row(a) for a in w.changed])
         if w.removed:
             self._db.executemany(
                 "DELETE FROM alerts WHERE alertname=? AND source=? AND tenant=? AND sync_id=?",
@@ -546,23 +518,6 @@ def _outbox_row(r: tuple[int, str, str, float, int, float, bytes]) -> OutboxRow:
         attempts=r[4],
         next_attempt_at=datetime.fromtimestamp(r[5], UTC),
         payload=r[6],
-    )
-
-
-def _alert_row(a: Alert) -> tuple[object, ...]:
-    return (
-        a.alertname,
-        a.source,
-        a.tenant,
-        a.sync_id,
-        str(a.severity),
-        None if a.status is None else str(a.status),
-        orjson.dumps(a.labels),
-        orjson.dumps(a.annotations),
-        a.active_since.timestamp(),
-        _ts(a.fired_at),
-        _ts(a.last_notified_at),
-        _ts(a.cleared_since),
     )
 
 
