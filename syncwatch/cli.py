@@ -24,6 +24,7 @@ from syncwatch.settings import Config, find_config_path, load_config, redacted_d
 from syncwatch.startup import StartupError
 
 if TYPE_CHECKING:
+    from syncwatch.silences import Muter
     from syncwatch.simulator import SimConfig as SimConfigT
 
 
@@ -105,13 +106,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from syncwatch.check import nagios_status, poll_and_evaluate, render_json, render_table
+    from syncwatch.check import (
+        muted_conditions,
+        nagios_status,
+        poll_and_evaluate,
+        render_json,
+        render_table,
+    )
 
     config = _config(args.config)
     _setup_logs(config)
     report = asyncio.run(poll_and_evaluate(config))
-    print(render_json(report) if args.format == "json" else render_table(report))
-    return int(nagios_status(report))
+    muted = muted_conditions(report, _check_muter(config))
+    print(render_json(report, muted) if args.format == "json" else render_table(report, muted))
+    return int(nagios_status(report, muted))
+
+
+def _check_muter(config: Config) -> Muter:
+    """What mutes alerts as `run` sees it: the maintenance windows and, when the state
+    database exists, its silences (never created here; unreadable means none, said once)."""
+    from syncwatch.maintenance import maintenance_muter
+    from syncwatch.silence_store import SilenceStore
+    from syncwatch.silences import any_of
+
+    muters = [maintenance_muter(config)]
+    path = config.daemon.resolved_state_path()
+    if path.exists():
+        try:
+            store = SilenceStore(path)
+        except StartupError as exc:
+            print(f"syncwatch: silences not read: {exc}", file=sys.stderr)
+        else:
+            muters.append(store.muter())
+            store.close()
+    return any_of(muters)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -128,3 +128,41 @@ def test_check_sends_nothing(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) ->
     assert result.returncode == 2
     assert "notification" not in result.stderr
     assert not (tmp_path / "state.db").exists()
+
+
+def test_a_stored_silence_suppresses_its_alerts_and_leaves_them_out_of_the_exit_code(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    """`check` reads the silences `run` stored (the same state database), never creating it."""
+    from datetime import UTC, datetime, timedelta
+
+    from syncwatch.silence_store import SilenceStore
+    from syncwatch.silences import Matcher, Silence
+
+    config = write_config(tmp_path, sim, rsa_keys)
+    before = check(config, "--format", "json")
+    assert before.returncode == 2, before.stderr
+    assert not (tmp_path / "state.db").exists(), "check must not create the state database"
+    now = datetime.now(UTC)
+    store = SilenceStore(tmp_path / "state.db")
+    change = store.set(
+        Silence(
+            id="",
+            matchers=(Matcher("severity", "critical"),),
+            starts_at=now - timedelta(minutes=1),
+            ends_at=now + timedelta(hours=1),
+            created_by="ops@example.com",
+            comment="known outage",
+            updated_at=now,
+        ),
+        now,
+    )
+    store.close()
+    after = check(config, "--format", "json")
+    report = json.loads(after.stdout)
+    critical = [a for a in report["alerts"] if a["severity"] == "critical"]
+    assert critical
+    assert {a["state"] for a in critical} == {"suppressed"}
+    assert all(a["silenced_by"] == [change.stored.id] for a in critical)
+    assert after.returncode != 2, after.stdout
+    assert report["exit_code"] == after.returncode
