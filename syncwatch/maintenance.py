@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from syncwatch.config.types import glob_match
+from syncwatch.globs import glob_match
 from syncwatch.silences import Muter, SilenceState
 
 

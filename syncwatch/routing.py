@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from syncwatch.config import NotifierConfig, glob_match
+from syncwatch.config import NotifierConfig
+from syncwatch.globs import glob_match
 from syncwatch.lifecycle import Alert, AlertEvent, Identity, Transition
 from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, NotificationReason
 

@@ -27,7 +27,6 @@ from syncwatch.config.types import (
     SecretFile,
     format_duration,
     format_size,
-    glob_match,
     parse_duration,
     parse_size,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "TimbalOverride",
     "format_duration",
     "format_size",
-    "glob_match",
     "parse_duration",
     "parse_size",
     "secret_value",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import re
@@ -277,11 +276,6 @@ def _check_glob(value: str) -> str:
 
 
 Glob = Annotated[str, AfterValidator(_check_glob)]
-
-
-def glob_match(value: str, pattern: str) -> bool:
-    """Case-sensitive shell-style glob match, as used by every `match` table."""
-    return fnmatch.fnmatchcase(value, pattern)
 
 
 def _check_listen(value: str) -> str:

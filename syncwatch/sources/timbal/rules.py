@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from syncwatch.config import Thresholds, TimbalConfig, format_duration, glob_match
+from syncwatch.config import Thresholds, TimbalConfig, format_duration
 from syncwatch.evaluate import (
     Evaluation,
     SyncState,
@@ -17,6 +17,7 @@ from syncwatch.evaluate import (
     state_for,
 )
 from syncwatch.exposition import Family, escape, lines, value
+from syncwatch.globs import glob_match
 from syncwatch.models import AlertName, Condition, Severity, Source, TimbalSync
 
 ThresholdResolver = Callable[[str, str, str, str | None], Thresholds | None]
