@@ -20,6 +20,7 @@ import structlog
 import uvicorn
 
 from syncwatch import __version__, logs
+from syncwatch.acks import ack_routes
 from syncwatch.amapi import ApiContext, api_routes
 from syncwatch.clock import SYSTEM, Clock
 from syncwatch.config import ConfigError, DaemonConfig, secrets_of
@@ -365,11 +366,12 @@ class Daemon:
         """Serve on the pre-bound sockets: they listen already, so there is nothing to wait for."""
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
+        context = self._api_context()
         app = AuthMiddleware(
             build_app(
                 self.telemetry,
                 self.liveness,
-                api_routes(self._api_context()),
+                [*api_routes(context), *ack_routes(context)],
                 # Read per request: a reload's windows show at once.
                 maintenance=lambda: [m.window() for m in self.config.maintenance],
                 now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
