@@ -5,6 +5,7 @@ are driven through `syncwatch run`; the decision of which acks end is a pure tab
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,6 +24,7 @@ from syncwatch.models import AlertName, Severity, Source
 from syncwatch.outbox import AlertStatus
 from syncwatch.silence_store import SilenceStore
 from syncwatch.silences import AckOf, Matcher, Silence
+from tests.capture import CaptureServer
 from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -263,3 +265,142 @@ PLAIN = Silence("plain", (Matcher("tenant", "org_1"),), NOW - HOUR, NOW + HOUR, 
 )
 def test_which_acks_end(silences: list[Silence], alerts: list[Alert], ended: list[str]) -> None:
     assert acks_to_end(silences, alerts, NOW) == ended
+
+
+# --- end to end: repeats stop, an escalation or a resolve is notified and ends the ack ------
+
+LAG = {"ok": 10, "warning": 1200, "critical": 2400}  # seconds behind, at interval_secs = 600
+
+
+@pytest.fixture
+def hook() -> Iterator[CaptureServer]:
+    with CaptureServer() as capture:
+        yield capture
+
+
+def launch_with_hook(tmp_path: Path, sim: SimProcess, keys: Keys, hook: CaptureServer) -> Daemon:
+    extra = f"""
+[alerting]
+repeat_interval = "2s"
+
+[[notifiers]]
+name = "hook"
+type = "webhook"
+url = "{hook.url}/"
+"""
+    return launch(tmp_path, sim, keys, extra=extra)
+
+
+def healthy_sync(sim: SimProcess) -> dict[str, Any]:
+    return next(s for s in sim.fleet()["timbal"] if not s["alertname"] and s["intended"] == "ok")
+
+
+def lag(sim: SimProcess, target: dict[str, Any], level: str) -> None:
+    """The target sync falls `level` behind (or catches up: "ok")."""
+    with sim.control() as control:
+        control.post(
+            "/_sim/mutate",
+            json={
+                "source": "timbal",
+                "tenant": target["org_id"],
+                "sync_id": target["sync_id"],
+                "set": {"interval_secs": 600, "seconds_since_success": LAG[level]},
+            },
+        ).raise_for_status()
+
+
+def heard(hook: CaptureServer, sync_id: str) -> list[tuple[str, str]]:
+    """(status, severity) of every notification of `sync_id` the hook received, in order."""
+    return [(status, severity) for status, severity, _ in told(hook, sync_id)]
+
+
+def told(hook: CaptureServer, sync_id: str) -> list[tuple[str, str, str]]:
+    """`heard`, with each message's notification_reason."""
+    return [
+        (a["status"], a["labels"]["severity"], r.json()["notification_reason"])
+        for r in hook.requests
+        for a in r.json()["alerts"]
+        if a["labels"]["sync_id"] == sync_id
+    ]
+
+
+def acked_and_quiet(daemon: Daemon, hook: CaptureServer, sync_id: str) -> str:
+    """Ack the (firing, repeating) alert of `sync_id`; once muted, no more repeats arrive."""
+    wait_until(lambda: len(heard(hook, sync_id)) >= 2)  # fired, then repeated
+    (target,) = [a for a in firing(daemon) if a["labels"]["sync_id"] == sync_id]
+    silence_id: str = (
+        ack(daemon, target["fingerprint"], BODY).raise_for_status().json()["silenceID"]
+    )
+
+    def state() -> str:
+        alerts = daemon.get("/api/v1/alerts").json()
+        return str(next(a["state"] for a in alerts if a["labels"]["sync_id"] == sync_id))
+
+    wait_until(lambda: state() == "suppressed")
+    daemon.wait_cycles(1)  # a repeat queued before the mute is still delivered
+    quiet = len(heard(hook, sync_id))
+    daemon.wait_cycles(4)  # two repeat intervals
+    assert len(heard(hook, sync_id)) == quiet, "an acked alert repeated"
+    return silence_id
+
+
+def silence_state(daemon: Daemon, silence_id: str) -> str:
+    return str(daemon.get(f"/api/v2/silence/{silence_id}").json()["status"]["state"])
+
+
+def test_an_acked_alert_stops_repeating_and_its_escalation_notifies_and_ends_the_ack(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, hook: CaptureServer
+) -> None:
+    target = healthy_sync(sim)
+    lag(sim, target, "warning")
+    daemon = launch_with_hook(tmp_path, sim, rsa_keys, hook)
+    try:
+        silence_id = acked_and_quiet(daemon, hook, target["sync_id"])
+        assert silence_state(daemon, silence_id) == "active"
+        before = len(heard(hook, target["sync_id"]))
+
+        lag(sim, target, "critical")
+        wait_until(lambda: ("firing", "critical") in heard(hook, target["sync_id"])[before:])
+        # Told as a change in the cycle it escalated, not left to the next repeat.
+        escalated = next(t for t in told(hook, target["sync_id"])[before:] if t[1] == "critical")
+        assert escalated == ("firing", "critical", "new alerts added")
+        wait_until(lambda: silence_state(daemon, silence_id) == "expired")
+        assert '"ack_expired"' in daemon.proc.output
+    finally:
+        daemon.proc.stop()
+
+
+def test_an_acked_alert_that_resolves_is_delivered_and_ends_the_ack(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, hook: CaptureServer
+) -> None:
+    target = healthy_sync(sim)
+    lag(sim, target, "warning")
+    daemon = launch_with_hook(tmp_path, sim, rsa_keys, hook)
+    try:
+        silence_id = acked_and_quiet(daemon, hook, target["sync_id"])
+        lag(sim, target, "ok")
+        wait_until(lambda: heard(hook, target["sync_id"])[-1] == ("resolved", "warning"))
+        wait_until(lambda: silence_state(daemon, silence_id) == "expired")
+    finally:
+        daemon.proc.stop()
+
+
+def test_an_ack_ends_after_a_restart_when_its_alert_escalated_meanwhile(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, hook: CaptureServer
+) -> None:
+    """The marker is in the state database: kill -9, escalate, restart; the ack still ends."""
+    target = healthy_sync(sim)
+    lag(sim, target, "warning")
+    first = launch_with_hook(tmp_path, sim, rsa_keys, hook)
+    try:
+        silence_id = acked_and_quiet(first, hook, target["sync_id"])
+    finally:
+        first.proc.stop(signal.SIGKILL)
+    before = len(heard(hook, target["sync_id"]))
+    lag(sim, target, "critical")
+    second = launch_with_hook(tmp_path, sim, rsa_keys, hook)
+    try:
+        wait_until(lambda: ("firing", "critical") in heard(hook, target["sync_id"])[before:])
+        wait_until(lambda: silence_state(second, silence_id) == "expired")
+    finally:
+        second.proc.stop()
