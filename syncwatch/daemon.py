@@ -20,6 +20,7 @@ import structlog
 import uvicorn
 
 from syncwatch import __version__, logs
+from syncwatch.acks import ack_routes, acks_to_end
 from syncwatch.amapi import ApiContext, api_routes
 from syncwatch.clock import SYSTEM, Clock
 from syncwatch.config import ConfigError, DaemonConfig, secrets_of
@@ -242,6 +243,7 @@ class Daemon:
         result = self.engine.apply(report, now, created_mono=mono, muter=self._muter())
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
+        await self._end_acks(now)
         if self.silences.collectable(now):
             await self._collect_silences(now)
         if result.batches:
@@ -365,11 +367,12 @@ class Daemon:
         """Serve on the pre-bound sockets: they listen already, so there is nothing to wait for."""
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
+        context = self._api_context()
         app = AuthMiddleware(
             build_app(
                 self.telemetry,
                 self.liveness,
-                api_routes(self._api_context()),
+                [*api_routes(context), *ack_routes(context)],
                 # Read per request: a reload's windows show at once.
                 maintenance=lambda: [m.window() for m in self.config.maintenance],
                 now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
@@ -406,6 +409,17 @@ class Daemon:
             muters=lambda: [self.maintenance],
             version=__version__,
         )
+
+    async def _end_acks(self, now: datetime) -> None:
+        """Expire the acks whose alert resolved or changed severity in this cycle (or while
+        the daemon was down); a sick disk tries again next cycle."""
+        for silence_id in acks_to_end(self.silences.all(now), self.engine.alerts.values(), now):
+            try:
+                await asyncio.to_thread(self.silences.expire, silence_id, now)
+            except Exception as exc:  # the store, or a silence already collected
+                log.warning("ack_expire_failed", silence_id=silence_id, error=f"{exc!r}")
+                continue
+            log.info("ack_expired", silence_id=silence_id)
 
     async def _collect_silences(self, now: datetime) -> None:
         """Delete silences past their retention, off the loop; a sick disk tries next cycle."""

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from syncwatch.silences import (
     DEFAULT_RETENTION,
+    AckOf,
     Matcher,
     Muter,
     Silence,
@@ -33,7 +34,7 @@ from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import state_error
 
 PART = "silences"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates the silences part from version i to i + 1; append, never edit.
 _MIGRATIONS: Sequence[str] = (
@@ -48,6 +49,8 @@ _MIGRATIONS: Sequence[str] = (
         updated_at TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # An acknowledgement's marker: {"fingerprint", "severity"} as JSON; NULL for a silence.
+    "ALTER TABLE silences ADD COLUMN ack BLOB",
 )
 
 
@@ -72,7 +75,8 @@ def plan_set(prev: Silence | None, incoming: Silence, now: datetime, new_id: str
     and the old one, if not already expired, is expired to keep its history.
     """
     if prev is not None and _can_update(prev, incoming, now):
-        return Change(replace(incoming, id=prev.id, updated_at=now))
+        # An ack updated in place (amtool silence update) is still that alert's ack.
+        return Change(replace(incoming, id=prev.id, updated_at=now, ack=prev.ack))
     fresh = replace(incoming, id=new_id, starts_at=max(incoming.starts_at, now), updated_at=now)
     if prev is not None and prev.state(now) is not SilenceState.EXPIRED:
         return Change(fresh, prev.expired(now))
@@ -148,7 +152,8 @@ class SilenceStore:
 
     def _load(self) -> list[Silence]:
         rows = self._db.execute(
-            "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at FROM silences"
+            "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at, ack "
+            "FROM silences"
         )
         return [_silence(row) for row in rows]
 
@@ -224,7 +229,7 @@ class SilenceStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(
-                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [_row(s) for s in saved],
             )
             self._db.executemany("DELETE FROM silences WHERE id = ?", [(i,) for i in deleted])
@@ -252,10 +257,11 @@ def _row(s: Silence) -> tuple[object, ...]:
         s.created_by,
         s.comment,
         s.updated_at.isoformat(),
+        None if s.ack is None else orjson.dumps(asdict(s.ack)),
     )
 
 
-def _silence(row: tuple[str, bytes, str, str, str, str, str]) -> Silence:
+def _silence(row: tuple[str, bytes, str, str, str, str, str, bytes | None]) -> Silence:
     matchers = tuple(
         Matcher(m["name"], m["value"], is_regex=m["isRegex"], is_equal=m["isEqual"])
         for m in orjson.loads(row[1])
@@ -268,6 +274,7 @@ def _silence(row: tuple[str, bytes, str, str, str, str, str]) -> Silence:
         created_by=row[4],
         comment=row[5],
         updated_at=datetime.fromisoformat(row[6]),
+        ack=None if row[7] is None else AckOf(**orjson.loads(row[7])),
     )
 
 

@@ -48,8 +48,17 @@ class Matcher:
 
 
 @dataclass(frozen=True, slots=True)
+class AckOf:
+    """Marks a silence as the acknowledgement of one alert, at the severity it was acked at."""
+
+    fingerprint: str
+    severity: str
+
+
+@dataclass(frozen=True, slots=True)
 class Silence:
-    """One silence; `updated_at` is when it was created or last changed."""
+    """One silence; `updated_at` is when it was created or last changed; `ack` when it is
+    an acknowledgement (it ends when that alert resolves or changes severity)."""
 
     id: str
     matchers: tuple[Matcher, ...]
@@ -58,6 +67,7 @@ class Silence:
     created_by: str
     comment: str
     updated_at: datetime
+    ack: AckOf | None = None
 
     def state(self, now: datetime) -> SilenceState:
         if now >= self.ends_at:
