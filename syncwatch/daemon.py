@@ -26,6 +26,7 @@ from syncwatch.config import ConfigError, DaemonConfig, secrets_of
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
+from syncwatch.history_store import HistoryCollector, HistoryStore
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.maintenance import maintenance_muter
 from syncwatch.metrics import Telemetry
@@ -158,6 +159,13 @@ class Daemon:
         self.silences = SilenceStore(
             self.store.path, timedelta(seconds=config.alerting.silence_retention)
         )
+        # History too; written behind the cycle by its own thread (history_store).
+        self.history = HistoryStore(
+            self.store.path,
+            config.alerting.history_retention,
+            config.alerting.history_max_rows,
+            wall=clock.wall,
+        )
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -189,6 +197,8 @@ class Daemon:
         self.telemetry.registry.register(
             SilenceCollector(self.silences, lambda: datetime.fromtimestamp(wall(), UTC))
         )
+        self.telemetry.registry.register(HistoryCollector(self.history))
+        self.engine.history = self.dispatcher.history = self.history
         self.liveness = Liveness(
             poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
         )
@@ -276,6 +286,7 @@ class Daemon:
             _EARLY_STOP.clear()
             self.stop.set()  # asked to stop while starting: start, then stop at once
 
+        self.history.start()
         server = self._start_server()
         dispatch_stop = asyncio.Event()
         dispatcher = asyncio.create_task(self.dispatcher.run(dispatch_stop), name="dispatcher")
@@ -312,6 +323,7 @@ class Daemon:
             await self.client.aclose()
             self.state.close()
             self.silences.close()
+            self.history.close()
         log.info("stopped")
         return 0
 
@@ -462,6 +474,8 @@ class Daemon:
         self.poller = poller
         self.engine.reconfigure(config)
         self.silences.retention = timedelta(seconds=config.alerting.silence_retention)
+        self.history.retention = config.alerting.history_retention
+        self.history.max_rows = config.alerting.history_max_rows
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))

@@ -1,0 +1,136 @@
+"""What the engine, the dispatcher and the silence store record in the history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from syncwatch.engine import Engine
+from syncwatch.evaluate import Report, evaluate_listings
+from syncwatch.history import Entry, Kind, Query
+from syncwatch.history_store import HistoryStore
+from syncwatch.models import Listing, Source
+from syncwatch.outbox import DeliveryError
+from syncwatch.settings import Config
+from syncwatch.sources.timbal.rules import TimbalRules
+from syncwatch.state import StateStore
+from syncwatch.store import Store
+from tests.test_dispatch import RecordingNotifier, clock_at, dispatcher, queued, retryable
+from tests.test_state import T0, at, stale_report, timbal_config
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[HistoryStore]:
+    h = HistoryStore(tmp_path / "state.db", wall=T0.timestamp)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(StateStore(tmp_path / "state.db"))
+    yield s
+    s.close()
+
+
+def recorded(h: HistoryStore, kind: Kind | None = None) -> list[Entry]:
+    """Everything recorded, oldest first."""
+    assert h.flush()
+    entries = [e for _, e in h.query(Query(limit=1000))[0]]
+    return [e for e in reversed(entries) if kind is None or e.kind is kind]
+
+
+def healthy_report(config: Config, now: datetime) -> Report:
+    assert config.timbal is not None
+    listing = Listing(source=Source.TIMBAL, tenant="org_1", syncs=[])
+    return evaluate_listings(
+        [listing], {Source.TIMBAL: TimbalRules.from_config(config.timbal)}, now
+    )
+
+
+def test_the_engine_records_pending_firing_and_resolved(
+    store: Store, history: HistoryStore
+) -> None:
+    config = timbal_config(**{"for": 60})
+    engine = Engine(config, store)
+    engine.history = history
+    engine.apply(stale_report(config, T0), T0)
+    engine.apply(stale_report(config, at(30)), at(30))  # still pending: nothing new
+    engine.apply(stale_report(config, at(60)), at(60))
+    engine.apply(healthy_report(config, at(120)), at(120))
+    got = [(e.event, e.at, e.alertname, e.tenant, e.sync_id) for e in recorded(history)]
+    assert got == [
+        ("pending", T0.timestamp(), "SyncStale", "org_1", "s1"),
+        ("firing", at(60).timestamp(), "SyncStale", "org_1", "s1"),
+        ("resolved", at(120).timestamp(), "SyncStale", "org_1", "s1"),
+    ]
+    assert recorded(history)[1].detail["severity"] == "warning"
+
+
+def test_an_alert_that_clears_while_pending_is_recorded_inactive(
+    store: Store, history: HistoryStore
+) -> None:
+    config = timbal_config(**{"for": 600})
+    engine = Engine(config, store)
+    engine.history = history
+    engine.apply(stale_report(config, T0), T0)
+    engine.apply(healthy_report(config, at(60)), at(60))
+    assert [e.event for e in recorded(history)] == ["pending", "inactive"]
+
+
+async def test_a_failed_then_successful_delivery_is_two_attempts(
+    store: Store, history: HistoryStore
+) -> None:
+    ops = RecordingNotifier("ops", [retryable(5.0)])
+    store.enqueue([queued("d1")])
+    clock = clock_at()
+    d = dispatcher(store, clock, ops)
+    d.history = history
+    await d.deliver_due()
+    clock.now += 5.0
+    await d.deliver_due()
+    got = [
+        (e.event, e.sync_id, e.detail["attempt"], e.detail.get("statusCode"))
+        for e in recorded(history, Kind.DELIVERY)
+    ]
+    assert got == [("failed", "d1", 1, 503), ("sent", "d1", 2, None)]
+    first = recorded(history)[0].detail
+    assert (first["notifier"], first["deliveryId"], first["error"]) == ("ops", "d1", "HTTP 503")
+
+
+async def test_a_permanent_failure_is_recorded_failed_then_dropped(
+    store: Store, history: HistoryStore
+) -> None:
+    ops = RecordingNotifier("ops", [DeliveryError("HTTP 400", retryable=False, status_code=400)])
+    store.enqueue([queued("d1")])
+    d = dispatcher(store, clock_at(), ops)
+    d.history = history
+    await d.deliver_due()
+    assert [e.event for e in recorded(history)] == ["failed", "dropped"]
+    assert recorded(history)[1].detail["error"] == "permanent failure: HTTP 400"
+
+
+async def test_a_row_of_a_removed_notifier_is_recorded_dropped(
+    store: Store, history: HistoryStore
+) -> None:
+    store.enqueue([queued("d1", notifier="gone")])
+    d = dispatcher(store, clock_at(), RecordingNotifier("ops"))
+    d.history = history
+    await d.deliver_due()
+    (dropped,) = recorded(history)
+    assert (dropped.event, dropped.detail["notifier"]) == ("dropped", "gone")
+
+
+def test_a_broken_history_never_fails_the_cycle(store: Store) -> None:
+    class Broken:
+        def record(self, entries: object) -> None:
+            raise RuntimeError("boom")
+
+    config = timbal_config()
+    engine = Engine(config, store)
+    engine.history = Broken()
+    result = engine.apply(stale_report(config, T0), T0)
+    assert len(result.batches) == 1
