@@ -26,6 +26,7 @@ from syncwatch.config import ConfigError, DaemonConfig, secrets_of
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
+from syncwatch.history import ended_between, silence_entry
 from syncwatch.history_store import HistoryCollector, HistoryStore
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.maintenance import maintenance_muter
@@ -199,6 +200,11 @@ class Daemon:
         )
         self.telemetry.registry.register(HistoryCollector(self.history))
         self.engine.history = self.dispatcher.history = self.history
+        self.silences.on_change = lambda what, s, at: self.history.record(
+            [silence_entry(what, s, at)]
+        )
+        # Silences that end by their own time are recorded by the first cycle after it.
+        self._silences_checked = datetime.fromtimestamp(wall(), UTC)
         self.liveness = Liveness(
             poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
         )
@@ -252,6 +258,7 @@ class Daemon:
         result = self.engine.apply(report, now, created_mono=mono, muter=self._muter())
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
+        self._record_ended_silences(now)
         if self.silences.collectable(now):
             await self._collect_silences(now)
         if result.batches:
@@ -418,6 +425,11 @@ class Daemon:
             muters=lambda: [self.maintenance],
             version=__version__,
         )
+
+    def _record_ended_silences(self, now: datetime) -> None:
+        since, self._silences_checked = self._silences_checked, now
+        ended = ended_between(self.silences.all(now), since, now)
+        self.history.record([silence_entry("expired", s, s.ends_at) for s in ended])
 
     async def _collect_silences(self, now: datetime) -> None:
         """Delete silences past their retention, off the loop; a sick disk tries next cycle."""

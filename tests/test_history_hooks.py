@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, evaluate_listings
-from syncwatch.history import Entry, Kind, Query
+from syncwatch.history import Entry, Kind, Query, silence_entry
 from syncwatch.history_store import HistoryStore
 from syncwatch.models import Listing, Source
 from syncwatch.outbox import DeliveryError
 from syncwatch.settings import Config
+from syncwatch.silence_store import SilenceStore
+from syncwatch.silences import Matcher, Silence
 from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.state import StateStore
 from syncwatch.store import Store
@@ -134,3 +137,31 @@ def test_a_broken_history_never_fails_the_cycle(store: Store) -> None:
     engine.history = Broken()
     result = engine.apply(stale_report(config, T0), T0)
     assert len(result.batches) == 1
+
+
+def silence_with(*matchers: Matcher, hours: float = 1) -> Silence:
+    return Silence("", matchers, T0, T0 + timedelta(hours=hours), "ann", "migration", T0)
+
+
+def test_silence_writes_are_recorded_created_updated_and_expired(
+    tmp_path: Path, history: HistoryStore
+) -> None:
+    silences = SilenceStore(tmp_path / "state.db", new_id=iter(["a", "unused", "b"]).__next__)
+    silences.on_change = lambda what, s, when: history.record([silence_entry(what, s, when)])
+    tenant = Matcher("tenant", "org_1")
+    first = silences.set(silence_with(tenant), T0).stored
+    silences.set(replace(silence_with(tenant, hours=2), id=first.id), at(60))  # same: update
+    other = replace(silence_with(tenant, Matcher("sync_id", "s1")), id=first.id)
+    second = silences.set(other, at(120)).stored  # new matchers: the old one is replaced
+    silences.expire(second.id, at(180))
+    silences.expire(second.id, at(240))  # already expired: nothing new
+    silences.close()
+    got = [(e.event, e.detail["silenceId"], e.at - T0.timestamp()) for e in recorded(history)]
+    assert got == [
+        ("created", "a", 0),
+        ("updated", "a", 60),
+        ("expired", "a", 120),
+        ("created", "b", 120),
+        ("expired", "b", 180),
+    ]
+    assert {e.tenant for e in recorded(history)} == {"org_1"}
