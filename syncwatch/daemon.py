@@ -27,6 +27,7 @@ from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
 from syncwatch.history import ended_between, silence_entry
+from syncwatch.history_api import history_routes
 from syncwatch.history_store import HistoryCollector, HistoryStore
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.maintenance import maintenance_muter
@@ -388,7 +389,7 @@ class Daemon:
             build_app(
                 self.telemetry,
                 self.liveness,
-                api_routes(self._api_context()),
+                [*api_routes(self._api_context()), *history_routes(self.history)],
                 # Read per request: a reload's windows show at once.
                 maintenance=lambda: [m.window() for m in self.config.maintenance],
                 now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
