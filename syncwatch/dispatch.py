@@ -311,13 +311,11 @@ class Dispatcher:
         at = datetime.fromtimestamp(self.clock.wall(), UTC)
         alerts = () if batch is None else batch.alerts
         attempt = row.attempts + 1
+        done = Attempt(
+            at, row.notifier, row.delivery_id, outcome, attempt, alerts, status_code, error
+        )
         try:
-            self.history.record(
-                attempt_entries(
-                    Attempt(at, row.notifier, row.delivery_id, outcome, attempt, alerts,
-                            status_code, error)
-                )
-            )  # fmt: skip
+            self.history.record_later(lambda: attempt_entries(done))
         except Exception as exc:  # history is a record, never a reason to stop delivering
             log.error("history_record_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -170,7 +170,8 @@ class Engine:
         if self.history is None:
             return
         try:
-            self.history.record(transition_entries(self.alerts, result, now))
+            before = self.alerts  # replaced, never mutated: safe to read on the writer
+            self.history.record_later(lambda: transition_entries(before, result, now))
         except Exception as exc:  # history is a record, never a reason to fail a cycle
             log.error("history_record_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -50,6 +50,9 @@ class HistorySink(Protocol):
     """Where the engine, the dispatcher and the silence store hand their entries."""
 
     def record(self, entries: Sequence[Entry]) -> None: ...
+
+    def record_later(self, build: Callable[[], Sequence[Entry]]) -> None:
+        """`build` runs on the writer: a storm's entries cost the cycle nothing to make."""
 
 
 # --- transitions ----------------------------------------------------------------------

@@ -72,6 +72,7 @@ class HistoryStore:
         self.dropped: Counter[str] = Counter()  # reason (cap, unwritten) → entries
         self._pending: deque[Entry] = deque()
         self._overflowed = 0  # entries ever dropped from the front of _pending
+        self._builds: list[Callable[[], Sequence[Entry]]] = []  # record_later, not yet run
         self._lock = threading.Lock()  # _pending
         self._db_lock = threading.Lock()  # the connection: writer and readers take turns
         self._wake = threading.Event()
@@ -132,9 +133,23 @@ class HistoryStore:
                 self.dropped["unwritten"] += over
         self._wake.set()
 
+    def record_later(self, build: Callable[[], Sequence[Entry]]) -> None:
+        with self._lock:
+            self._builds.append(build)
+        self._wake.set()
+
+    def _build(self) -> None:
+        with self._lock:
+            builds, self._builds = self._builds, []
+        for build in builds:
+            try:
+                self.record(build())
+            except Exception as exc:  # one bad event must not lose the others
+                log.error("history_record_failed", error=f"{type(exc).__name__}: {exc}")
+
     def unwritten(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + len(self._builds)
 
     # --- the writer ---------------------------------------------------------------------
 
@@ -153,6 +168,7 @@ class HistoryStore:
 
     def flush(self) -> bool:
         """Write what is pending and apply retention and cap, in one transaction."""
+        self._build()
         with self._lock:
             batch, overflowed = list(self._pending), self._overflowed
         rows = [

@@ -127,9 +127,21 @@ async def test_a_row_of_a_removed_notifier_is_recorded_dropped(
     assert (dropped.event, dropped.detail["notifier"]) == ("dropped", "gone")
 
 
+def test_an_entry_that_cannot_be_built_loses_only_itself(history: HistoryStore) -> None:
+    def broken() -> list[Entry]:
+        raise KeyError("boom")
+
+    history.record_later(broken)
+    history.record_later(lambda: [Entry(T0.timestamp(), Kind.TRANSITION, "firing")])
+    assert [e.event for e in recorded(history)] == ["firing"]
+
+
 def test_a_broken_history_never_fails_the_cycle(store: Store) -> None:
     class Broken:
         def record(self, entries: object) -> None:
+            raise RuntimeError("boom")
+
+        def record_later(self, build: object) -> None:
             raise RuntimeError("boom")
 
     config = timbal_config()
