@@ -168,6 +168,7 @@ class Daemon:
             config.alerting.history_max_rows,
             wall=clock.wall,
         )
+        self.history.set_secrets(secrets_of(config))
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -489,6 +490,7 @@ class Daemon:
         self.silences.retention = timedelta(seconds=config.alerting.silence_retention)
         self.history.retention = config.alerting.history_retention
         self.history.max_rows = config.alerting.history_max_rows
+        self.history.set_secrets(secrets_of(config))
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))

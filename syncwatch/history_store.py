@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -79,6 +79,7 @@ class HistoryStore:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._error = ""
+        self._secrets: list[str] = []
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -117,6 +118,15 @@ class HistoryStore:
             script = f"BEGIN IMMEDIATE; {_MIGRATIONS[target]}; INSERT OR REPLACE INTO "
             script += f"schema_parts VALUES ('{PART}', {target + 1}); COMMIT;"
             self._db.executescript(script)
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        """Configured secrets are blanked in what is stored (a last guard, as in the logs)."""
+        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def _scrub(self, detail: bytes) -> bytes:
+        for secret in self._secrets:
+            detail = detail.replace(secret.encode(), b"[redacted]")
+        return detail
 
     # --- recording: memory only ---------------------------------------------------------
 
@@ -173,7 +183,7 @@ class HistoryStore:
             batch, overflowed = list(self._pending), self._overflowed
         rows = [
             (e.at, str(e.kind), e.event, e.alertname, e.source, e.tenant, e.sync_id,
-             orjson.dumps(e.detail))
+             self._scrub(orjson.dumps(e.detail)))
             for e in batch
         ]  # fmt: skip
         cutoff = self._wall() - self.retention

@@ -158,6 +158,20 @@ def test_queries_filter_by_tenant_sync_alertname_and_time(tmp_path: Path) -> Non
     assert ids(alertname="SyncErrored") == []
 
 
+def test_configured_secrets_never_reach_the_table(tmp_path: Path) -> None:
+    h = store(tmp_path)
+    h.set_secrets(["s3cr3t-smtp-password", "short"])
+    detail = {"error": "535 login failed for s3cr3t-smtp-password", "notifier": "short"}
+    h.record([Entry(T0.timestamp(), Kind.DELIVERY, "failed", detail=detail)])
+    h.flush()
+    raw = sqlite3.connect(tmp_path / "state.db").execute("SELECT detail FROM history").fetchone()
+    assert b"s3cr3t" not in raw[0]
+    assert h.query(Query())[0][0][1].detail == {
+        "error": "535 login failed for [redacted]",
+        "notifier": "short",  # too short to be a secret: ordinary words stay
+    }
+
+
 def test_entries_older_than_the_retention_are_deleted_at_the_next_write(tmp_path: Path) -> None:
     now = T0.timestamp()
     h = store(tmp_path, retention=3600.0, now=now)
