@@ -167,7 +167,7 @@ class Engine:
         return CycleResult(batches, rows)
 
     def _record(self, result: Transition, now: datetime) -> None:
-        if self.history is None:
+        if self.history is None or not (result.events or result.changed or result.removed):
             return
         try:
             before = self.alerts  # replaced, never mutated: safe to read on the writer

@@ -80,6 +80,7 @@ class HistoryStore:
         self._thread: threading.Thread | None = None
         self._error = ""
         self._secrets: list[str] = []
+        self._pruned = float("-inf")  # monotonic time of the last write (retention applied)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -186,6 +187,8 @@ class HistoryStore:
              self._scrub(orjson.dumps(e.detail)))
             for e in batch
         ]  # fmt: skip
+        if not rows and time.monotonic() - self._pruned < PRUNE_EVERY:
+            return True  # nothing to write, retention applied lately: leave the lock alone
         cutoff = self._wall() - self.retention
         try:
             with self._db_lock:
@@ -221,6 +224,7 @@ class HistoryStore:
             self._error = f"{type(exc).__name__}: {exc}"
             return False
         self.rows = count - max(over, 0)
+        self._pruned = time.monotonic()
         if over > 0:
             self.dropped["cap"] += over
         with self._lock:

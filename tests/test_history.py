@@ -209,6 +209,18 @@ def test_a_locked_database_keeps_entries_in_memory_until_it_can_write(tmp_path: 
     assert (h.unwritten(), h.rows) == (0, 1)
 
 
+def test_a_flush_with_nothing_to_write_leaves_the_database_alone(tmp_path: Path) -> None:
+    """Quiet cycles cost the state file nothing: no write lock taken beside the cycle's."""
+    h = store(tmp_path)
+    h.record([entry(T0.timestamp())])
+    assert h.flush()
+    blocker = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    h._db.execute("PRAGMA busy_timeout=0")
+    assert h.flush()
+    blocker.execute("ROLLBACK")
+
+
 def test_entries_waiting_for_a_sick_disk_are_bounded_by_the_cap(tmp_path: Path) -> None:
     h = store(tmp_path, max_rows=2)
     h.record([entry(T0.timestamp() + i) for i in range(5)])
