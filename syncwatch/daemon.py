@@ -27,6 +27,9 @@ from syncwatch.config import ConfigError, DaemonConfig, secrets_of
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
+from syncwatch.history import ended_between, silence_entry
+from syncwatch.history_api import history_routes
+from syncwatch.history_store import HistoryCollector, HistoryStore
 from syncwatch.http import make_http_client, make_transport
 from syncwatch.maintenance import maintenance_muter
 from syncwatch.metrics import Telemetry
@@ -159,6 +162,14 @@ class Daemon:
         self.silences = SilenceStore(
             self.store.path, timedelta(seconds=config.alerting.silence_retention)
         )
+        # History too; written behind the cycle by its own thread (history_store).
+        self.history = HistoryStore(
+            self.store.path,
+            config.alerting.history_retention,
+            config.alerting.history_max_rows,
+            wall=clock.wall,
+        )
+        self.history.set_secrets(secrets_of(config))
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -190,6 +201,13 @@ class Daemon:
         self.telemetry.registry.register(
             SilenceCollector(self.silences, lambda: datetime.fromtimestamp(wall(), UTC))
         )
+        self.telemetry.registry.register(HistoryCollector(self.history))
+        self.engine.history = self.dispatcher.history = self.history
+        self.silences.on_change = lambda what, s, at: self.history.record(
+            [silence_entry(what, s, at)]
+        )
+        # Silences that end by their own time are recorded by the first cycle after it.
+        self._silences_checked = datetime.fromtimestamp(wall(), UTC)
         self.liveness = Liveness(
             poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
         )
@@ -244,6 +262,7 @@ class Daemon:
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
         await self._end_acks(now)
+        self._record_ended_silences(now)
         if self.silences.collectable(now):
             await self._collect_silences(now)
         if result.batches:
@@ -278,6 +297,7 @@ class Daemon:
             _EARLY_STOP.clear()
             self.stop.set()  # asked to stop while starting: start, then stop at once
 
+        self.history.start()
         server = self._start_server()
         dispatch_stop = asyncio.Event()
         dispatcher = asyncio.create_task(self.dispatcher.run(dispatch_stop), name="dispatcher")
@@ -314,6 +334,7 @@ class Daemon:
             await self.client.aclose()
             self.state.close()
             self.silences.close()
+            self.history.close()
         log.info("stopped")
         return 0
 
@@ -372,7 +393,7 @@ class Daemon:
             build_app(
                 self.telemetry,
                 self.liveness,
-                [*api_routes(context), *ack_routes(context)],
+                [*api_routes(context), *ack_routes(context), *history_routes(self.history)],
                 # Read per request: a reload's windows show at once.
                 maintenance=lambda: [m.window() for m in self.config.maintenance],
                 now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
@@ -420,6 +441,11 @@ class Daemon:
                 log.warning("ack_expire_failed", silence_id=silence_id, error=f"{exc!r}")
                 continue
             log.info("ack_expired", silence_id=silence_id)
+
+    def _record_ended_silences(self, now: datetime) -> None:
+        since, self._silences_checked = self._silences_checked, now
+        ended = ended_between(self.silences.all(now), since, now)
+        self.history.record([silence_entry("expired", s, s.ends_at) for s in ended])
 
     async def _collect_silences(self, now: datetime) -> None:
         """Delete silences past their retention, off the loop; a sick disk tries next cycle."""
@@ -476,6 +502,9 @@ class Daemon:
         self.poller = poller
         self.engine.reconfigure(config)
         self.silences.retention = timedelta(seconds=config.alerting.silence_retention)
+        self.history.retention = config.alerting.history_retention
+        self.history.max_rows = config.alerting.history_max_rows
+        self.history.set_secrets(secrets_of(config))
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from syncwatch.clock import SYSTEM, Clock, wait_for_event
+from syncwatch.history import Attempt, HistorySink, Outcome, attempt_entries
 from syncwatch.outbox import (
     AlertPayload,
     AlertStatus,
@@ -69,6 +70,7 @@ class Dispatcher:
         self._wakes: dict[str, asyncio.Event] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._stop: asyncio.Event | None = None
+        self.history: HistorySink | None = None  # where each attempt's outcome is recorded
 
     @property
     def notifiers(self) -> dict[str, Notifier]:
@@ -229,29 +231,33 @@ class Dispatcher:
             async with asyncio.timeout(self.send_timeout):
                 await notifier.send(batch)
         except DeliveryError as exc:
-            return self._failed(row, exc, fields)
+            return self._failed(row, exc, fields, batch)
         except TimeoutError:
             error = DeliveryError(f"no answer within {self.send_timeout:g}s", retryable=True)
-            return self._failed(row, error, fields)
+            return self._failed(row, error, fields, batch)
         except Exception as exc:  # a notifier bug must not kill delivery
             error = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True)
-            return self._failed(row, error, fields)
+            return self._failed(row, error, fields, batch)
         # First the acknowledgement, before any bookkeeping: the window in which a crash
         # re-sends a delivered row (under the same id) is this store write.
         self.store.ack(row.delivery_id)
         self._timing.pop(row.delivery_id, None)
         self._last_sent[row.notifier] = self.clock.monotonic()
         self.outcomes[(row.notifier, "sent")] += 1
+        self._record(row, Outcome.SENT, batch)
         log.info("notification_sent", alerts=len(batch.alerts), reason=str(batch.reason), **fields)
         return None
 
-    def _failed(self, row: Row, exc: DeliveryError, fields: dict[str, object]) -> float | None:
+    def _failed(
+        self, row: Row, exc: DeliveryError, fields: dict[str, object], batch: Batch
+    ) -> float | None:
         """Count the failure; drop the row (None) or reschedule it (the retry time)."""
         now = self.clock.monotonic()
         self._last_sent[row.notifier] = now
         self.outcomes[(row.notifier, "failed")] += 1
+        self._record(row, Outcome.FAILED, batch, str(exc), exc.status_code)
         if not exc.retryable:
-            self._drop(row, f"permanent failure: {exc}", fields)
+            self._drop(row, f"permanent failure: {exc}", fields, batch)
             return None
         if exc.retry_after is not None:
             delay = exc.retry_after
@@ -263,7 +269,7 @@ class Dispatcher:
             delay = self.rng.uniform(ceiling / 2, ceiling)
         timing = self._schedule(row)
         if now >= timing.expires:
-            self._drop(row, f"still failing after {self.max_age / 3600:g}h: {exc}", fields)
+            self._drop(row, f"still failing after {self.max_age / 3600:g}h: {exc}", fields, batch)
             return None
         # The last retry is made at the end of the window, not skipped because it would fall
         # past it: a sink back in those final minutes still gets the notification.
@@ -283,11 +289,35 @@ class Dispatcher:
         )
         return timing.due
 
-    def _drop(self, row: Row, why: str, fields: dict[str, object]) -> None:
+    def _drop(
+        self, row: Row, why: str, fields: dict[str, object], batch: Batch | None = None
+    ) -> None:
         self.store.drop(row.delivery_id)
         self._timing.pop(row.delivery_id, None)
         self.outcomes[(row.notifier, "dropped")] += 1
+        self._record(row, Outcome.DROPPED, batch, why)
         log.error("notification_dropped", error=why, **fields)
+
+    def _record(
+        self,
+        row: Row,
+        outcome: Outcome,
+        batch: Batch | None,
+        error: str = "",
+        status_code: int | None = None,
+    ) -> None:
+        if self.history is None:
+            return
+        at = datetime.fromtimestamp(self.clock.wall(), UTC)
+        alerts = () if batch is None else batch.alerts
+        attempt = row.attempts + 1
+        done = Attempt(
+            at, row.notifier, row.delivery_id, outcome, attempt, alerts, status_code, error
+        )
+        try:
+            self.history.record_later(lambda: attempt_entries(done))
+        except Exception as exc:  # history is a record, never a reason to stop delivering
+            log.error("history_record_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _fields(row: Row) -> dict[str, object]:

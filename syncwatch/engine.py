@@ -12,6 +12,7 @@ import structlog
 from syncwatch import logs
 from syncwatch.clock import StepDetector
 from syncwatch.evaluate import Report
+from syncwatch.history import HistorySink, transition_entries
 from syncwatch.lifecycle import (
     Alert,
     AlertEvent,
@@ -69,6 +70,7 @@ class Engine:
         # What mutes an alert (silences, maintenance windows); `apply` may pass a fresh one.
         self.muter = muter
         self.steps = StepDetector()
+        self.history: HistorySink | None = None  # where each cycle's transitions are recorded
         self.alerts: dict[Identity, Alert]
         self.failures: dict[TenantKey, int]
         self.alerts, self.failures = store.load()
@@ -145,6 +147,7 @@ class Engine:
         )
         result, batches = _with_told(result, routing.told, now), routing.batches
         rows = self.store.commit_cycle(result, batches, created_mono)
+        self._record(result, now)
         # A console notifier already prints each event on the terminal the logs go to.
         shown = logs.for_humans() and any(n.type == "console" for n in self.config.notifiers)
         emit = log.debug if shown else log.info
@@ -162,6 +165,15 @@ class Engine:
             )
         self.alerts, self.failures = result.alerts, result.failures
         return CycleResult(batches, rows)
+
+    def _record(self, result: Transition, now: datetime) -> None:
+        if self.history is None or not (result.events or result.changed or result.removed):
+            return
+        try:
+            before = self.alerts  # replaced, never mutated: safe to read on the writer
+            self.history.record_later(lambda: transition_entries(before, result, now))
+        except Exception as exc:  # history is a record, never a reason to fail a cycle
+            log.error("history_record_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _fail_open(muter: Muter | None) -> Muter | None:

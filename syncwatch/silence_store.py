@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,6 +33,8 @@ from syncwatch.silences import (
 )
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import state_error
+
+log = structlog.get_logger("syncwatch.silence_store")
 
 PART = "silences"
 SCHEMA_VERSION = 2
@@ -110,6 +113,8 @@ class SilenceStore:
         self.retention = retention
         self._new_id = new_id
         self._lock = threading.Lock()
+        # Told of each committed write: ("created" | "updated" | "expired", silence, when).
+        self.on_change: Callable[[str, Silence, datetime], None] | None = None
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -203,7 +208,11 @@ class SilenceStore:
             change = plan_set(prev, incoming, now, self._new_id())
             saved = [change.stored] if change.expired is None else [change.expired, change.stored]
             self._write(saved, ())
-            return change
+        if change.expired is not None:
+            self._tell("expired", change.expired, now)
+        updated = prev is not None and change.stored.id == prev.id
+        self._tell("updated" if updated else "created", change.stored, now)
+        return change
 
     def expire(self, silence_id: str, now: datetime) -> Silence:
         """End a silence now (DELETE); an expired one stays as it is."""
@@ -212,9 +221,11 @@ class SilenceStore:
             if found is None:
                 raise SilenceNotFoundError(silence_id)
             ended = found.expired(now)
-            if ended is not found:
-                self._write([ended], ())
-            return ended
+            if ended is found:
+                return ended
+            self._write([ended], ())
+        self._tell("expired", ended, now)
+        return ended
 
     def collect(self, now: datetime) -> int:
         """Delete the silences expired longer than the retention ago; how many."""
@@ -223,6 +234,14 @@ class SilenceStore:
             if gone:
                 self._write((), gone)
             return len(gone)
+
+    def _tell(self, what: str, silence: Silence, now: datetime) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(what, silence, now)
+        except Exception as exc:  # the silence is stored: a listener's bug must not undo that
+            log.error("silence_listener_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _write(self, saved: Sequence[Silence], deleted: Sequence[str]) -> None:
         # Disk first: memory changes only once the transaction is committed.

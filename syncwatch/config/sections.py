@@ -287,6 +287,10 @@ class AlertingConfig(_Model):
     external_url: Annotated[str, AfterValidator(lambda v: v and _check_url(v))] = ""
     # Expired silences stay listed (amtool silence query --expired) this long, then go.
     silence_retention: Duration = Field(default=5 * 86400.0, gt=0)
+    # /api/v1/history keeps transitions, deliveries and silence writes this long, at most
+    # history_max_rows of them (the oldest dropped first, counted).
+    history_retention: Duration = Field(default=30 * 86400.0, gt=0)
+    history_max_rows: int = Field(default=500_000, ge=1)
 
 
 class NotifierConfig(_WithSecrets):
