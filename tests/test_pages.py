@@ -1,0 +1,144 @@
+"""The status page, over HTTP against a real daemon polling the simulator, parsed as HTML."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, Keys, SimProcess, launch
+
+BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+class Page(HTMLParser):
+    """The tables of a page (by id: rows of cell texts), its text and every linked URL."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.links: list[str] = []
+        self.tags: list[str] = []
+        self.texts: dict[str, str] = {}  # element id -> its text
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._ids: list[tuple[str, str, list[str]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        a = dict(attrs)
+        self.links += [v for k, v in attrs if k in ("href", "src") and v]
+        if tag == "table":
+            self._table = a.get("id") or ""
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table is not None:
+            self._cell = []
+        if a.get("id"):
+            self._ids.append((tag, a["id"] or "", []))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self.tables[self._table][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+        if self._ids and self._ids[-1][0] == tag:
+            _, name, parts = self._ids.pop()
+            self.texts[name] = " ".join("".join(parts).split())
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        for _, _, parts in self._ids:
+            parts.append(data)
+
+    def body(self, table: str) -> list[list[str]]:
+        """The rows after the header row."""
+        return self.tables[table][1:]
+
+
+def page(daemon: Daemon, path: str, status: int = 200) -> Page:
+    response = daemon.get(path, headers=BROWSER)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    return Page(response.text)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, sim: SimProcess, rsa_keys: Keys) -> Iterator[Daemon]:
+    d = launch(tmp_path, sim, rsa_keys)
+    yield d
+    d.proc.stop()
+
+
+def fleet_by_tenant(sim: SimProcess) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    fleet = sim.fleet()
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for s in fleet["timbal"]:
+        out.setdefault(("timbal", s["org_id"]), []).append(s)
+    for s in fleet["paragon"]:
+        out.setdefault(("paragon", s["user_id"]), []).append(s)
+    return out
+
+
+def test_the_overview_counts_every_tenant_worst_first_and_lists_the_alerts(
+    daemon: Daemon, sim: SimProcess
+) -> None:
+    overview = page(daemon, "/")
+    tenants = fleet_by_tenant(sim)
+    rows = overview.body("tenants")
+    header = overview.tables["tenants"][0]
+    assert header[:3] == ["Source", "Tenant", "Worst"]
+    states = header[3:]
+    assert states == ["unreachable", "critical", "warning", "suppressed", "ok", "other"]
+    shown = {(r[0], r[1]): dict(zip(states, map(int, r[3:]), strict=True)) for r in rows}
+    assert set(shown) == set(tenants)
+    for key, syncs in tenants.items():
+        assert sum(shown[key].values()) == len(syncs), key
+        intended = [s["intended"] for s in syncs]
+        assert shown[key]["critical"] == intended.count("critical"), key
+        assert shown[key]["warning"] == intended.count("warning"), key
+    # Worst first: every tenant with a critical sync comes before every one without.
+    worst = [r[2] for r in rows]
+    assert worst == sorted(worst, key=lambda w: states.index(w.split()[-1]))
+    # The state is written out, not only coloured.
+    assert all(w.split()[-1] in states for w in worst)
+    expected = {
+        (s["sync_id"], s["alertname"])
+        for syncs in tenants.values()
+        for s in syncs
+        if s["alertname"] and s["intended"] in ("warning", "critical")
+    }
+    alerts = {(r[5], r[2]) for r in overview.body("alerts")}
+    assert expected <= alerts
+    assert {r[0] for r in overview.body("sources")} == {"timbal", "paragon"}
+    assert all("ok" in r[1] for r in overview.body("sources"))
+    assert overview.texts["cycle"].startswith("Last cycle: ")
+    assert "ago" in overview.texts["cycle"]
+    # Landmarks, no external resource: everything the page links is served by syncwatch.
+    assert {"header", "nav", "main", "footer", "caption"} <= set(overview.tags)
+    assert all(link.startswith("/") for link in overview.links), overview.links
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"accept": "*/*"},
+        {"accept": "application/json"},
+        {"accept": "application/json, text/html"},
+    ],
+)
+def test_the_index_stays_json_for_clients_that_are_not_browsers(
+    daemon: Daemon, headers: dict[str, str]
+) -> None:
+    response = daemon.get("/", headers=headers)
+    assert response.headers["content-type"] == "application/json"
+    assert "/metrics" in response.json()["endpoints"]
