@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, Keys, SimProcess, launch
+from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -142,3 +142,69 @@ def test_the_index_stays_json_for_clients_that_are_not_browsers(
     response = daemon.get("/", headers=headers)
     assert response.headers["content-type"] == "application/json"
     assert "/metrics" in response.json()["endpoints"]
+
+
+def rename(sim: SimProcess, org: str, sync_id: str, name: str) -> None:
+    with sim.control() as control:
+        control.post(
+            "/_sim/mutate",
+            json={"source": "timbal", "tenant": org, "sync_id": sync_id, "set": {"name": name}},
+        ).raise_for_status()
+
+
+def test_the_tenant_page_lists_every_sync_and_escapes_upstream_names(
+    daemon: Daemon, sim: SimProcess
+) -> None:
+    org, syncs = next((k[1], v) for k, v in fleet_by_tenant(sim).items() if k[0] == "timbal")
+    target = syncs[0]["sync_id"]
+    rename(sim, org, target, HOSTILE)
+    path = f"/tenants/timbal/{org}"
+
+    def renamed() -> Page | None:
+        shown = page(daemon, path)
+        return shown if any(r[1] == HOSTILE for r in shown.body("syncs")) else None
+
+    tenant = wait_until(renamed, timeout=20)
+    raw = daemon.get(path, headers=BROWSER).text
+    assert "<script>" not in raw  # the name is text, not markup
+    assert "<img" not in raw
+    assert not {"script", "img"} & set(tenant.tags)
+    rows = tenant.body("syncs")
+    assert {r[0] for r in rows} == {s["sync_id"] for s in syncs}
+    assert tenant.tables["syncs"][0] == [
+        "Sync", "Name", "State", "Lag", "Ratio", "Last success", "Alerts"
+    ]  # fmt: skip
+    by_id = {r[0]: r for r in rows}
+    for s in syncs:
+        state = by_id[s["sync_id"]][2]
+        if s["intended"] in ("ok", "warning", "critical"):
+            assert state.split()[1] == s["intended"], (s, state)
+    # Worst first, and the filter is in the URL (a shareable link).
+    ranks = ["unreachable", "critical", "warning", "suppressed", "ok", "other"]
+    order = [ranks.index(r[2].split()[1]) for r in rows]
+    assert order == sorted(order)
+    critical = page(daemon, f"{path}?state=critical").body("syncs")
+    want = {s["sync_id"] for s in syncs if s["intended"] == "critical"}
+    assert {r[0] for r in critical if len(r) > 1} == want
+    assert (
+        "No syncs in state unreachable."
+        in page(daemon, f"{path}?state=unreachable").body("syncs")[0]
+    )
+    assert "/syncs/timbal/" in " ".join(tenant.links)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/tenants/timbal/org_nobody", 404),
+        ("/tenants/timbal/{org}?state=purple", 400),
+        ("/tenants/timbal/{org}?page=0", 400),
+        ("/tenants/timbal/{org}?page=x", 400),
+    ],
+)
+def test_the_tenant_page_refuses_what_it_does_not_know(
+    daemon: Daemon, sim: SimProcess, path: str, status: int
+) -> None:
+    org = sim.fleet()["timbal"][0]["org_id"]
+    shown = page(daemon, path.format(org=org), status)
+    assert shown.texts["error"]
