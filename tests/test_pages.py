@@ -208,3 +208,28 @@ def test_the_tenant_page_refuses_what_it_does_not_know(
     org = sim.fleet()["timbal"][0]["org_id"]
     shown = page(daemon, path.format(org=org), status)
     assert shown.texts["error"]
+
+
+def test_the_sync_page_shows_its_history_timeline(daemon: Daemon, sim: SimProcess) -> None:
+    target = next(s for s in sim.fleet()["timbal"] if s["intended"] == "critical")
+    org, sync_id = target["org_id"], target["sync_id"]
+    path = f"/syncs/timbal/{org}/{sync_id}"
+
+    def recorded() -> Page | None:
+        shown = page(daemon, path)
+        rows = [r for r in shown.body("timeline") if len(r) == 5]
+        return shown if any(r[1] == "transition" for r in rows) else None
+
+    timeline = wait_until(recorded, timeout=20)
+    api = daemon.get(f"/api/v1/history?tenant={org}&sync_id={sync_id}").json()
+    rows = [r for r in timeline.body("timeline") if len(r) == 5]
+    assert len(rows) >= len(api["entries"]) > 0  # the page may have seen a later cycle
+    oldest = api["entries"][-1]  # newest first on both: the first event is on the page too
+    assert (oldest["type"], oldest["event"]) in {(r[1], r[2]) for r in rows}
+    assert all(r[3] == target["alertname"] for r in rows if r[1] == "transition")
+    assert "critical" in timeline.texts["now"]
+    assert f"/tenants/timbal/{org}" in timeline.links
+    assert page(daemon, f"{path}?before=nonsense", 400).texts["error"].startswith("cursor")
+    empty = page(daemon, "/syncs/timbal/org_nobody/sync_nobody")
+    assert empty.texts["now"] == "Not in the last cycle's listing."
+    assert "Nothing recorded" in empty.body("timeline")[0][0]
