@@ -51,6 +51,7 @@ from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
 from syncwatch.state import StateStore, WalLoss, state_error
 from syncwatch.store import Store
+from syncwatch.web.pages import PagesContext, overview_page, page_routes
 from syncwatch.webauth import Authenticator, AuthMiddleware, may_write
 from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
 
@@ -389,14 +390,21 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         context = self._api_context()
+        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, context.now)
         app = AuthMiddleware(
             build_app(
                 self.telemetry,
                 self.liveness,
-                [*api_routes(context), *ack_routes(context), *history_routes(self.history)],
+                [
+                    *api_routes(context),
+                    *ack_routes(context),
+                    *history_routes(self.history),
+                    *page_routes(pages),
+                ],
                 # Read per request: a reload's windows show at once.
                 maintenance=lambda: [m.window() for m in self.config.maintenance],
                 now=lambda: datetime.fromtimestamp(self.clock.wall(), UTC),
+                html_index=overview_page(pages),
             ),
             lambda: (self.web, self.auth),
         )

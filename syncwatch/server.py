@@ -8,7 +8,7 @@ import functools
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -85,6 +85,17 @@ def _positive(q: str) -> bool:
         return False
 
 
+def wants_html(accept: str) -> bool:
+    """A browser lists text/html before JSON or `*/*`; curl, httpx and JSON clients do not."""
+    for item in accept.split(","):
+        kind = item.split(";", 1)[0].strip().lower()
+        if kind in ("text/html", "application/xhtml+xml"):
+            return True
+        if kind in ("application/json", "*/*"):
+            return False
+    return False
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -96,9 +107,11 @@ def build_app(
     *,
     maintenance: Callable[[], Sequence[Window]] = tuple,
     now: Callable[[], datetime] = _utc_now,
+    html_index: Callable[[Request], Awaitable[Response]] | None = None,
 ) -> Starlette:
     """The app; `extra` mounts more routes (the Alertmanager API of `amapi`), `maintenance`
-    gives the configured windows (as of the last reload)."""
+    gives the configured windows (as of the last reload); `html_index` answers `/` to a
+    browser (Accept: text/html), every other client keeps the JSON list."""
 
     async def metrics(request: Request) -> Response:
         # Rendering a large fleet is CPU work: keep it off the loop that runs the cycle.
@@ -148,7 +161,9 @@ def build_app(
             orjson.dumps([window_json(w, at) for w in maintenance()]), media_type="application/json"
         )
 
-    async def index(_: Request) -> Response:
+    async def index(request: Request) -> Response:
+        if html_index is not None and wants_html(request.headers.get("accept", "")):
+            return await html_index(request)
         return JSONResponse({"endpoints": listed})
 
     return Starlette(
