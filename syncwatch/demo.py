@@ -112,6 +112,7 @@ def run_demo(duration: float | None, out: TextIO | None = None) -> int:
                 f"{DEMO_POLL_INTERVAL:g}s; alerts print below as they fire and resolve.\n"
                 "  Times in alert lines and /api/v1/alerts are simulated time (from now, "
                 f"{DEMO_TIME_SCALE:g}x);\n  /metrics timestamps are real time.\n"
+                f"  status page: http://127.0.0.1:{port}/  (open it in a browser)\n"
                 f"  metrics: http://127.0.0.1:{port}/metrics\n"
                 f"  alerts:  http://127.0.0.1:{port}/api/v1/alerts\n"
                 "  Ctrl-C to stop.\n",

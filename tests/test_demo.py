@@ -78,3 +78,7 @@ def test_evaluated_ages_read_in_two_units() -> None:
         "14d3h",
     ]
     assert [ratio_text(r) for r in (0.3, 4.94, 4078.4)] == ["0.3x", "4.9x", "4078x"]
+
+
+def test_the_banner_names_the_status_page(demo: str) -> None:
+    assert re.search(r"status page: http://127\.0\.0\.1:\d+/ ", demo)
