@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -158,3 +158,89 @@ def walk(page: Page, *, shoot: bool = False) -> None:
 
 def test_a_browser_follows_overview_tenant_filter_and_timeline(page: Page) -> None:
     walk(page, shoot=True)
+
+
+def test_the_pages_work_with_javascript_disabled(browser: Browser, daemon: Daemon) -> None:
+    for page in open_page(browser, daemon, javascript=False):
+        # The context really runs no script (else this test would prove nothing).
+        page.set_content("<title>t</title><script>document.title = 'ran'</script>")
+        assert page.title() == "t"
+        walk(page)
+        # No script to lose: the page is server-rendered.
+        assert page.locator("script").count() == 0
+
+
+FOCUSED = """() => {
+  const e = document.activeElement;
+  const s = getComputedStyle(e);
+  return {tag: e.tagName.toLowerCase(), href: e.getAttribute("href"), id: e.id,
+          text: e.innerText || "", outline: s.outlineStyle, width: parseFloat(s.outlineWidth),
+          shadow: s.boxShadow, visible: e.matches(":focus-visible")};
+}"""
+
+
+def tab_through(page: Page) -> list[dict[str, Any]]:
+    """Every stop Tab makes, from the top of the page until focus leaves it again."""
+    page.reload()  # a fresh load: sequential focus starts at the top
+    stops: list[dict[str, Any]] = []
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        stop: dict[str, Any] = page.evaluate(FOCUSED)
+        if stop["tag"] == "body" or (stops and stop == stops[0]):
+            return stops
+        stops.append(stop)
+    raise AssertionError(f"Tab never left the page after {MAX_TABS} presses")
+
+
+def assert_every_control_reached_with_focus_shown(page: Page) -> list[dict[str, Any]]:
+    stops = tab_through(page)
+    links = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    assert [s["href"] for s in stops if s["tag"] == "a"] == links
+    controls = page.locator("select, button, input").count()
+    assert len([s for s in stops if s["tag"] != "a"]) == controls
+    for stop in stops:
+        # Focus is shown: :focus-visible matches and draws an outline (or a ring).
+        assert stop["visible"], stop
+        assert (stop["outline"] != "none" and stop["width"] > 0) or stop["shadow"] != "none", stop
+    return stops
+
+
+def tab_to(page: Page, selector: str) -> None:
+    """Tab (never click) until the focused element matches `selector`."""
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_the_flow_works_with_the_keyboard_alone(page: Page) -> None:
+    page.goto("/")
+    stops = assert_every_control_reached_with_focus_shown(page)
+    assert stops[0]["href"] == "/"  # the main navigation comes first
+    source, tenant, critical = worst_critical_tenant(page)
+    tab_to(page, f'#tenants a[href="/tenants/{source}/{tenant}"]')
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/tenants/{source}/{re.escape(tenant)}$"))
+    assert_every_control_reached_with_focus_shown(page)
+    tab_to(page, "#state")
+    # A closed <select> takes the arrow keys: step down until it says critical.
+    for _ in range(10):
+        if page.locator("#state").input_value() == "critical":
+            break
+        page.keyboard.press("ArrowDown")
+    assert page.locator("#state").input_value() == "critical"
+    tab_to(page, "button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"\?state=critical$"))
+    only = cells(page, "syncs")
+    assert len(only) == critical
+    tab_to(page, "#syncs a")
+    sync_id = page.evaluate("document.activeElement.innerText")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/syncs/{source}/{re.escape(tenant)}/{re.escape(sync_id)}$"))
+    assert_every_control_reached_with_focus_shown(page)
+    # And back up the breadcrumb to the tenant, still by keyboard.
+    tab_to(page, f'nav a[href="/tenants/{source}/{tenant}"]')
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/tenants/{source}/{re.escape(tenant)}$"))
