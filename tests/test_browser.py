@@ -18,10 +18,10 @@ import pytest
 from tests.conftest import Daemon, Keys, SimProcess, launch, require_tool, wait_until
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, ViewportSize
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "img"
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 MAX_TABS = 400  # more Tab presses than any page here has stops: a bound, not a measure
 
 
@@ -60,7 +60,7 @@ def page(browser: Browser, daemon: Daemon) -> Iterator[Page]:
 def open_page(browser: Browser, daemon: Daemon, *, javascript: bool) -> Iterator[Page]:
     """A fresh context whose every request must go to the daemon: no external resource."""
     context = browser.new_context(
-        viewport=VIEWPORT,  # type: ignore[arg-type]
+        viewport=VIEWPORT,
         java_script_enabled=javascript,
         color_scheme="light",
         base_url=daemon.url,
