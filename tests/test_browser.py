@@ -1,0 +1,246 @@
+"""The status page in a real headless Chromium (Playwright), against a daemon over the simulator.
+
+Debian's `chromium` is the browser (no Playwright browser download). Outside CI a missing
+browser or Playwright skips; under CI=true it fails. `SYNCWATCH_UPDATE_SCREENSHOTS=1` makes
+the run write docs/img/*.png for the README; nothing else writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.conftest import Daemon, Keys, SimProcess, launch, require_tool, wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, ViewportSize
+
+IMAGES = Path(__file__).resolve().parent.parent / "docs" / "img"
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
+MAX_TABS = 400  # more Tab presses than any page here has stops: a bound, not a measure
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = require_tool("chromium", "apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        message = "playwright is not installed (pip install playwright) - NOT TESTED"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install it (the test extra)")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, simulator: SimProcess, rsa_keys: Keys
+) -> Iterator[Daemon]:
+    """One daemon for the module (the tests only read): browser tests stay a few seconds."""
+    simulator.reset()
+    d = launch(tmp_path_factory.mktemp("browser"), simulator, rsa_keys)
+    yield d
+    d.proc.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, daemon: Daemon) -> Iterator[Page]:
+    yield from open_page(browser, daemon, javascript=True)
+
+
+def open_page(browser: Browser, daemon: Daemon, *, javascript: bool) -> Iterator[Page]:
+    """A fresh context whose every request must go to the daemon: no external resource."""
+    context = browser.new_context(
+        viewport=VIEWPORT,
+        java_script_enabled=javascript,
+        color_scheme="light",
+        base_url=daemon.url,
+    )
+    elsewhere: list[str] = []
+    context.on(
+        "request",
+        lambda r: None if r.url.startswith(daemon.url + "/") else elsewhere.append(r.url),
+    )
+    errors: list[str] = []
+    # Chromium asks for /favicon.ico by itself; syncwatch has none, and that 404 is harmless.
+    missing: list[str] = []
+    context.on(
+        "response",
+        lambda r: (
+            missing.append(r.url)
+            if r.status >= 400 and not r.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
+    tab = context.new_page()
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    yield tab
+    context.close()
+    assert not elsewhere, elsewhere
+    assert not errors, errors
+    assert not missing, missing
+
+
+def cells(page: Page, table: str) -> list[list[str]]:
+    """The body rows of a table by id, as the cell texts a reader sees."""
+    rows: list[list[str]] = page.eval_on_selector_all(
+        f"#{table} tbody tr",
+        "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))",
+    )
+    return rows
+
+
+def worst_critical_tenant(page: Page) -> tuple[str, str, int]:
+    """(source, tenant, critical count) of the first overview row with a critical sync."""
+    header = page.locator("#tenants thead th").all_inner_texts()
+    at = header.index("critical")
+    row = next(r for r in cells(page, "tenants") if int(r[at]) > 0)
+    return row[0], row[1], int(row[at])
+
+
+def screenshot(page: Page, name: str) -> None:
+    if os.environ.get("SYNCWATCH_UPDATE_SCREENSHOTS") == "1":
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(IMAGES / name), full_page=True)
+
+
+def has_transition(page: Page) -> bool:
+    """The sync's timeline shows a state transition (the history store has caught up)."""
+    page.reload()
+    return any(len(r) == 5 and r[1] == "transition" for r in cells(page, "timeline"))
+
+
+def walk(page: Page, *, shoot: bool = False) -> None:
+    """Overview -> a tenant with a critical sync -> filtered to critical -> a sync's timeline."""
+    page.goto("/")
+    assert page.title() == "Overview · syncwatch"
+    assert cells(page, "tenants"), "no tenant row"
+    source, tenant, critical = worst_critical_tenant(page)
+    if shoot:
+        screenshot(page, "overview.png")
+    page.locator("#tenants").get_by_role("link", name=tenant, exact=True).click()
+    page.wait_for_url(re.compile(rf"/tenants/{source}/{re.escape(tenant)}$"))
+    assert page.locator("h1").inner_text() == f"Tenant {tenant} ({source})"
+    everything = cells(page, "syncs")
+    assert len(everything) > critical
+    if shoot:
+        screenshot(page, "tenant.png")
+    page.get_by_label("State").select_option("critical")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"\?state=critical$"))
+    only = cells(page, "syncs")
+    assert len(only) == critical
+    assert all(r[2].split()[1] == "critical" for r in only), only
+    sync_id = only[0][0]
+    page.locator("#syncs").get_by_role("link", name=sync_id, exact=True).click()
+    page.wait_for_url(re.compile(rf"/syncs/{source}/{re.escape(tenant)}/{re.escape(sync_id)}$"))
+    assert page.locator("h1").inner_text() == f"Sync {sync_id}"
+    assert "critical" in page.locator("#now").inner_text()
+    wait_until(lambda: has_transition(page), timeout=20)
+
+
+def test_a_browser_follows_overview_tenant_filter_and_timeline(page: Page) -> None:
+    walk(page, shoot=True)
+
+
+def test_the_pages_work_with_javascript_disabled(browser: Browser, daemon: Daemon) -> None:
+    for page in open_page(browser, daemon, javascript=False):
+        # The context really runs no script (else this test would prove nothing).
+        page.set_content("<title>t</title><script>document.title = 'ran'</script>")
+        assert page.title() == "t"
+        walk(page)
+        # No script to lose: the page is server-rendered.
+        assert page.locator("script").count() == 0
+
+
+FOCUSED = """() => {
+  const e = document.activeElement;
+  const s = getComputedStyle(e);
+  return {tag: e.tagName.toLowerCase(), href: e.getAttribute("href"), id: e.id,
+          text: e.innerText || "", outline: s.outlineStyle, width: parseFloat(s.outlineWidth),
+          shadow: s.boxShadow, visible: e.matches(":focus-visible")};
+}"""
+
+
+def tab_through(page: Page) -> list[dict[str, Any]]:
+    """Every stop Tab makes, from the top of the page until focus leaves it again."""
+    page.reload()  # a fresh load: sequential focus starts at the top
+    stops: list[dict[str, Any]] = []
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        stop: dict[str, Any] = page.evaluate(FOCUSED)
+        if stop["tag"] == "body" or (stops and stop == stops[0]):
+            return stops
+        stops.append(stop)
+    raise AssertionError(f"Tab never left the page after {MAX_TABS} presses")
+
+
+def assert_every_control_reached_with_focus_shown(page: Page) -> list[dict[str, Any]]:
+    stops = tab_through(page)
+    links = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    assert [s["href"] for s in stops if s["tag"] == "a"] == links
+    controls = page.locator("select, button, input").count()
+    assert len([s for s in stops if s["tag"] != "a"]) == controls
+    for stop in stops:
+        # Focus is shown: :focus-visible matches and draws an outline (or a ring).
+        assert stop["visible"], stop
+        assert (stop["outline"] != "none" and stop["width"] > 0) or stop["shadow"] != "none", stop
+    return stops
+
+
+def tab_to(page: Page, selector: str) -> None:
+    """Tab (never click) until the focused element matches `selector`."""
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_the_flow_works_with_the_keyboard_alone(page: Page) -> None:
+    page.goto("/")
+    stops = assert_every_control_reached_with_focus_shown(page)
+    assert stops[0]["href"] == "/"  # the main navigation comes first
+    source, tenant, critical = worst_critical_tenant(page)
+    tab_to(page, f'#tenants a[href="/tenants/{source}/{tenant}"]')
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/tenants/{source}/{re.escape(tenant)}$"))
+    assert_every_control_reached_with_focus_shown(page)
+    tab_to(page, "#state")
+    # A closed <select> takes the arrow keys: step down until it says critical.
+    for _ in range(10):
+        if page.locator("#state").input_value() == "critical":
+            break
+        page.keyboard.press("ArrowDown")
+    assert page.locator("#state").input_value() == "critical"
+    tab_to(page, "button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"\?state=critical$"))
+    only = cells(page, "syncs")
+    assert len(only) == critical
+    tab_to(page, "#syncs a")
+    sync_id = page.evaluate("document.activeElement.innerText")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/syncs/{source}/{re.escape(tenant)}/{re.escape(sync_id)}$"))
+    assert_every_control_reached_with_focus_shown(page)
+    # And back up the breadcrumb to the tenant, still by keyboard.
+    tab_to(page, f'nav a[href="/tenants/{source}/{tenant}"]')
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/tenants/{source}/{re.escape(tenant)}$"))
