@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,9 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from syncwatch.amapi import ApiContext
+from syncwatch.silence_store import SilenceStore
+from syncwatch.web.csrf import MAX_AGE, Csrf
+from syncwatch.web.forms import FormsContext, form_routes
 from tests.conftest import Daemon, Keys, SimProcess, launch
-from tests.test_pages import page
+from tests.test_pages import Page, page
 
 
 @pytest.fixture
@@ -88,3 +94,164 @@ def test_the_silences_page_groups_silences_by_state(daemon: Daemon) -> None:
     shown = page(daemon, "/silences")
     assert [r[0] for r in shown.body("silences-expired")] == [silence_id]
     assert shown.body("silences-active") == [["None."]]
+
+
+# --- the silence form -------------------------------------------------------------------
+
+
+class Form(Page):
+    """A page's forms: action -> {field name: value} (inputs and textareas)."""
+
+    def __init__(self, html: str) -> None:
+        self.forms: dict[str, dict[str, str]] = {}
+        self._action: str | None = None
+        self._textarea: str | None = None
+        super().__init__(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        super().handle_starttag(tag, attrs)
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and a.get("method") == "post":
+            self._action = a["action"]
+            self.forms[self._action] = {}
+        elif tag == "input" and self._action is not None and "name" in a:
+            self.forms[self._action][a["name"]] = a.get("value", "")
+        elif tag == "textarea" and self._action is not None:
+            self._textarea = a["name"]
+            self.forms[self._action][self._textarea] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        super().handle_endtag(tag)
+        if tag == "form":
+            self._action = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        super().handle_data(data)
+        if self._textarea is not None and self._action is not None:
+            self.forms[self._action][self._textarea] += data
+
+
+def form_page(daemon: Daemon, path: str) -> Form:
+    response = daemon.get(path)
+    assert response.status_code == 200, response.text
+    return Form(response.text)
+
+
+def submit(daemon: Daemon, action: str, fields: dict[str, str], **kw: Any) -> httpx.Response:
+    return httpx.post(f"{daemon.url}{action}", data=fields, timeout=20, **kw)
+
+
+def state_of(daemon: Daemon, fingerprint: str) -> str:
+    (found,) = [a for a in firing(daemon) if a["fingerprint"] == fingerprint]
+    state: str = found["status"]["state"]
+    return state
+
+
+def silence_from_the_page(daemon: Daemon, alert: dict[str, Any]) -> str:
+    """Follow the alert's "Silence…" link, submit the pre-filled form; the new silence's id."""
+    link = f"/silences/new?fingerprint={alert['fingerprint']}"
+    assert link in form_page(daemon, "/alerts").links
+    fields = form_page(daemon, link).forms["/silences"]
+    fields.update(comment="deploying the fix", author="ops")
+    answer = submit(daemon, "/silences", fields)
+    assert answer.status_code == 303, answer.text
+    location = answer.headers["location"]
+    assert location.startswith("/silences#silence-")
+    return location.removeprefix("/silences#silence-")
+
+
+def test_a_silence_from_the_form_mutes_the_alert_in_the_page_and_the_api(daemon: Daemon) -> None:
+    alert = firing(daemon)[0]
+    link = f"/silences/new?fingerprint={alert['fingerprint']}"
+    fields = form_page(daemon, link).forms["/silences"]
+    # Pre-filled with every label of the alert, as Alertmanager's UI does.
+    lines = set(fields["matchers"].splitlines())
+    assert lines == {f'{k}="{v}"' for k, v in alert["labels"].items()}
+    assert fields["duration"] == "2h"
+    silence_id = silence_from_the_page(daemon, alert)
+    assert state_of(daemon, alert["fingerprint"]) == "suppressed"
+    (silence,) = daemon.get("/api/v2/silences").json()
+    assert silence["id"] == silence_id
+    assert silence["comment"] == "deploying the fix"
+    rows = page(daemon, f"/alerts?tenant={alert['labels']['tenant']}&state=suppressed")
+    assert any(
+        r[5] == alert["labels"]["sync_id"] and r[7] == silence_id for r in rows.body("alerts")
+    )
+    assert [r[0] for r in page(daemon, "/silences").body("silences-active")] == [silence_id]
+
+
+def test_a_form_with_mistakes_is_shown_again_with_what_was_entered(daemon: Daemon) -> None:
+    fields = form_page(daemon, "/silences/new").forms["/silences"]
+    fields.update(matchers='tenant="x"\nbroken', duration="soon", author="ops", comment="")
+    answer = submit(daemon, "/silences", fields)
+    assert answer.status_code == 400
+    again = Form(answer.text)
+    assert "bad matcher format: broken" in again.texts["error"]
+    assert "duration" in again.texts["error"]
+    assert "comment is required" in again.texts["error"]
+    assert again.forms["/silences"]["matchers"] == 'tenant="x"\nbroken'
+    assert daemon.get("/api/v2/silences").json() == []
+
+
+@pytest.mark.parametrize("token", ["", "1.00", "forged", None])
+def test_a_post_without_a_valid_token_is_refused(daemon: Daemon, token: str | None) -> None:
+    fields = form_page(daemon, "/silences/new").forms["/silences"]
+    fields.update(matchers='tenant="x"', comment="c", author="ops")
+    if token is None:
+        del fields["csrf"]
+    else:
+        fields["csrf"] = token
+    answer = submit(daemon, "/silences", fields)
+    assert answer.status_code == 403
+    assert "token" in Page(answer.text).texts["error"]
+    assert daemon.get("/api/v2/silences").json() == []
+
+
+def test_a_post_from_another_origin_is_refused_even_with_a_token(daemon: Daemon) -> None:
+    fields = form_page(daemon, "/silences/new").forms["/silences"]
+    fields.update(matchers='tenant="x"', comment="c", author="ops")
+    answer = submit(daemon, "/silences", fields, headers={"origin": "http://evil.example"})
+    assert answer.status_code == 403
+    assert daemon.get("/api/v2/silences").json() == []
+    same = submit(daemon, "/silences", fields, headers={"origin": daemon.url})
+    assert same.status_code == 303
+
+
+def test_a_token_is_valid_for_its_user_and_max_age_only() -> None:
+    now = [1_000_000.0]
+    csrf = Csrf(b"k" * 32, clock=lambda: now[0])
+    token = csrf.token("alice")
+    assert csrf.valid(token, "alice")
+    assert not csrf.valid(token, "bob")
+    assert not Csrf(b"o" * 32, clock=lambda: now[0]).valid(token, "alice")  # another process
+    now[0] += MAX_AGE + 1
+    assert not csrf.valid(token, "alice")
+
+
+def in_process(tmp_path: Path, host: str, method: str, url: str, **kw: Any) -> httpx.Response:
+    """One request to the forms' app as if from `host` (no other host exists on 127.0.0.1)."""
+    store = SilenceStore(tmp_path / "state.db")
+    ctx = FormsContext(ApiContext(silences=store, alerts=tuple))
+    app = Starlette(routes=form_routes(ctx))
+    token = ctx.csrf.token("")
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://syncwatch") as c:
+            return await c.request(method, url, data={"csrf": token, **kw})
+
+    try:
+        return asyncio.run(call())
+    finally:
+        assert store.all(datetime.now(UTC)) == []
+        store.close()
+
+
+@pytest.mark.parametrize("host", ["203.0.113.9", "2001:db8::1", "::ffff:203.0.113.9"])
+def test_a_form_post_from_the_network_without_auth_is_403(tmp_path: Path, host: str) -> None:
+    fields = {"matchers": 'tenant="x"', "duration": "1h", "author": "ops", "comment": "c"}
+    answer = in_process(tmp_path, host, "POST", "/silences", **fields)
+    assert answer.status_code == 403
+    assert "loopback" in Page(answer.text).texts["error"]

@@ -6,17 +6,25 @@ admitted by `ApiContext.may_write` (a 403 page otherwise) and carry a CSRF token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import urlencode
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlencode
 
+import structlog
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syncwatch.amapi import ApiContext
-from syncwatch.silences import any_of
+from syncwatch.amapi import MAX_BODY, ApiContext, BadRequestError, parse_filter, rfc3339
+from syncwatch.config.types import parse_duration
+from syncwatch.silences import Silence, any_of, problems
 from syncwatch.web import lists
+from syncwatch.web.csrf import Csrf, same_origin
 from syncwatch.web.pages import render
+from syncwatch.webauth import SCOPE_KEY, AuthInfo
+
+log = structlog.get_logger("syncwatch.web.forms")
 
 PAGE_SIZE = 100  # alerts per page; the rest behind ?page=
 
@@ -24,6 +32,75 @@ PAGE_SIZE = 100  # alerts per page; the rest behind ?page=
 @dataclass
 class FormsContext:
     api: ApiContext
+    csrf: Csrf = field(default_factory=Csrf)  # its secret lives as long as the process
+
+
+DEFAULT_DURATION = "2h"
+
+
+def _user(request: Request) -> str:
+    info = request.scope.get(SCOPE_KEY)
+    return (info.user or "") if isinstance(info, AuthInfo) else ""
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The urlencoded form (first value of each field); None once it passes MAX_BODY."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+def _refused(request: Request, why: str) -> Response:
+    host = request.client.host if request.client else "unknown"
+    log.warning("form_refused", client=host, path=request.url.path, reason=why)
+    return render("error.html", 403, message=why)
+
+
+def _see(location: str) -> Response:
+    return RedirectResponse(location, 303)  # POST-redirect-GET: a reload does not repost
+
+
+def parse_silence_form(form: dict[str, str], created_by: str, now: datetime) -> Silence:
+    """The silence a form describes (id "": new); BadRequestError naming every problem."""
+    found = []
+    matchers = []
+    for line in form.get("matchers", "").splitlines():
+        if line.strip():
+            try:
+                matchers.append(parse_filter(line))
+            except BadRequestError as exc:
+                found.append(str(exc))
+    seconds = 0.0
+    try:
+        seconds = parse_duration(form.get("duration", ""))
+    except ValueError as exc:
+        found.append(f"duration: {exc}")
+    else:
+        if seconds <= 0:
+            found.append("duration must be more than 0")
+    if not created_by.strip():
+        found.append("author is required")
+    if not form.get("comment", "").strip():
+        found.append("comment is required")
+    if found:
+        raise BadRequestError("; ".join(found))
+    silence = Silence(
+        id="",
+        matchers=tuple(matchers),
+        starts_at=now,
+        ends_at=now + timedelta(seconds=seconds),
+        created_by=created_by.strip(),
+        comment=form["comment"].strip(),
+        updated_at=now,
+    )
+    if bad := problems(silence):
+        raise BadRequestError("; ".join(bad))
+    return silence
 
 
 def _page_param(request: Request) -> int | None:
@@ -71,10 +148,77 @@ class Forms:
             link=lambda n: "?" + urlencode({**kept, "page": n}),
         )
 
-    async def silences(self, _: Request) -> Response:
+    async def silences(self, request: Request) -> Response:
         now = self.ctx.api.now()
         groups = lists.silences_by_state(self.ctx.api.silences.all(now), now)
-        return render("silences.html", groups=groups)
+        token = self.ctx.csrf.token(_user(request))
+        return render("silences.html", groups=groups, token=token)
+
+    def _form_page(self, request: Request, status: int = 200, **values: str) -> Response:
+        fields = {"matchers": "", "duration": DEFAULT_DURATION, "author": _user(request)}
+        fields |= {"comment": "", "error": ""} | values
+        token = self.ctx.csrf.token(_user(request))
+        return render("silence_form.html", status, token=token, **fields)
+
+    async def new_silence(self, request: Request) -> Response:
+        fingerprint = request.query_params.get("fingerprint", "")
+        if not fingerprint:
+            return self._form_page(request)
+        alert = next((a for a in self.ctx.api.alerts() if a.fingerprint == fingerprint), None)
+        if alert is None:
+            return render("error.html", 404, message=f"no alert has fingerprint {fingerprint}")
+        return self._form_page(request, matchers=lists.matcher_lines(alert.labels))
+
+    async def _admit(self, request: Request) -> dict[str, str] | Response:
+        """The posted form, if this request may write and is not forged; else the refusal."""
+        if not self.ctx.api.may_write(request):
+            return _refused(
+                request,
+                "changing silences needs an authenticated user (daemon.web_config_file), or "
+                "a loopback client when no basic_auth_users are configured",
+            )
+        origin = request.headers.get("origin")
+        if not same_origin(origin, request.url.scheme, request.headers.get("host")):
+            return _refused(request, "a form posted from another site is refused")
+        form = await _form(request)
+        if form is None:
+            return render("error.html", 413, message=f"the form is larger than {MAX_BODY} bytes")
+        if not self.ctx.csrf.valid(form.get("csrf", ""), _user(request)):
+            return _refused(
+                request, "the form's token is missing, expired or not yours: reload the page"
+            )
+        return form
+
+    async def create_silence(self, request: Request) -> Response:
+        form = await self._admit(request)
+        if isinstance(form, Response):
+            return form
+        now = self.ctx.api.now()
+        entered = {k: form.get(k, "") for k in ("matchers", "duration", "author", "comment")}
+        try:
+            silence = parse_silence_form(form, entered["author"], now)
+        except BadRequestError as exc:
+            return self._form_page(request, 400, error=str(exc), **entered)
+        try:
+            change = await run_in_threadpool(self.ctx.api.silences.set, silence, now)
+        except Exception as exc:  # the disk: say so, never a silence only in memory
+            return _store_failed(exc)
+        stored = change.stored
+        log.info(
+            "silence_set",
+            silence_id=stored.id,
+            matchers=[str(m) for m in stored.matchers],
+            created_by=stored.created_by,
+            ends_at=rfc3339(stored.ends_at),
+            via="form",
+        )
+        return _see(f"/silences#silence-{stored.id}")
+
+
+def _store_failed(exc: Exception) -> Response:
+    error = f"{type(exc).__name__}: {exc}"
+    log.error("silence_write_failed", error=error, via="form")
+    return render("error.html", 500, message=f"state store: not saved ({error}); try again")
 
 
 def vars_of(f: lists.AlertFilter) -> dict[str, str]:
@@ -87,4 +231,6 @@ def form_routes(ctx: FormsContext) -> list[BaseRoute]:
     return [
         Route("/alerts", forms.alerts, methods=["GET"]),
         Route("/silences", forms.silences, methods=["GET"]),
+        Route("/silences", forms.create_silence, methods=["POST"]),
+        Route("/silences/new", forms.new_silence, methods=["GET"]),
     ]
