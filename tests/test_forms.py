@@ -255,3 +255,46 @@ def test_a_form_post_from_the_network_without_auth_is_403(tmp_path: Path, host: 
     answer = in_process(tmp_path, host, "POST", "/silences", **fields)
     assert answer.status_code == 403
     assert "loopback" in Page(answer.text).texts["error"]
+
+
+# --- expire and acknowledge -------------------------------------------------------------
+
+
+def test_a_silence_expired_from_the_page_stops_muting(daemon: Daemon) -> None:
+    alert = firing(daemon)[0]
+    silence_id = silence_from_the_page(daemon, alert)
+    action = f"/silences/{silence_id}/expire"
+    fields = form_page(daemon, "/silences").forms[action]
+    forged = submit(daemon, action, {**fields, "csrf": "1.00"})
+    assert forged.status_code == 403
+    assert state_of(daemon, alert["fingerprint"]) == "suppressed"
+    answer = submit(daemon, action, fields)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/silences#silence-{silence_id}"
+    assert state_of(daemon, alert["fingerprint"]) == "active"
+    shown = page(daemon, "/silences")
+    assert [r[0] for r in shown.body("silences-expired")] == [silence_id]
+    assert action not in Form(daemon.get("/silences").text).forms  # nothing left to expire
+    assert submit(daemon, "/silences/nope/expire", fields).status_code == 404
+
+
+def test_an_alert_acknowledged_from_the_page_is_suppressed_at_its_severity(
+    daemon: Daemon,
+) -> None:
+    alert = firing(daemon)[0]
+    action = f"/alerts/{alert['fingerprint']}/ack"
+    fields = form_page(daemon, "/alerts").forms[action]
+    assert submit(daemon, action, {**fields, "comment": ""}).status_code == 400
+    fields.update(author="ops", comment="on it")
+    answer = submit(daemon, action, fields)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/alerts"
+    assert state_of(daemon, alert["fingerprint"]) == "suppressed"
+    (silence,) = daemon.get("/api/v2/silences").json()
+    matchers = {m["name"]: m["value"] for m in silence["matchers"]}
+    assert matchers["severity"] == alert["labels"]["severity"]
+    assert (silence["createdBy"], silence["comment"]) == ("ops", "on it")
+    active = page(daemon, "/silences").body("silences-active")
+    assert "(acknowledgement)" in active[0][5]
+    # A suppressed alert offers no second acknowledgement.
+    assert action not in Form(daemon.get("/alerts").text).forms

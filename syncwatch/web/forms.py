@@ -16,8 +16,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from syncwatch.acks import ack_silence
 from syncwatch.amapi import MAX_BODY, ApiContext, BadRequestError, parse_filter, rfc3339
 from syncwatch.config.types import parse_duration
+from syncwatch.silence_store import SilenceNotFoundError
 from syncwatch.silences import Silence, any_of, problems
 from syncwatch.web import lists
 from syncwatch.web.csrf import Csrf, same_origin
@@ -137,6 +139,8 @@ class Forms:
         kept = {k: v for k, v in vars_of(wanted).items() if v}
         return render(
             "alerts.html",
+            token=self.ctx.csrf.token(_user(request)),
+            user=_user(request),
             rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
             total=len(rows),
             f=wanted,
@@ -214,6 +218,50 @@ class Forms:
         )
         return _see(f"/silences#silence-{stored.id}")
 
+    async def expire(self, request: Request) -> Response:
+        form = await self._admit(request)
+        if isinstance(form, Response):
+            return form
+        silence_id = request.path_params["silence_id"]
+        try:
+            await run_in_threadpool(self.ctx.api.silences.expire, silence_id, self.ctx.api.now())
+        except SilenceNotFoundError:
+            return render("error.html", 404, message=f"no silence has id {silence_id}")
+        except Exception as exc:
+            return _store_failed(exc)
+        log.info("silence_expired", silence_id=silence_id, via="form")
+        return _see(f"/silences#silence-{silence_id}")
+
+    async def ack(self, request: Request) -> Response:
+        form = await self._admit(request)
+        if isinstance(form, Response):
+            return form
+        author, comment = form.get("author", "").strip(), form.get("comment", "").strip()
+        if not author or not comment:
+            return render("error.html", 400, message="author and comment are required")
+        fingerprint = request.path_params["fingerprint"]
+        alert = next((a for a in self.ctx.api.alerts() if a.fingerprint == fingerprint), None)
+        if alert is None or not alert.firing:
+            return render(
+                "error.html", 404, message=f"no firing alert has fingerprint {fingerprint}"
+            )
+        now = self.ctx.api.now()
+        try:
+            change = await run_in_threadpool(
+                self.ctx.api.silences.set, ack_silence(alert, author, comment, now), now
+            )
+        except Exception as exc:
+            return _store_failed(exc)
+        log.info(
+            "alert_acked",
+            silence_id=change.stored.id,
+            fingerprint=fingerprint,
+            severity=str(alert.severity),
+            created_by=author,
+            via="form",
+        )
+        return _see("/alerts")
+
 
 def _store_failed(exc: Exception) -> Response:
     error = f"{type(exc).__name__}: {exc}"
@@ -233,4 +281,6 @@ def form_routes(ctx: FormsContext) -> list[BaseRoute]:
         Route("/silences", forms.silences, methods=["GET"]),
         Route("/silences", forms.create_silence, methods=["POST"]),
         Route("/silences/new", forms.new_silence, methods=["GET"]),
+        Route("/silences/{silence_id}/expire", forms.expire, methods=["POST"]),
+        Route("/alerts/{fingerprint}/ack", forms.ack, methods=["POST"]),
     ]
