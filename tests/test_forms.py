@@ -12,8 +12,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from syncwatch.amapi import ApiContext
+from syncwatch.amapi import ApiContext, parse_filter
 from syncwatch.silence_store import SilenceStore
+from syncwatch.web import lists
 from syncwatch.web.csrf import MAX_AGE, Csrf
 from syncwatch.web.forms import FormsContext, form_routes
 from tests.conftest import Daemon, Keys, SimProcess, launch
@@ -298,3 +299,11 @@ def test_an_alert_acknowledged_from_the_page_is_suppressed_at_its_severity(
     assert "(acknowledgement)" in active[0][5]
     # A suppressed alert offers no second acknowledgement.
     assert action not in Form(daemon.get("/alerts").text).forms
+
+
+@pytest.mark.parametrize("value", ['a "quoted" \\ value', "line\nbreak", "<b>ünï</b>", ""])
+def test_prefilled_matchers_read_back_to_the_exact_label_values(value: str) -> None:
+    labels = {"tenant": value, "alertname": "SyncStale"}
+    lines = lists.matcher_lines(labels).splitlines()
+    assert len(lines) == 2
+    assert {(m.name, m.value) for m in map(parse_filter, lines)} == set(labels.items())
