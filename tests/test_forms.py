@@ -13,12 +13,15 @@ import pytest
 from starlette.applications import Starlette
 
 from syncwatch.amapi import ApiContext, parse_filter
+from syncwatch.models import Severity
 from syncwatch.silence_store import SilenceStore
 from syncwatch.web import lists
 from syncwatch.web.csrf import MAX_AGE, Csrf
-from syncwatch.web.forms import FormsContext, form_routes
+from syncwatch.web.forms import PAGE_SIZE, FormsContext, form_routes
 from tests.conftest import Daemon, Keys, SimProcess, launch
+from tests.test_acks import alert as an_alert
 from tests.test_pages import Page, page
+from tests.test_webconfig import PASSWORD, hashed, start_daemon, write_web_config
 
 
 @pytest.fixture
@@ -307,3 +310,52 @@ def test_prefilled_matchers_read_back_to_the_exact_label_values(value: str) -> N
     lines = lists.matcher_lines(labels).splitlines()
     assert len(lines) == 2
     assert {(m.name, m.value) for m in map(parse_filter, lines)} == set(labels.items())
+
+
+def test_behind_basic_auth_the_form_is_the_users_and_so_is_its_token(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    users = f"basic_auth_users:\n  ops: '{hashed(PASSWORD)}'\n  eve: '{hashed(PASSWORD)}'\n"
+    d = start_daemon(tmp_path, sim, rsa_keys, write_web_config(tmp_path / "web.yml", users))
+    try:
+        ops, eve = ("ops", PASSWORD), ("eve", PASSWORD)
+        fields = Form(d.get("/silences/new", auth=ops).text).forms["/silences"]
+        assert fields["author"] == "ops"  # the authenticated user, pre-filled
+        fields.update(matchers='tenant="x"', comment="maintenance")
+        assert submit(d, "/silences", fields).status_code == 401  # the browser's own prompt
+        assert submit(d, "/silences", fields, auth=eve).status_code == 403  # ops's token
+        assert d.get("/api/v2/silences", auth=ops).json() == []
+        assert submit(d, "/silences", fields, auth=ops).status_code == 303
+        (silence,) = d.get("/api/v2/silences", auth=ops).json()
+        assert silence["createdBy"] == "ops"
+    finally:
+        d.proc.stop()
+
+
+def test_the_alerts_page_pages_and_its_links_keep_the_filters(tmp_path: Path) -> None:
+    many = tuple(
+        an_alert(f"s-{i:03}", Severity.CRITICAL if i % 2 else Severity.WARNING) for i in range(250)
+    )
+    store = SilenceStore(tmp_path / "state.db")
+    app = Starlette(
+        routes=form_routes(FormsContext(ApiContext(silences=store, alerts=lambda: many)))
+    )
+
+    async def get(url: str) -> Page:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://syncwatch") as c:
+            answer = await c.get(url)
+        assert answer.status_code == 200
+        return Page(answer.text)
+
+    try:
+        first = asyncio.run(get("/alerts?severity=critical&tenant=org_1"))
+        assert len(first.body("alerts")) == PAGE_SIZE
+        assert "?tenant=org_1&severity=critical&page=2" in first.links
+        last = asyncio.run(get("/alerts?tenant=org_1&severity=critical&page=2"))
+        rows = last.body("alerts")
+        assert len(rows) == 125 - PAGE_SIZE
+        assert all(r[1].endswith("critical") for r in rows)
+        assert "?tenant=org_1&severity=critical&page=1" in last.links
+    finally:
+        store.close()
