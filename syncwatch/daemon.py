@@ -51,6 +51,7 @@ from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
 from syncwatch.state import StateStore, WalLoss, state_error
 from syncwatch.store import Store
+from syncwatch.web.forms import FormsContext, form_routes
 from syncwatch.web.pages import PagesContext, overview_page, page_routes
 from syncwatch.webauth import Authenticator, AuthMiddleware, may_write
 from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
@@ -400,6 +401,7 @@ class Daemon:
                     *ack_routes(context),
                     *history_routes(self.history),
                     *page_routes(pages),
+                    *form_routes(FormsContext(context)),
                 ],
                 # Read per request: a reload's windows show at once.
                 maintenance=lambda: [m.window() for m in self.config.maintenance],

@@ -50,6 +50,9 @@ def _html(template: str, status: int = 200, **values: object) -> Response:
     return HTMLResponse(_env.get_template(template).render(**values), status)
 
 
+render = _html  # for the alerts and silences pages (forms.py)
+
+
 def _int_param(request: Request, name: str, default: int) -> int | None:
     raw = request.query_params.get(name, "")
     if not raw:

@@ -1,0 +1,81 @@
+"""The alerts and silences pages' rows: pure (alerts, silences, muter, now) -> rows, no HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+from syncwatch.lifecycle import Alert
+from syncwatch.silences import Muter, Silence, SilenceState
+
+ALERT_STATES = ("firing", "suppressed", "pending")
+SEVERITIES = ("critical", "warning")
+SILENCE_STATES = (SilenceState.ACTIVE, SilenceState.PENDING, SilenceState.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    alert: Alert
+    state: str  # one of ALERT_STATES, as of this request's silences (not the last cycle's)
+    muted_by: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    source: str = ""
+    tenant: str = ""
+    severity: str = ""
+    state: str = ""
+
+    def admits(self, row: AlertRow) -> bool:
+        a = row.alert
+        return (
+            (not self.source or a.source == self.source)
+            and (not self.tenant or a.tenant == self.tenant)
+            and (not self.severity or str(a.severity) == self.severity)
+            and (not self.state or row.state == self.state)
+        )
+
+
+def alert_rows(alerts: Iterable[Alert], muter: Muter, now: datetime) -> list[AlertRow]:
+    """Every alert with its state now: a silence made a moment ago shows at once."""
+    rows = []
+    for a in alerts:
+        muted = muter(a.labels, now) if a.firing else ()
+        state = "pending" if not a.firing else "suppressed" if muted else "firing"
+        rows.append(AlertRow(a, state, muted))
+    # Firing first, then suppressed, then pending; critical before warning within each.
+    rank = {s: i for i, s in enumerate(ALERT_STATES)}
+    rows.sort(
+        key=lambda r: (
+            rank[r.state],
+            -r.alert.severity.rank,
+            r.alert.source,
+            r.alert.tenant,
+            r.alert.sync_id,
+            r.alert.alertname,
+        )
+    )
+    return rows
+
+
+def silences_by_state(
+    silences: Iterable[Silence], now: datetime
+) -> Mapping[SilenceState, list[Silence]]:
+    """Active (ending soonest first), pending (starting soonest first), expired (latest first)."""
+    out: dict[SilenceState, list[Silence]] = {s: [] for s in SILENCE_STATES}
+    for s in silences:
+        out[s.state(now)].append(s)
+    out[SilenceState.ACTIVE].sort(key=lambda s: (s.ends_at, s.id))
+    out[SilenceState.PENDING].sort(key=lambda s: (s.starts_at, s.id))
+    out[SilenceState.EXPIRED].sort(key=lambda s: (s.ends_at, s.id), reverse=True)
+    return out
+
+
+def matcher_lines(labels: Mapping[str, str]) -> str:
+    """An alert's labels as the silence form's matchers, one `name="value"` a line (the
+    value JSON-quoted, so `amapi.parse_filter` reads any value back exactly)."""
+    return "\n".join(f"{k}={orjson.dumps(v).decode()}" for k, v in sorted(labels.items()))
