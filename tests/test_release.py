@@ -11,10 +11,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import require_tool
+from tests.conftest import require_tool, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
@@ -105,6 +106,34 @@ def test_the_installed_wheel_validates_the_example_config(built: Built, tmp_path
     result = built.syncwatch("validate", "-c", str(ROOT / "config.example.toml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[daemon]" in result.stdout
+
+
+def test_the_installed_wheels_demo_serves_the_status_page(built: Built, tmp_path: Path) -> None:
+    """Templates are package data: a wheel without them would serve no page."""
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [str(built.venv / "bin" / "syncwatch"), "demo", "--duration", "60s"],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        found = wait_until(
+            lambda: re.search(r"status page: (http://127\.0\.0\.1:\d+/)", log.read_text()),
+            timeout=30,
+        )
+
+        def overview() -> httpx.Response | None:
+            answer = httpx.get(found[1], headers={"Accept": "text/html"}, timeout=5)
+            return answer if answer.status_code == 200 else None
+
+        page: httpx.Response = wait_until(overview, timeout=30)
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<h1>Overview</h1>" in page.text
+    finally:
+        demo.terminate()
+        assert demo.wait(15) == 0, log.read_text()
 
 
 def test_the_installed_wheel_runs_the_demo(built: Built, tmp_path: Path) -> None:
