@@ -23,13 +23,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syncwatch.history import Entry, Kind, Query
-from syncwatch.startup import EX_DATAERR, StartupError
-from syncwatch.state import state_error
+from syncwatch.state import migrate_part, state_error
 
 log = structlog.get_logger("syncwatch.history")
 
 PART = "history"
-SCHEMA_VERSION = 1
 DEFAULT_RETENTION = 30 * 86400.0
 DEFAULT_MAX_ROWS = 500_000
 PRUNE_EVERY = 60.0  # s: the writer also wakes this often to apply the retention
@@ -100,25 +98,7 @@ class HistoryStore:
             raise
 
     def _migrate(self) -> None:
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_parts (part TEXT PRIMARY KEY, version INTEGER "
-            "NOT NULL) WITHOUT ROWID"
-        )
-        row = self._db.execute(
-            "SELECT version FROM schema_parts WHERE part = ?", (PART,)
-        ).fetchone()
-        version = 0 if row is None else int(row[0])
-        if version > SCHEMA_VERSION:
-            raise StartupError(
-                f"daemon.state_path {self.path}: its history table has schema {version}, "
-                f"newer than this syncwatch ({SCHEMA_VERSION}); upgrade syncwatch or point "
-                "state_path elsewhere",
-                EX_DATAERR,
-            )
-        for target in range(version, SCHEMA_VERSION):
-            script = f"BEGIN IMMEDIATE; {_MIGRATIONS[target]}; INSERT OR REPLACE INTO "
-            script += f"schema_parts VALUES ('{PART}', {target + 1}); COMMIT;"
-            self._db.executescript(script)
+        migrate_part(self._db, self.path, PART, _MIGRATIONS)
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Configured secrets are blanked in what is stored (a last guard, as in the logs)."""

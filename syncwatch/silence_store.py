@@ -31,13 +31,11 @@ from syncwatch.silences import (
     collectable,
     muted_by,
 )
-from syncwatch.startup import EX_DATAERR, StartupError
-from syncwatch.state import state_error
+from syncwatch.state import migrate_part, state_error
 
 log = structlog.get_logger("syncwatch.silence_store")
 
 PART = "silences"
-SCHEMA_VERSION = 2
 
 # Each entry migrates the silences part from version i to i + 1; append, never edit.
 _MIGRATIONS: Sequence[str] = (
@@ -134,26 +132,7 @@ class SilenceStore:
             raise
 
     def _migrate(self) -> None:
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_parts (part TEXT PRIMARY KEY, version INTEGER "
-            "NOT NULL) WITHOUT ROWID"
-        )
-        row = self._db.execute(
-            "SELECT version FROM schema_parts WHERE part = ?", (PART,)
-        ).fetchone()
-        version = 0 if row is None else int(row[0])
-        if version > SCHEMA_VERSION:
-            raise StartupError(
-                f"daemon.state_path {self.path}: its silences table has schema {version}, "
-                f"newer than this syncwatch ({SCHEMA_VERSION}); upgrade syncwatch or point "
-                "state_path elsewhere",
-                EX_DATAERR,
-            )
-        for target in range(version, SCHEMA_VERSION):
-            # executescript commits anything open first, so the script carries its own BEGIN.
-            script = f"BEGIN IMMEDIATE; {_MIGRATIONS[target]}; INSERT OR REPLACE INTO "
-            script += f"schema_parts VALUES ('{PART}', {target + 1}); COMMIT;"
-            self._db.executescript(script)
+        migrate_part(self._db, self.path, PART, _MIGRATIONS)
 
     def _load(self) -> list[Silence]:
         rows = self._db.execute(

@@ -163,6 +163,31 @@ def _preflight(path: Path) -> wal.WalFrames | None:
         raise _access_error(path, exc, f"cannot read {wal_path}") from None
 
 
+def migrate_part(
+    db: sqlite3.Connection, path: Path | str, part: str, migrations: Sequence[str]
+) -> None:
+    """Bring one part of the state database (its own tables, versioned in `schema_parts`)
+    to `len(migrations)`; a part newer than this syncwatch stops the start."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_parts (part TEXT PRIMARY KEY, version INTEGER "
+        "NOT NULL) WITHOUT ROWID"
+    )
+    row = db.execute("SELECT version FROM schema_parts WHERE part = ?", (part,)).fetchone()
+    version, latest = (0 if row is None else int(row[0])), len(migrations)
+    if version > latest:
+        raise StartupError(
+            f"daemon.state_path {path}: its {part} table has schema {version}, "
+            f"newer than this syncwatch ({latest}); upgrade syncwatch or point "
+            "state_path elsewhere",
+            EX_DATAERR,
+        )
+    for target in range(version, latest):
+        # executescript commits anything open first, so the script carries its own BEGIN.
+        script = f"BEGIN IMMEDIATE; {migrations[target]}; INSERT OR REPLACE INTO "
+        script += f"schema_parts VALUES ('{part}', {target + 1}); COMMIT;"
+        db.executescript(script)
+
+
 def state_error(path: Path | str, exc: sqlite3.Error) -> StartupError:
     """The one line, and exit code, for a SQLite error on the state database."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
