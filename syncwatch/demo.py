@@ -94,7 +94,13 @@ def run_demo(duration: float | None, out: TextIO | None = None) -> int:
         key_file.write_bytes(private)
         key_file.chmod(0o600)
         sim = SimulatorThread(
-            SimConfig(time_scale=DEMO_TIME_SCALE, churn=0.3, paragon_public_key_pem=public),
+            SimConfig(
+                time_scale=DEMO_TIME_SCALE,
+                churn=0.3,
+                # Histories count from the demo's start: every run tells the same story.
+                epoch=int(clock.wall()),
+                paragon_public_key_pem=public,
+            ),
             clock=clock,
         )
         sim.start()

@@ -287,6 +287,29 @@ def test_the_same_seed_gives_the_same_fleet_and_listings() -> None:
         assert snapshot(a) != snapshot(c)
 
 
+def test_histories_count_from_the_epoch_so_every_demo_tells_the_same_story() -> None:
+    from syncwatch.simulator.fleet import generate_fleet
+    from syncwatch.simulator.views import paragon_at, timbal_at
+
+    def story(epoch: int) -> list[tuple[Any, ...]]:
+        fleet = generate_fleet(SimConfig(orgs=2, users=2, seed=3, churn=0.5, epoch=epoch))
+        return [
+            *(
+                (t.sync_id, view["last_state"], view["seconds_since_success"])
+                for t in fleet.timbal
+                for k in range(0, 4 * 3600, 300)
+                for view in [timbal_at(t, epoch + k)]
+            ),
+            *(
+                (p.sync_id, paragon_at(p, epoch + k, False)["status"])
+                for p in fleet.paragon
+                for k in range(0, 4 * 3600, 300)
+            ),
+        ]
+
+    assert story(1_800_000_000) == story(1_800_004_321) == story(1_812_345_678)
+
+
 def test_real_clocks_differ_only_in_time_derived_fields() -> None:
     config = SimConfig(orgs=2, users=2, seed=5, churn=0.0)
 

@@ -14,6 +14,10 @@ class SimConfig:
     users: int = 3
     syncs_per_user: int = 3
     seed: int = 0
+    # Unix second the scheduled histories count their phases from. With the default, where a
+    # run is in its story depends on the wall clock; the demo passes its start, so every demo
+    # tells the same story from its first poll.
+    epoch: int = 0
     time_scale: float = 1.0
     churn: float = 0.1
     timbal_api_key: str = "sim-timbal-key"

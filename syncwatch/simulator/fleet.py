@@ -368,6 +368,9 @@ def generate_fleet(config: SimConfig) -> Fleet:
     paragon_rng = random.Random(master.getrandbits(64))  # noqa: S311
     timbal = _generate_timbal(config, timbal_rng)
     paragon = _generate_paragon(config, paragon_rng)
+    if config.epoch:
+        timbal = [dataclasses.replace(t, phase=t.phase + config.epoch) for t in timbal]
+        paragon = [dataclasses.replace(p, phase=p.phase + config.epoch) for p in paragon]
     orgs = [f"org_{o + 1:04d}" for o in range(config.orgs)]
     users = [f"user-{u + 1:04d}" for u in range(config.users)]
     timbal_by_org: dict[str, list[TimbalSpec]] = {org: [] for org in orgs}
