@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -72,3 +73,34 @@ def test_the_fault_matrix_has_one_row_per_issue_13_item_naming_real_tests() -> N
         for module, test in named:
             source = (ROOT / "tests" / module).read_text()
             assert re.search(rf"^(async )?def {test}\(", source, re.M), f"{module}::{test}"
+
+
+def _apt_tools() -> dict[str, str]:
+    """{tool: Debian package} for every `require_tool("tool", "apt-get install pkg")` call."""
+    tools: dict[str, str] = {}
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "require_tool"
+                and len(node.args) == 2
+                and all(isinstance(a, ast.Constant) for a in node.args)
+            ):
+                tool, install = (str(a.value) for a in node.args if isinstance(a, ast.Constant))
+                if install.startswith("apt-get install "):
+                    tools[tool] = install.removeprefix("apt-get install ")
+    return tools
+
+
+def test_every_debian_tool_the_tests_require_is_installed_by_ci_and_named_in_the_readme() -> None:
+    tools = _apt_tools()
+    assert {"prometheus", "amtool", "chromium", "curl"} <= set(tools)  # the scan finds them
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (apt_line,) = re.findall(r"^apt-get install (.+)$", readme, re.MULTILINE)
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for tool, package in sorted(tools.items()):
+        assert package in apt_line.split(), f"README's apt-get line lacks {package} ({tool})"
+        assert re.search(rf"command -v \S+ >/dev/null \|\| need\+=\({re.escape(package)}\)", ci), (
+            f".ci/run does not install {package} ({tool})"
+        )
