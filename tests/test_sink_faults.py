@@ -50,6 +50,7 @@ from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import Captured, CaptureServer
 from tests.clock import FakeClock
+from tests.delivery import deliver_due
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 MINUTE = 60.0
@@ -278,7 +279,7 @@ class Sim:
         """One dispatcher pass at the current time; records what the receiver saw."""
         seen = len(self.sink.requests)
         failed, dropped = self.outcome("failed"), self.outcome("dropped")
-        wait = await self.dispatcher.deliver_due()
+        wait = await deliver_due(self.dispatcher)
         now = self.clock.now
         self.sent.extend(Sent(r, now) for r in self.sink.requests[seen:])
         head = self.store.head(self.name)
