@@ -174,8 +174,9 @@ def tenant_rows(
     return rows
 
 
-def duration(seconds: float | None) -> str:
-    """`3d 4h`, `5m 12s`, `40s`: two units at most, for a person to read."""
+def duration(seconds: float | None, most: int = 2) -> str:
+    """`3d 4h`, `5m 12s`, `40s`: two units at most, for a person to read (`most=4`: to the
+    second, as the silence form shows a duration that `parse_duration` reads back)."""
     if seconds is None:
         return "never"
     s = int(seconds)
@@ -184,6 +185,6 @@ def duration(seconds: float | None) -> str:
         if s >= size or (unit == "s" and not parts):
             parts.append(f"{s // size}{unit}")
             s %= size
-        if len(parts) == 2:
+        if len(parts) == most:
             break
     return " ".join(parts)
