@@ -138,18 +138,21 @@ VIEWS: dict[str, Callable[[Page, Fleet], object]] = {
 }
 
 
-def axe_findings(page: Page) -> list[tuple[str, dict[str, Any]]]:
+def axe_findings(page: Page, *, clipped: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """axe-core's serious and critical violations, and the contrasts it could not measure.
 
     A contrast axe leaves "incomplete" (text it cannot see against a known background) is
-    not a contrast shown to meet AA, so it counts too.
+    not a contrast shown to meet AA, so it counts too - except where the layout `clipped` text
+    on purpose: on a phone a wide table's far columns sit scrolled out of its region, axe
+    cannot see them, and the same colours were measured at 1280 px, where nothing is clipped.
     """
     page.add_script_tag(path=str(AXE))
     result: dict[str, Any] = page.evaluate(
         "axe.run(document, {resultTypes: ['violations', 'incomplete']})"
     )
     found = [("violation", v) for v in result["violations"] if v["impact"] in BLOCKING]
-    found += [("unverified", v) for v in result["incomplete"] if v["id"] == "color-contrast"]
+    if not clipped:
+        found += [("unverified", v) for v in result["incomplete"] if v["id"] == "color-contrast"]
     return found
 
 
@@ -204,7 +207,7 @@ def test_every_view_has_no_serious_accessibility_violation(
                 page.set_viewport_size(size)
                 page.emulate_media(color_scheme=scheme)
                 VIEWS[view](page, fleet)
-                problems += describe(where, axe_findings(page))
+                problems += describe(where, axe_findings(page, clipped=size_name == "phone"))
                 if size_name == "phone":
                     wide, shown = page.evaluate(SIDEWAYS)
                     if wide > shown:
@@ -230,6 +233,26 @@ def test_states_are_text_with_a_symbol_never_colour_alone(
             assert not symbol.isalnum(), e
             symbols.setdefault(name, set()).add(symbol)
     assert all(len(s) == 1 for s in symbols.values()), symbols
+
+
+SAMPLES = """names => document.querySelector("main").insertAdjacentHTML("beforeend",
+  '<p id="samples">' + names.map(n => `<span class="state ${n}">${n}</span>`).join(" ")
+  + ' <span class="muted">muted</span></p>')"""
+
+
+def test_every_state_colour_meets_aa_in_both_schemes(browser: Browser, daemon: Daemon) -> None:
+    """Each state's colour (and muted text) against the page, whether the fleet shows it or not."""
+    for page in open_page(browser, daemon, javascript=True):
+        page.goto("/")
+        page.evaluate(SAMPLES, list(STATE_CLASSES))
+        page.add_script_tag(path=str(AXE))
+        for scheme in SCHEMES:
+            page.emulate_media(color_scheme=scheme)
+            result = page.evaluate("axe.run('#samples', {runOnly: ['color-contrast']})")
+            assert not result["violations"], (scheme, result["violations"])
+            assert not result["incomplete"], (scheme, result["incomplete"])
+            (passed,) = result["passes"]
+            assert len(passed["nodes"]) == len(STATE_CLASSES) + 1, (scheme, passed["nodes"])
 
 
 def test_the_pages_follow_prefers_color_scheme(browser: Browser, daemon: Daemon) -> None:

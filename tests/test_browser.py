@@ -130,7 +130,8 @@ def assert_every_control_reached_with_focus_shown(page: Page) -> list[dict[str, 
     stops = tab_through(page)
     links = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
     assert [s["href"] for s in stops if s["tag"] == "a"] == links
-    controls = page.locator("select, button, input").count()
+    # Controls, and each wide table's scroll region (focusable, so keys can scroll it).
+    controls = page.locator("select, button, input, [tabindex='0']").count()
     assert len([s for s in stops if s["tag"] != "a"]) == controls
     for stop in stops:
         # Focus is shown: :focus-visible matches and draws an outline (or a ring).
