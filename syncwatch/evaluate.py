@@ -37,6 +37,15 @@ class SyncState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """The warn and critical lines a sync's ratio is judged against, and who set them."""
+
+    warn: float
+    critical: float
+    origin: str  # "default", or the override that set them: "overrides[2]"
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """The verdict on one sync: its state and, when one holds, the alert condition."""
 
@@ -44,6 +53,7 @@ class Evaluation:
     state: SyncState
     condition: Condition | None = None
     ratio: float | None = None
+    limits: Limits | None = None  # for a ratio: the lines it is judged against
 
 
 class SourceRules(Protocol):

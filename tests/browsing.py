@@ -18,16 +18,23 @@ VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 
 def open_page(
-    browser: Browser, daemon: Daemon, *, javascript: bool, refused: tuple[str, ...] = ()
+    browser: Browser,
+    daemon: Daemon,
+    *,
+    javascript: bool,
+    refused: tuple[str, ...] = (),
+    bypass_csp: bool = False,
 ) -> Iterator[Page]:
     """A fresh context whose every request must go to the daemon: no external resource.
 
     After the test: no request left the daemon, no script error, and nothing answered 400 or
     more except the paths in `refused` (an error page the test opens on purpose).
+    `bypass_csp` lets the test inject a script of its own (the pages allow only theirs).
     """
     context = browser.new_context(
         viewport=VIEWPORT,
         java_script_enabled=javascript,
+        bypass_csp=bypass_csp,
         color_scheme="light",
         base_url=daemon.url,
     )

@@ -68,7 +68,6 @@ def require_tool(name: str, install: str) -> str:
     return found
 
 
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's headless Chromium under Playwright (no Playwright browser download).

@@ -186,7 +186,7 @@ def test_the_vendored_axe_core_is_the_pinned_one() -> None:
 
 def test_axe_runs_in_the_page_and_reports_what_it_should(browser: Browser, daemon: Daemon) -> None:
     """The check can fail: an unlabelled field and grey-on-grey text are found."""
-    for page in open_page(browser, daemon, javascript=True):
+    for page in open_page(browser, daemon, javascript=True, bypass_csp=True):
         page.goto("/")
         page.evaluate("""() => document.querySelector("main").insertAdjacentHTML("beforeend",
           '<p style="color:#777;background:#888">faint</p><input id="unnamed">')""")
@@ -200,7 +200,7 @@ def test_every_view_has_no_serious_accessibility_violation(
 ) -> None:
     refused = (NOT_FOUND, "/silences")  # the 404 view, and the rejected form's 400 answer
     problems: list[str] = []
-    for page in open_page(browser, daemon, javascript=True, refused=refused):
+    for page in open_page(browser, daemon, javascript=True, refused=refused, bypass_csp=True):
         for scheme in SCHEMES:
             for size_name, size in SIZES.items():
                 where = f"{view} [{scheme}, {size_name}]"
@@ -242,7 +242,7 @@ SAMPLES = """names => document.querySelector("main").insertAdjacentHTML("beforee
 
 def test_every_state_colour_meets_aa_in_both_schemes(browser: Browser, daemon: Daemon) -> None:
     """Each state's colour (and muted text) against the page, whether the fleet shows it or not."""
-    for page in open_page(browser, daemon, javascript=True):
+    for page in open_page(browser, daemon, javascript=True, bypass_csp=True):
         page.goto("/")
         page.evaluate(SAMPLES, list(STATE_CLASSES))
         page.add_script_tag(path=str(AXE))

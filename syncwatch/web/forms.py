@@ -23,7 +23,7 @@ from syncwatch.silence_store import SilenceNotFoundError
 from syncwatch.silences import Silence, any_of, problems
 from syncwatch.web import lists
 from syncwatch.web.csrf import Csrf, same_origin
-from syncwatch.web.pages import render
+from syncwatch.web.pages import refresh_param, render
 from syncwatch.webauth import SCOPE_KEY, AuthInfo
 
 log = structlog.get_logger("syncwatch.web.forms")
@@ -127,12 +127,16 @@ class Forms:
             q.get("source", ""), q.get("tenant", ""), q.get("severity", ""), q.get("state", "")
         )
         page = _page_param(request)
+        refresh = refresh_param(request)
         if (
             page is None
+            or refresh is None
             or (wanted.severity and wanted.severity not in lists.SEVERITIES)
             or (wanted.state and wanted.state not in lists.ALERT_STATES)
         ):
-            return render("error.html", 400, message="severity, state or page: not a known value")
+            return render(
+                "error.html", 400, message="severity, state, page or refresh: not a known value"
+            )
         every = self._rows()
         rows = [r for r in every if wanted.admits(r)]
         pages = max(1, -(-len(rows) // PAGE_SIZE))
@@ -150,6 +154,7 @@ class Forms:
             page=page,
             pages=pages,
             link=lambda n: "?" + urlencode({**kept, "page": n}),
+            refresh=refresh,
         )
 
     async def silences(self, request: Request) -> Response:

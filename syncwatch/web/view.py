@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from syncwatch.evaluate import Evaluation, SyncState
+from syncwatch.evaluate import Evaluation, Limits, SyncState
 from syncwatch.lifecycle import Alert
 from syncwatch.metrics import Snapshot
 from syncwatch.models import ParagonSync, TimbalSync
@@ -25,9 +25,15 @@ class SyncRow:
     state: str  # one of STATES
     detail: str  # the upstream state as evaluated (ok, disabled, ERRORED…)
     lag: float | None  # seconds since the last success
-    ratio: float | None  # lag against its threshold (1.0 = at the warn/critical line)
+    ratio: float | None  # lag / interval, judged against `limits`
     last_success: datetime | None
     alerts: tuple[str, ...] = ()
+    limits: Limits | None = None  # the warn and critical ratios, and default or which override
+
+    @property
+    def scale(self) -> float:
+        """The ratio bar's full length: a quarter past the critical line."""
+        return 1.25 * self.limits.critical if self.limits else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,7 @@ def _row(
         ratio=e.ratio,
         last_success=_last_success(e.sync),
         alerts=tuple(f"{a.alertname} ({a.state}, {a.severity})" for a in alerts),
+        limits=e.limits,
     )
 
 
