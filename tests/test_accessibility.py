@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 import httpx
 import pytest
 
+from syncwatch.web import lists, view
 from tests.browsing import open_page
 from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
 
@@ -36,9 +37,9 @@ SIZES: dict[str, ViewportSize] = {
     "phone": {"width": 390, "height": 844},
 }
 NOT_FOUND = "/tenants/timbal/no-such-tenant"
-# Every class that colours a state; each must be the `state` macro's "<symbol> <name>".
-STATE_CLASSES = ("ok", "warning", "critical", "unreachable", "suppressed", "other")
-STATE_CLASSES += ("firing", "pending")
+# Every state a page colours (a sync's, an alert's, a severity); each element of one of these
+# classes must be the `state` macro's "<symbol> <name>".
+STATE_CLASSES = tuple(dict.fromkeys((*view.STATES, *lists.ALERT_STATES, *lists.SEVERITIES)))
 
 
 @dataclass(frozen=True)
