@@ -12,7 +12,6 @@ from typing import Any, TextIO
 import httpx
 
 from syncwatch.daemon import Daemon, catch_early_stop, run_daemon
-from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.server import bind_listener
 from syncwatch.settings import Config, load_config
 from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
@@ -65,8 +64,9 @@ def demo_config(
 
 def demo_summary(daemon: Daemon) -> str:
     """The closing line: what the console printed, and what is still firing."""
-    console = daemon.dispatcher.notifiers.get("console")
-    counts = console.counts if isinstance(console, ConsoleNotifier) else Counter[str]()
+    # The console notifier tallies the lines it printed by their word (FIRING, ESCALATED…).
+    tally = getattr(daemon.dispatcher.notifiers.get("console"), "counts", None)
+    counts: Counter[str] = tally if isinstance(tally, Counter) else Counter()
     firing = sum(1 for a in daemon.engine.alerts.values() if a.firing)
     told = ", ".join(
         f"{counts[word]} {label}"

@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncwatch.simulator import rsa_keypair
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +66,27 @@ def require_tool(name: str, install: str) -> str:
             pytest.fail(f"{message}; CI must install it (.ci/run)")
         pytest.skip(message)
     return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium under Playwright (no Playwright browser download).
+
+    Outside CI a missing browser or Playwright skips; under CI=true it fails. The pages are
+    opened with `tests/browsing.py`'s `open_page`.
+    """
+    executable = require_tool("chromium", "apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        message = "playwright is not installed (pip install playwright) - NOT TESTED"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install it (the test extra)")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
 
 
 _REFUSING: list[socket.socket] = []  # held until the test process exits
