@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncwatch.simulator import rsa_keypair
+from tests.postgres import PostgresServer, postgres_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +64,19 @@ def require_tool(name: str, install: str) -> str:
             pytest.fail(f"{message}; CI must install it (.ci/run)")
         pytest.skip(message)
     return found
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server per test process (xdist worker); skipped without the package."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL (with its password) of an empty database of this test's own."""
+    return postgres.new_database()
 
 
 _REFUSING: list[socket.socket] = []  # held until the test process exits
