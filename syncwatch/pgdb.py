@@ -46,6 +46,7 @@ DEFAULTS = {
 # One syncwatch per database until replicas elect a leader: a second one would deliver the
 # same outbox rows. A session advisory lock, gone with the connection (kill -9 included).
 EXCLUSIVE_LOCK = 0x73796E6377617463  # "syncwatc"
+EXCLUSIVE_WAIT_MS = 5000
 _PLACEHOLDER = re.compile(r"\?")
 _HIDDEN = ("password", "user", "host", "hostaddr", "port", "dbname", "service", "passfile")
 
@@ -120,15 +121,17 @@ class PgDb:
                 # history rows, never corrupt them.
                 conn.execute("SET synchronous_commit = off")
             if self._exclusive:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (EXCLUSIVE_LOCK,)).fetchone()
-                if not row or not row[0]:
-                    conn.close()
-                    raise PgError(
-                        "another syncwatch is using this database (one process per database "
-                        "until replicas elect a leader); stop it, or give this one its own "
-                        "database",
-                        "55P03",
-                    )
+                # A killed predecessor's session may take a moment to end: wait that long.
+                conn.execute(f"SET lock_timeout = {EXCLUSIVE_WAIT_MS}")
+                conn.execute("SELECT pg_advisory_lock(%s)", (EXCLUSIVE_LOCK,))
+                conn.execute(f"SET lock_timeout = {self._lock_ms}")
+        except errors.LockNotAvailable:
+            conn.close()
+            raise PgError(
+                "another syncwatch is using this database (one process per database until "
+                "replicas elect a leader); stop it, or give this one its own database",
+                errors.LockNotAvailable.sqlstate,
+            ) from None
         except psycopg.Error as exc:
             conn.close()
             raise self._error(exc) from None
@@ -230,6 +233,10 @@ class PgDb:
         return "ok"
 
     def close(self) -> None:
+        if self._exclusive and self._conn is not None and not self._conn.broken:
+            # Now, not when the server notices the closed socket: a successor may be waiting.
+            with suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
         self._drop()
 
     # --- what failures mean -------------------------------------------------------------
@@ -258,7 +265,7 @@ class PgDb:
             )
         if state in (errors.DiskFull.sqlstate, errors.OutOfMemory.sqlstate):
             return StartupError(f"{self.where}: the server is out of space ({text})", EX_IOERR)
-        if state == "55P03":
+        if state == errors.LockNotAvailable.sqlstate:
             return StartupError(f"{self.where}: {text}", EX_TEMPFAIL)
         return StartupError(
             f"{self.where}: cannot use the database ({text}); is the server running and reachable?",

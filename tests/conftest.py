@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.simulator import rsa_keypair
 from tests.postgres import PostgresServer, postgres_server
 
@@ -77,6 +79,15 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """The URL (with its password) of an empty database of this test's own."""
     return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | PostgresTarget:
+    """The state database, once per backend: a SQLite file not yet made
+    and an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return PostgresTarget(SecretStr(request.getfixturevalue("pg_url")))
 
 
 _REFUSING: list[socket.socket] = []  # held until the test process exits
