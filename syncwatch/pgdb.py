@@ -148,7 +148,7 @@ class PgDb:
         kind = PgIntegrityError if isinstance(exc, psycopg.IntegrityError) else PgError
         if self._conn is not None and (self._conn.broken or self._conn.closed):
             self._drop()  # reconnect on the next statement
-        return kind(f"{type(exc).__name__}: {self._scrub(str(exc))}", exc.sqlstate)
+        return kind(f"{type(exc).__name__}: {self._scrub(str(exc))}", _sqlstate(exc))
 
     def _scrub(self, text: str) -> str:
         text = " ".join(text.split())  # libpq's messages span lines
@@ -271,6 +271,24 @@ class PgDb:
             f"{self.where}: cannot use the database ({text}); is the server running and reachable?",
             EX_TEMPFAIL,
         )
+
+
+# A failed connect carries no SQLSTATE in psycopg: the server's FATAL line tells.
+_CONNECT_STATES = (
+    ("password authentication failed", "28P01"),
+    ("no pg_hba.conf entry", "28000"),
+    ("authentication failed", "28000"),
+    ("permission denied for database", "42501"),
+    ('role "', "28000"),  # FATAL: role "…" does not exist
+    ("does not exist", "3D000"),  # FATAL: database "…" does not exist
+)
+
+
+def _sqlstate(exc: psycopg.Error) -> str | None:
+    if exc.sqlstate:
+        return exc.sqlstate
+    text = str(exc)
+    return next((state for words, state in _CONNECT_STATES if words in text), None)
 
 
 def _pg(sql: str) -> str:

@@ -285,17 +285,24 @@ def sim_config_toml(
     daemon_extra: str = "",
     orgs: list[str] | None = None,
     users: list[str] | None = None,
+    state_url: str | None = None,
 ) -> str:
-    """A config watching the simulated fleet; `extra` appends tables (e.g. notifiers)."""
+    """A config watching the simulated fleet; `extra` appends tables (e.g. notifiers).
+    `state_url` (a PostgreSQL URL) replaces `state_path`."""
     fleet = sim.fleet()
     orgs = orgs if orgs is not None else sorted({s["org_id"] for s in fleet["timbal"]})
     users = users if users is not None else sorted({s["user_id"] for s in fleet["paragon"]})
     org_tables = "\n".join(f"[[timbal.orgs]]\nid = {toml_value(o)}" for o in orgs)
+    state_line = (
+        f"state_url = {toml_value(state_url)}"
+        if state_url
+        else f"state_path = {toml_value(str(state_path))}"
+    )
     return f"""
 [daemon]
 poll_interval = {toml_value(poll_interval)}
 listen = {toml_value(listen)}
-state_path = {toml_value(str(state_path))}
+{state_line}
 request_timeout = {toml_value(request_timeout)}
 retries = 0
 log_format = "json"
