@@ -149,7 +149,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
     def new_database(self) -> str:
         """An empty database of its own for one test: no state leaks between tests."""

@@ -179,7 +179,9 @@ def test_the_daemon_survives_postgresql_stopping_and_sends_nothing_twice(
             (flipped["sync_id"],),
         ).fetchone()
         assert errored == (0,)
-        assert db.execute("SELECT COUNT(*) FROM history").fetchone()[0] > 0
+        history = db.execute("SELECT COUNT(*) FROM history").fetchone()
+        assert history is not None
+        assert history[0] > 0
     log = daemon.proc.output
     assert log.count('"state_degraded"') == 1
     assert '"state_recovered"' in log
