@@ -142,11 +142,11 @@ def reference_families(snap: Snapshot, docs: dict[str, str], mode: str = "all") 
     by_state: dict[tuple[str, str, str], int] = {}
     worst: dict[tuple[str, str], float] = {}
     for e in snap.evaluations:
-        tenant = (e.sync.source.value, e.sync.tenant)
-        key = (*tenant, e.state.value)
-        by_state[key] = by_state.get(key, 0) + 1
+        of = (e.sync.source.value, e.sync.tenant)
+        counted = (*of, e.state.value)
+        by_state[counted] = by_state.get(counted, 0) + 1
         if e.ratio is not None and not math.isnan(e.ratio):
-            worst[tenant] = max(worst.get(tenant, -math.inf), e.ratio)
+            worst[of] = max(worst.get(of, -math.inf), e.ratio)
     syncs = gauge("syncwatch_tenant_syncs", ["source", "state", "tenant"])
     for (source, tenant, state), count in sorted(by_state.items()):
         syncs.add_metric([source, state, tenant], count)
