@@ -153,6 +153,17 @@ class SilenceStore:
         )
         return [_silence(row) for row in rows]
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write this table too (PostgreSQL: every replica)."""
+        return self._db.dialect == "postgresql"
+
+    def refresh(self) -> None:
+        """Read every silence again: another replica may have written some. Raises the
+        database's errors (memory is then left as it was)."""
+        with self._lock:
+            self._silences = {s.id: s for s in self._load()}
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
