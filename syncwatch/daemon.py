@@ -343,6 +343,7 @@ class Daemon:
             if not self.replica.cycles:
                 # A standby: ready to take over, polling nothing (docs/reliability.md).
                 self.liveness.cycle_done()
+                self._silences_checked = datetime.fromtimestamp(self.clock.wall(), UTC)
                 await self._pause(started + standby_interval(self.config.daemon.poll_interval))
                 continue
             cycle = asyncio.create_task(self.cycle(), name="cycle")
@@ -516,6 +517,8 @@ class Daemon:
             log.warning("reload_listen_ignored", hint="changing daemon.listen needs a restart")
         if (web.tls is None) != (self.tls is None):
             log.warning("reload_tls_ignored", hint="turning TLS on or off needs a restart")
+        if self.state.shared and Shard(*shard_of(config.daemon)) != self.shard:
+            log.warning("reload_shard_ignored", hint="a replica keeps the shard it was elected for")
         self._set_web(web)
         logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
         self.config = config
