@@ -228,3 +228,20 @@ async def test_a_restarted_server_resumes_the_term_and_writes_what_waited(
     with psycopg.connect(own_server.url()) as db:
         found = db.execute("SELECT delivery_id FROM outbox ORDER BY seq").fetchall()
     assert found == [("d1",), ("d2",), ("d3",)]
+
+
+def test_each_session_asks_the_server_to_end_it_when_the_client_vanishes(
+    target: PostgresTarget, opened: list[StateStore]
+) -> None:
+    """The server's keepalives, per session: a dead node's lock goes within about 11 s."""
+    store = replica(target, opened)
+    found = {
+        name: store._db.execute(f"SHOW {name}").fetchone()[0]
+        for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+    }
+    assert found == {
+        "tcp_keepalives_idle": "5",
+        "tcp_keepalives_interval": "2",
+        "tcp_keepalives_count": "3",
+    }
+    assert store._db.execute("SHOW tcp_user_timeout").fetchone()[0] == "15000"  # ms

@@ -29,6 +29,7 @@ from tests.conftest import (
     Daemon,
     Keys,
     SimProcess,
+    launch,
     sim_config_toml,
     start_simulator,
     start_syncwatch,
@@ -153,6 +154,18 @@ def notifications(capture: CaptureServer, sync_id: str) -> list[tuple[str, str]]
 
 def webhook(capture: CaptureServer) -> str:
     return f'[[notifiers]]\nname = "hook"\ntype = "webhook"\nurl = "{capture.url}/hook"\n'
+
+
+def test_on_sqlite_the_one_process_is_the_active_one_of_its_shard(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    daemon = launch(tmp_path, sim, rsa_keys, daemon_extra='shard = "1/2"')
+    try:
+        assert daemon.metrics()["syncwatch_leader"] == [({"shard": "1/2"}, 1.0)]
+        assert daemon.get("/readyz").text == "ok\n"
+        assert daemon.get("/readyz", params={"role": "active"}).status_code == 200
+    finally:
+        assert daemon.proc.stop() == 0
 
 
 # --- kill -9 of the active replica --------------------------------------------------------
@@ -352,6 +365,12 @@ def test_a_silence_made_through_one_replica_mutes_what_another_delivers(
             only_leader(replicas)
             a = replicas.start()  # a standby
             assert not leads(a)
+            # It polls nothing: no listing timed, no sync or alert series of its own.
+            standby = a.metrics()
+            polls = standby.get("syncwatch_poll_duration_seconds_count", [])
+            assert all(value == 0 for _, value in polls)
+            assert not [n for n in standby if n.startswith(("syncwatch_paragon_sync_",
+                                                            "syncwatch_alert"))]  # fmt: skip
             silence: dict[str, Any] = {
                 "matchers": [
                     {"name": "sync_id", "value": muted["sync_id"], "isRegex": False},
