@@ -5,7 +5,9 @@ never wait for a history write. The writer commits whatever has accumulated in o
 transaction, deleting in it what is past the retention and, beyond the row cap, the oldest
 rows (counted). While the disk is sick the entries wait in memory, bounded by the same
 cap (the oldest dropped first, counted), and are written once it recovers. The table is
-versioned on its own (`schema_parts`), like the silences.
+versioned on its own (`schema_parts`), like the silences. Other parts of the database that
+are written behind the cycle (the freshness ledger) `attach` to the same writer and write
+in the same transactions.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 import structlog
@@ -53,6 +56,22 @@ _MIGRATIONS: Sequence[str] = (
 _COLUMNS = "id, at, kind, event, alertname, source, tenant, sync_id, detail"
 
 
+class Attached(Protocol):
+    """A part of the state database written by the history writer, in its transactions."""
+
+    def open(self, db: sqlite3.Connection, path: Path | str) -> None:
+        """Migrate its tables and read what it needs (at attach, on the writer's connection)."""
+
+    def due(self, final: bool = False) -> bool:
+        """Whether it has something to write (`final`: the last flush before closing)."""
+        ...
+
+    def write(self, db: sqlite3.Connection, cutoff: float) -> Callable[[], None]:
+        """Write inside the open transaction (`cutoff`: the retention's start); returns
+        what to do once that transaction is committed."""
+        ...
+
+
 class HistoryStore:
     """Thread-safe; `record` never blocks on the disk. `start` the writer, `close` flushes."""
 
@@ -79,6 +98,7 @@ class HistoryStore:
         self._error = ""
         self._secrets: list[str] = []
         self._pruned = float("-inf")  # monotonic time of the last write (retention applied)
+        self._parts: list[Attached] = []
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -99,6 +119,19 @@ class HistoryStore:
 
     def _migrate(self) -> None:
         migrate_part(self._db, self.path, PART, _MIGRATIONS)
+
+    def attach(self, part: Attached) -> None:
+        """Write `part` with the history from now on; it is opened on this connection."""
+        try:
+            with self._db_lock:
+                part.open(self._db, self.path)
+        except sqlite3.Error as exc:
+            raise state_error(self.path, exc) from None
+        self._parts.append(part)
+
+    def wake(self) -> None:
+        """Something attached has rows to write: write them soon."""
+        self._wake.set()
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Configured secrets are blanked in what is stored (a last guard, as in the logs)."""
@@ -157,7 +190,7 @@ class HistoryStore:
             except Exception as exc:  # a bug here must not end history for good
                 log.error("history_write_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def flush(self) -> bool:
+    def flush(self, final: bool = False) -> bool:
         """Write what is pending and apply retention and cap, in one transaction."""
         self._build()
         with self._lock:
@@ -167,7 +200,8 @@ class HistoryStore:
              self._scrub(orjson.dumps(e.detail)))
             for e in batch
         ]  # fmt: skip
-        if not rows and time.monotonic() - self._pruned < PRUNE_EVERY:
+        due = any(part.due(final) for part in self._parts)
+        if not rows and not due and time.monotonic() - self._pruned < PRUNE_EVERY:
             return True  # nothing to write, retention applied lately: leave the lock alone
         cutoff = self._wall() - self.retention
         try:
@@ -188,6 +222,7 @@ class HistoryStore:
                             "(SELECT id FROM history ORDER BY id LIMIT ?)",
                             (over,),
                         )
+                    after = [part.write(self._db, cutoff) for part in self._parts]
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -203,6 +238,8 @@ class HistoryStore:
                 )
             self._error = f"{type(exc).__name__}: {exc}"
             return False
+        for done in after:
+            done()
         self.rows = count - max(over, 0)
         self._pruned = time.monotonic()
         if over > 0:
@@ -223,7 +260,8 @@ class HistoryStore:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self.unwritten() and not self.flush():
+        final = any(part.due(final=True) for part in self._parts)
+        if (self.unwritten() or final) and not self.flush(final=True):
             log.error("history_unwritten_at_exit", entries=self.unwritten())
         with self._db_lock:
             self._db.close()

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from syncwatch import freshness
+from syncwatch.freshness_store import EMPTY, Freshness
 from syncwatch.history import BadQueryError, Query, decode_cursor, encode_cursor
 from syncwatch.history_store import HistoryStore
 from syncwatch.metrics import Snapshot
@@ -32,6 +34,9 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters["duration"] = view.duration
+_env.filters["freshness"] = freshness.text
+_env.filters["share_percent"] = freshness.share_percent
+_env.globals["windows"] = [(name, f"{name[:-1]} {name[-1]}") for name, _ in freshness.WINDOWS]
 _env.filters["when"] = lambda t: (
     "never" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 )
@@ -44,6 +49,7 @@ class PagesContext:
     snapshot: Callable[[], Snapshot]
     history: HistoryStore
     now: Callable[[], datetime]
+    freshness: Callable[[], Freshness] = lambda: EMPTY  # computed once per cycle
 
 
 def _html(template: str, status: int = 200, **values: object) -> Response:
@@ -66,7 +72,8 @@ class Pages:
 
     async def overview(self, _: Request) -> Response:
         data = view.overview(self.ctx.snapshot(), self.ctx.now())
-        return _html("overview.html", o=data, states=view.STATES)
+        fresh = (await run_in_threadpool(self.ctx.freshness)).tenants
+        return _html("overview.html", o=data, states=view.STATES, fresh=fresh)
 
     async def tenant(self, request: Request) -> Response:
         source, tenant = request.path_params["source"], request.path_params["tenant"]
@@ -81,6 +88,7 @@ class Pages:
         ):
             return _html("error.html", 404, message=f"no tenant {tenant} of source {source}")
         rows = view.tenant_rows(snapshot, source, tenant, now, state)
+        fresh = (await run_in_threadpool(self.ctx.freshness)).tenants.get((source, tenant))
         pages = max(1, -(-len(rows) // PAGE_SIZE))
         shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         return _html(
@@ -93,6 +101,7 @@ class Pages:
             page=page,
             pages=pages,
             states=view.STATES,
+            fresh=fresh,
         )
 
     async def sync(self, request: Request) -> Response:
