@@ -29,12 +29,15 @@ cycle of each); the time between runs is unknown for every sync the tenant had t
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from syncwatch.evaluate import Report, SyncState
+from syncwatch.globs import glob_match
 from syncwatch.maintenance import Window, is_open
 
 TenantKey = tuple[str, str]  # (source, tenant)
@@ -69,8 +72,7 @@ class Step:
     counts: Counts
 
 
-@dataclass(frozen=True, slots=True)
-class Figures:
+class Figures(NamedTuple):
     """One tenant over one window, in sync-seconds."""
 
     fresh: float = 0.0
@@ -98,85 +100,210 @@ class Figures:
 
 
 class Observed:
-    """When syncwatch was observing: runs of [start, end], sorted and disjoint."""
+    """When syncwatch was observing: runs [start, end] in time order, disjoint.
 
-    def __init__(self, runs: Iterable[tuple[float, float]]) -> None:
-        kept = sorted((s, e) for s, e in runs if e >= s)
-        self.runs: tuple[tuple[float, float], ...] = tuple(kept)
-        self._starts = [s for s, _ in kept]
-        self._before: list[float] = []  # observed seconds before each run
-        total = 0.0
-        for s, e in kept:
-            self._before.append(total)
-            total += e - s
+    `upto(t)` is the observed time before `t`, from an origin of its own: a difference of
+    two is what counts. Dropping old runs keeps it (each run remembers the observed time
+    before it), so values taken earlier stay comparable for every `t` after those runs.
+    """
 
-    def _upto(self, t: float) -> float:
+    def __init__(self, runs: Iterable[tuple[float, float]] = ()) -> None:
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self._before: list[float] = []
+        for start, end in sorted(runs):
+            self.begin(start)
+            self.advance(end)
+
+    @property
+    def runs(self) -> tuple[tuple[float, float], ...]:
+        return tuple(zip(self._starts, self._ends, strict=True))
+
+    def copy(self) -> Observed:
+        other = Observed()
+        other._starts, other._ends = list(self._starts), list(self._ends)
+        other._before = list(self._before)
+        return other
+
+    def begin(self, at: float) -> None:
+        """A run starts at `at` (after every run so far)."""
+        before = self._before[-1] + self._ends[-1] - self._starts[-1] if self._starts else 0.0
+        self._starts.append(at)
+        self._ends.append(at)
+        self._before.append(before)
+
+    def advance(self, at: float) -> None:
+        """The current run goes on until `at`."""
+        self._ends[-1] = at
+
+    def drop(self, count: int) -> None:
+        """Forget the oldest `count` runs."""
+        del self._starts[:count], self._ends[:count], self._before[:count]
+
+    def upto(self, t: float) -> float:
         """Observed seconds before `t`."""
         k = bisect_right(self._starts, t) - 1
         if k < 0:
-            return 0.0
-        start, end = self.runs[k]
-        return self._before[k] + min(t, end) - start
+            return self._before[0] if self._before else 0.0
+        return self._before[k] + min(t, self._ends[k]) - self._starts[k]
 
     def within(self, start: float, end: float) -> float:
         """Observed seconds in [start, end)."""
-        return self._upto(end) - self._upto(start) if end > start else 0.0
+        return self.upto(end) - self.upto(start) if end > start else 0.0
 
 
-def _at(step: Step) -> float:
-    return step.at
+_WIDTH = 9  # per step: observed-before, 4 counts, 4 sync-second sums since the first step
+
+
+class Track:
+    """One tenant's steps, each with the sync-seconds of every class from the first step
+    to it, so that any window costs one bisection (the steps are only ever appended)."""
+
+    __slots__ = ("_rows", "ats")
+
+    def __init__(self) -> None:
+        self.ats = array("d")
+        self._rows = array("d")
+
+    def __len__(self) -> int:
+        return len(self.ats)
+
+    def counts(self, k: int) -> Counts:
+        r = self._rows[k * _WIDTH + 1 : k * _WIDTH + 5]
+        return Counts(int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+
+    def step(self, k: int) -> Step:
+        return Step(self.ats[k], self.counts(k))
+
+    def append(self, step: Step, observed: Observed) -> None:
+        """Add a step after the last; `observed` must already reach `step.at`."""
+        seen_to = observed.upto(step.at)
+        sums = [0.0, 0.0, 0.0, 0.0]
+        if self.ats:
+            sums = self._at(step.at, seen_to, len(self.ats))
+        c = step.counts
+        self.ats.append(step.at)
+        self._rows.extend((seen_to, c.fresh, c.stale, c.excluded, c.unknown, *sums))
+
+    def since(self, k: int) -> Track:
+        """A copy without the first `k` steps."""
+        other = Track()
+        other.ats = self.ats[k:]
+        other._rows = self._rows[k * _WIDTH :]
+        return other
+
+    def _at(self, t: float, seen_to: float, n: int) -> list[float]:
+        """The sums from the first step to `t` (`seen_to`: `upto(t)`), over the first `n`
+        steps; before the first step, its syncs are unknown ("no data yet")."""
+        k = bisect_right(self.ats, t, 0, n) - 1
+        r = self._rows
+        if k < 0:
+            total = r[1] + r[2] + r[3] + r[4]
+            return [r[5], r[6], r[7], r[8] - total * (self.ats[0] - t)]
+        b = k * _WIDTH
+        seen = seen_to - r[b]
+        unseen = t - self.ats[k] - seen
+        total = r[b + 1] + r[b + 2] + r[b + 3] + r[b + 4]
+        return [
+            r[b + 5] + r[b + 1] * seen,
+            r[b + 6] + r[b + 2] * seen,
+            r[b + 7] + r[b + 3] * seen,
+            # Not observed: whatever each sync was, it is unknown (maintenance too).
+            r[b + 8] + r[b + 4] * seen + total * unseen,
+        ]
+
+    def between(
+        self, start: float, end: float, observed: Observed, n: int | None = None
+    ) -> Figures:
+        """Its figures over [start, end] (over its first `n` steps)."""
+        n = len(self.ats) if n is None else n
+        if not n or end <= start:
+            return Figures()
+        return _difference(
+            self._at(start, observed.upto(start), n), self._at(end, observed.upto(end), n)
+        )
+
+
+def _difference(a: Sequence[float], b: Sequence[float]) -> Figures:
+    return Figures(b[0] - a[0], b[1] - a[1], b[2] - a[2], b[3] - a[3])
+
+
+def track_of(steps: Iterable[Step], observed: Observed) -> Track:
+    track = Track()
+    for step in steps:
+        track.append(step, observed)
+    return track
 
 
 def figures(steps: Sequence[Step], observed: Observed, now: float, length: float) -> Figures:
     """One tenant's figures over [now - length, now] from its steps (sorted by `at`)."""
-    start = now - length
-    if not steps or length <= 0:
-        return Figures()
-    fresh = stale = excluded = unknown = 0.0
-    first = steps[0]
-    if first.at > start:  # no data yet: as many syncs as it had when first seen
-        unknown += first.counts.total * (min(first.at, now) - start)
-    for k in range(max(0, bisect_right(steps, start, key=_at) - 1), len(steps)):
-        a = max(steps[k].at, start)
-        if a >= now:
-            break
-        b = min(steps[k + 1].at, now) if k + 1 < len(steps) else now
-        if b <= a:
-            continue
-        seen = observed.within(a, b)
-        c = steps[k].counts
-        fresh += c.fresh * seen
-        stale += c.stale * seen
-        excluded += c.excluded * seen
-        # Not observed: whatever each sync was, it is unknown (maintenance included).
-        unknown += c.unknown * seen + c.total * (b - a - seen)
-    return Figures(fresh, stale, excluded, unknown)
+    return track_of(steps, observed).between(now - length, now, observed)
 
 
-def tenant_figures(
-    steps: Sequence[Step],
-    observed: Observed,
-    now: float,
-    windows: Sequence[tuple[str, float]] = WINDOWS,
-) -> dict[str, Figures]:
-    """A tenant's figures for each window, by the window's name."""
-    return {name: figures(steps, observed, now, length) for name, length in windows}
+class FiguresAt(Mapping[TenantKey, Mapping[str, Figures]]):
+    """Every tenant's figures for each window (by name) at `now`, each tenant worked out
+    the first time it is asked for (a page shows a few; `/api/v1/freshness` all of them).
+
+    `tracks`: each tenant's track over its first n steps (what it held when taken).
+    """
+
+    def __init__(
+        self,
+        tracks: Mapping[TenantKey, tuple[Track, int]],
+        observed: Observed,
+        now: float,
+        windows: Sequence[tuple[str, float]] = WINDOWS,
+    ) -> None:
+        self._tracks = {key: t for key, t in tracks.items() if t[1]}
+        self._now = (now, observed.upto(now))
+        # The observed time at each window's start, worked out once for every tenant.
+        self._edges = [
+            (name, now - length, observed.upto(now - length)) for name, length in windows
+        ]
+        self._done: dict[TenantKey, Mapping[str, Figures]] = {}
+        self._order: list[TenantKey] | None = None
+
+    def __getitem__(self, key: TenantKey) -> Mapping[str, Figures]:
+        found = self._done.get(key)
+        if found is None:
+            track, n = self._tracks[key]
+            at_now = track._at(*self._now, n)
+            found = self._done[key] = {
+                name: _difference(track._at(start, seen, n), at_now)
+                for name, start, seen in self._edges
+            }
+        return found
+
+    def __iter__(self) -> Iterator[TenantKey]:
+        if self._order is None:
+            self._order = sorted(self._tracks)
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tracks
 
 
 # --- from one cycle's report to each tenant's counts ------------------------------------
 
-_CLASS = {
-    SyncState.OK: 0,
-    SyncState.WARNING: 1,
-    SyncState.CRITICAL: 1,
-    SyncState.UNKNOWN: 3,
-    # DISABLED, IGNORED: not counted
-}
+_OK, _WARNING, _CRITICAL = SyncState.OK, SyncState.WARNING, SyncState.CRITICAL
+_UNKNOWN = SyncState.UNKNOWN
 
 
-def _maintained(windows: Sequence[Window], source: str, tenant: str, sync_id: str) -> bool:
-    labels = {"source": source, "tenant": tenant, "sync_id": sync_id}
-    return any(w.matches(labels) for w in windows)
+def _selecting(windows: Sequence[Window], source: str, tenant: str) -> list[Window]:
+    """The windows whose globs select (some of) this tenant's syncs."""
+    labels = {"source": source, "tenant": tenant}
+    return [
+        w
+        for w in windows
+        if all(glob_match(labels.get(k, ""), pat) for k, pat in w.match.items() if k != "sync_id")
+    ]
+
+
+def _excluded(windows: Sequence[Window], sync_id: str) -> bool:
+    return any(glob_match(sync_id, w.match.get("sync_id", "*")) for w in windows)
 
 
 def classify(
@@ -188,32 +315,34 @@ def classify(
     """Each listed tenant's counts this cycle.
 
     An unreachable tenant keeps the number of syncs it last had (`previous`), all unknown,
-    or all excluded when a window selecting the tenant as a whole is open.
+    or all excluded when a window selecting every sync of the tenant is open.
     """
     opened = [w for w in windows if is_open(w, now)]
-    tally: dict[TenantKey, list[int]] = {}
-    for listing in report.listings:
+    out: dict[TenantKey, Counts] = {}
+    for listing, evaluations in report.by_listing():
         key = (str(listing.source), listing.tenant)
+        selecting = _selecting(opened, *key) if opened else []
         if listing.error is not None:
             total = previous.get(key, NOTHING).total
-            slot = 2 if _maintained(opened, key[0], key[1], "") else 3
-            tally[key] = [0, 0, 0, 0]
-            tally[key][slot] = total
-        else:
-            tally[key] = [0, 0, 0, len(listing.invalid_ids)]
-    for e in report.evaluations:
-        kind = _CLASS.get(e.state)
-        if kind is None:
+            whole = any(w.match.get("sync_id", "*") == "*" for w in selecting)
+            out[key] = Counts(excluded=total) if whole else Counts(unknown=total)
             continue
-        sync = e.sync
-        source, tenant = str(sync.source), sync.tenant
-        if opened and _maintained(opened, source, tenant, sync.id):
-            kind = 2
-        row = tally.get((source, tenant))
-        if row is None:
-            row = tally[(source, tenant)] = [0, 0, 0, 0]
-        row[kind] += 1
-    return {key: Counts(*row) for key, row in tally.items()}
+        row = [0, 0, 0, len(listing.invalid_ids)]  # fresh, stale, excluded, unknown
+        for e in evaluations:
+            # By identity, not by a dict of states: this runs for every sync each cycle.
+            state = e.state
+            if state is _OK:
+                kind = 0
+            elif state is _WARNING or state is _CRITICAL:
+                kind = 1
+            elif state is _UNKNOWN:
+                kind = 3
+            else:
+                continue  # disabled (not alerted on) or ignored: not counted
+            # Only while a window selecting this tenant is open: its sync_id glob.
+            row[2 if selecting and _excluded(selecting, e.sync.id) else kind] += 1
+        out[key] = Counts(*row)
+    return out
 
 
 # --- text for people ----------------------------------------------------------------------

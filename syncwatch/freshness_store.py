@@ -38,11 +38,12 @@ from syncwatch.freshness import (
     WINDOWS,
     Counts,
     Figures,
+    FiguresAt,
     Observed,
     Step,
     TenantKey,
+    Track,
     classify,
-    tenant_figures,
 )
 from syncwatch.maintenance import Window
 from syncwatch.state import migrate_part
@@ -83,15 +84,9 @@ def max_gap(poll_interval: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
-    id: int
-    started: float
-    last: float
-
-
-@dataclass(frozen=True, slots=True)
 class Freshness:
-    """Every tenant's figures as of one observed cycle (`as_of`), with the runs behind them."""
+    """Every tenant's figures as of one observed cycle (`as_of`), with the runs behind them
+    (`tenants` works each out when first asked for, once per cycle)."""
 
     as_of: float | None
     runs: tuple[tuple[float, float], ...]
@@ -102,7 +97,11 @@ EMPTY = Freshness(None, (), {})
 
 
 class FreshnessLedger:
-    """Thread-safe: `observe` on the cycle, `write` on the history writer, `figures` anywhere."""
+    """Thread-safe: `observe` on the cycle, `write` on the history writer, `figures` anywhere.
+
+    A track is only ever appended to (pruning replaces it), so `figures` reads each over
+    the length it had under the lock, without holding it.
+    """
 
     def __init__(
         self,
@@ -114,20 +113,21 @@ class FreshnessLedger:
         self.max_steps = max_steps
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._steps: dict[TenantKey, tuple[Step, ...]] = {}
+        self._tracks: dict[TenantKey, Track] = {}
         self._count = 0  # steps in memory
-        self._current: dict[TenantKey, Counts] = {}
-        self._runs: list[Run] = []
+        self._current: dict[TenantKey, Counts] = {}  # the last counts of every tenant with syncs
+        self._observed = Observed()
+        self._run_ids: list[int] = []  # beside the observed runs
         self._last = float("-inf")  # the latest cycle ever observed
         self._new_run = True  # the next observation starts a run
         # Not yet written: steps to insert, steps and runs to delete, runs to upsert.
         self._unwritten: list[tuple[str, str, Step]] = []
         self._deletes: set[tuple[str, str, float]] = set()
         self._run_deletes: set[int] = set()
-        self._run_writes: dict[int, Run] = {}
-        self._run_written_at = float("-inf")  # monotonic time the current run was written
+        self._run_writes: dict[int, tuple[float, float]] = {}
+        self._run_written_at = float("-inf")  # monotonic time a run end was last written
         self._pruned = float("-inf")
-        self._version = 0  # observations so far: the cache key of `figures`
+        self._version = 0  # changes so far: the cache key of `figures`
         self._cache: tuple[int, Freshness] = (-1, EMPTY)
         self._computing = threading.Lock()
 
@@ -136,19 +136,28 @@ class FreshnessLedger:
     def open(self, db: sqlite3.Connection, path: Path | str) -> None:
         """Migrate this part of the state database and read it into memory."""
         migrate_part(db, path, PART, _MIGRATIONS)
-        runs = [Run(*r) for r in db.execute("SELECT id, started, last FROM freshness_runs")]
-        steps: dict[TenantKey, list[Step]] = {}
+        runs = sorted(
+            db.execute("SELECT started, last, id FROM freshness_runs"), key=lambda r: r[0]
+        )
+        observed = Observed((start, end) for start, end, _ in runs)
+        tracks: dict[TenantKey, Track] = {}
         for source, tenant, at, *counts in db.execute(
             "SELECT source, tenant, at, fresh, stale, excluded, unknown FROM freshness_steps"
             " ORDER BY source, tenant, at"
         ):
-            steps.setdefault((source, tenant), []).append(Step(at, Counts(*counts)))
+            track = tracks.get((source, tenant))
+            if track is None:
+                track = tracks[(source, tenant)] = Track()
+            track.append(Step(at, Counts(*counts)), observed)
         with self._lock:
-            self._runs = sorted(runs, key=lambda r: r.started)
-            self._steps = {key: tuple(found) for key, found in steps.items()}
-            self._count = sum(len(s) for s in self._steps.values())
-            self._current = {k: s[-1].counts for k, s in self._steps.items() if s[-1].counts.total}
-            ends = [r.last for r in runs] + [s[-1].at for s in self._steps.values()]
+            self._observed, self._run_ids = observed, [r[2] for r in runs]
+            self._tracks = tracks
+            self._count = sum(len(t) for t in tracks.values())
+            self._current = {}
+            for key, track in tracks.items():
+                if (last := track.counts(len(track) - 1)).total:
+                    self._current[key] = last
+            ends = [r[1] for r in runs] + [t.ats[-1] for t in tracks.values()]
             self._last = max(ends, default=float("-inf"))
             self._new_run = True
             self._version += 1
@@ -178,22 +187,27 @@ class FreshnessLedger:
         with self._lock:
             if at <= self._last:
                 return 0
-            if self._new_run or not self._runs or at - self._runs[-1].last > self.max_gap:
-                run = Run(max((r.id for r in self._runs), default=0) + 1, at, at)
-                self._runs.append(run)
+            runs = self._observed.runs
+            if self._new_run or not runs or at - runs[-1][1] > self.max_gap:
+                self._observed.begin(at)
+                self._run_ids.append(max(self._run_ids, default=0) + 1)
                 self._new_run = False
                 self._run_written_at = float("-inf")
             else:
-                run = self._runs[-1] = Run(self._runs[-1].id, self._runs[-1].started, at)
-            self._run_writes[run.id] = run
+                self._observed.advance(at)
+            self._run_writes[self._run_ids[-1]] = self._observed.runs[-1]
             self._last = at
             recorded = 0
             gone = dict.fromkeys(self._current.keys() - counts.keys(), NOTHING)
             for key, now in (*counts.items(), *gone.items()):
-                if self._current.get(key, NOTHING if key in self._steps else None) == now:
+                track = self._tracks.get(key)
+                last = None if track is None else self._current.get(key, NOTHING)
+                if last == now:
                     continue
+                if track is None:
+                    track = self._tracks[key] = Track()
                 step = Step(at, now)
-                self._steps[key] = (*self._steps.get(key, ()), step)
+                track.append(step, self._observed)
                 self._unwritten.append((key[0], key[1], step))
                 recorded += 1
             self._count += recorded
@@ -211,7 +225,7 @@ class FreshnessLedger:
                 return True
             if not self._run_writes:
                 return False
-            current = self._runs[-1].id if self._runs else None
+            current = self._run_ids[-1] if self._run_ids else None
             return (
                 final
                 or set(self._run_writes) != {current}  # a run began or one ended
@@ -242,7 +256,7 @@ class FreshnessLedger:
         )
         db.executemany(
             "INSERT OR REPLACE INTO freshness_runs VALUES (?, ?, ?)",
-            [(r.id, r.started, r.last) for r in runs.values()],
+            [(i, start, end) for i, (start, end) in runs.items()],
         )
         db.executemany("DELETE FROM freshness_runs WHERE id = ?", [(i,) for i in run_deletes])
 
@@ -263,72 +277,71 @@ class FreshnessLedger:
         with self._lock:
             self._pruned = self._monotonic()
             dropped: list[tuple[str, str, float]] = []
-            for key, steps in list(self._steps.items()):
+            for key, track in list(self._tracks.items()):
+                ats = track.ats
+                if ats[0] > cutoff or (len(ats) > 1 and ats[1] > cutoff and ats[-1] > cutoff):
+                    continue  # nothing to drop: the common case, checked cheaply
                 # Keep the last step at or before the cutoff (the state when the longest
                 # window opens), unless the tenant was gone by then and never came back.
-                keep = bisect_right(steps, cutoff, key=_at) - 1
-                if keep == len(steps) - 1 and not steps[-1].counts.total:
-                    keep = len(steps)
+                keep = bisect_right(ats, cutoff) - 1
+                if keep == len(track) - 1 and not track.counts(keep).total:
+                    keep = len(track)
                 if keep > 0:
-                    dropped += [(key[0], key[1], s.at) for s in steps[:keep]]
-                    self._set(key, steps[keep:])
+                    dropped += [(key[0], key[1], at) for at in track.ats[:keep]]
+                    self._set(key, track.since(keep))
             over = self._count - len(dropped) - self.max_steps
             if over > 0:  # down to 90 % of the cap, so that this does not run every time
                 oldest = heapq.nsmallest(
                     over + self.max_steps // 10,
-                    ((s.at, k) for k, steps in self._steps.items() for s in steps),
+                    # Never a tenant's last step: it is what it is now.
+                    ((at, k) for k, track in self._tracks.items() for at in track.ats[:-1]),
                 )
-                for key, ats in _grouped(oldest).items():
-                    self._set(key, tuple(s for s in self._steps[key] if s.at not in ats))
-                    dropped += [(key[0], key[1], at) for at in ats]
+                for key, oldest_ats in _grouped(oldest).items():
+                    # A track's oldest steps are its first.
+                    self._set(key, self._tracks[key].since(len(oldest_ats)))
+                    dropped += [(key[0], key[1], at) for at in oldest_ats]
             self._count -= len(dropped)
             self._deletes.update(dropped)
-            old = [r for r in self._runs if r.last < cutoff]
-            kept = [r for r in self._runs if r.last >= cutoff]
-            old += kept[: max(0, len(kept) - MAX_RUNS)]
-            for r in old:
-                self._runs.remove(r)
-                self._run_writes.pop(r.id, None)
-                self._run_deletes.add(r.id)
-            if dropped or old:
+            runs = self._observed.runs
+            old = sum(1 for _, end in runs[:-1] if end < cutoff)  # in time order
+            old = max(old, len(runs) - MAX_RUNS)
+            if old > 0:
+                self._observed.drop(old)
+                for run_id in self._run_ids[:old]:
+                    self._run_writes.pop(run_id, None)
+                    self._run_deletes.add(run_id)
+                del self._run_ids[:old]
+            if dropped or old > 0:
                 self._version += 1
 
-    def _set(self, key: TenantKey, steps: tuple[Step, ...]) -> None:
-        if steps:
-            self._steps[key] = steps
+    def _set(self, key: TenantKey, track: Track) -> None:
+        if len(track):
+            self._tracks[key] = track
         else:
-            del self._steps[key]
+            del self._tracks[key]
 
     # --- reading ------------------------------------------------------------------------
 
     def figures(self) -> Freshness:
-        """Every tenant's figures as of the latest observed cycle; computed once per cycle."""
+        """Every tenant's figures as of the latest observed cycle: one per cycle, shared."""
         with self._computing:
             with self._lock:
                 version, cached = self._cache
                 if version == self._version:
                     return cached
                 version = self._version
-                steps = dict(self._steps)
-                runs = tuple((r.started, r.last) for r in self._runs)
+                tracks = {key: (t, len(t)) for key, t in self._tracks.items()}
+                observed = self._observed.copy()
                 as_of = self._last if self._last > float("-inf") else None
             if as_of is None:
                 result = EMPTY
             else:
-                observed = Observed(runs)
                 longest = max(length for _, length in WINDOWS)
-                result = Freshness(
-                    as_of,
-                    tuple(r for r in runs if r[1] >= as_of - longest),
-                    {key: tenant_figures(s, observed, as_of) for key, s in sorted(steps.items())},
-                )
+                runs = tuple(r for r in observed.runs if r[1] >= as_of - longest)
+                result = Freshness(as_of, runs, FiguresAt(tracks, observed, as_of))
             with self._lock:
                 self._cache = (version, result)
             return result
-
-
-def _at(step: Step) -> float:
-    return step.at
 
 
 def _grouped(found: list[tuple[float, TenantKey]]) -> dict[TenantKey, set[float]]:
