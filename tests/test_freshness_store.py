@@ -123,15 +123,16 @@ def test_a_restart_starts_a_new_run_and_the_gap_reads_unknown(
     store.close()
     store, ledger = open_ledger(path, clocks)
     assert ledger.current() == {A: Counts(fresh=2)}  # read back
-    assert cycle(store, ledger, clocks, T0 + 350, a=Counts(fresh=2)) == 0  # unchanged
-    cycle(store, ledger, clocks, T0 + 400, a=Counts(fresh=2))
-    assert runs(path) == [(1, T0, T0 + 50), (2, T0 + 350, T0 + 350)]  # its end: due later
+    # Back 30 s later, within max_gap: still a new run, as a new process is.
+    assert cycle(store, ledger, clocks, T0 + 80, a=Counts(fresh=2)) == 0  # unchanged
+    cycle(store, ledger, clocks, T0 + 100, a=Counts(fresh=2))
+    assert runs(path) == [(1, T0, T0 + 50), (2, T0 + 80, T0 + 80)]  # its end: due later
     f = ledger.figures()
-    assert f.as_of == T0 + 400
-    assert f.runs == ((T0, T0 + 50), (T0 + 350, T0 + 400))
+    assert f.as_of == T0 + 100
+    assert f.runs == ((T0, T0 + 50), (T0 + 80, T0 + 100))
     day = f.tenants[A]["24h"]
-    assert day.fresh == pytest.approx(2 * 100)
-    assert day.unknown == pytest.approx(2 * (DAY - 100))  # 300 s down, and before T0
+    assert day.fresh == pytest.approx(2 * 70)
+    assert day.unknown == pytest.approx(2 * (DAY - 70))  # 30 s down, and before T0
     store.close()
     # Reopened, the same figures come back from the file.
     store, ledger = open_ledger(path, clocks)
