@@ -28,6 +28,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 import structlog
@@ -141,14 +143,14 @@ class FreshnessLedger:
         )
         observed = Observed((start, end) for start, end, _ in runs)
         tracks: dict[TenantKey, Track] = {}
-        for source, tenant, at, *counts in db.execute(
+        found = db.execute(
             "SELECT source, tenant, at, fresh, stale, excluded, unknown FROM freshness_steps"
-            " ORDER BY source, tenant, at"
-        ):
-            track = tracks.get((source, tenant))
-            if track is None:
-                track = tracks[(source, tenant)] = Track()
-            track.append(Step(at, Counts(*counts)), observed)
+            " ORDER BY source, tenant, at"  # the primary key's order: no sort
+        )
+        for key, rows in groupby(found, itemgetter(0, 1)):
+            track = tracks[key] = Track()
+            for r in rows:
+                track.append(Step(r[2], Counts(r[3], r[4], r[5], r[6])), observed)
         with self._lock:
             self._observed, self._run_ids = observed, [r[2] for r in runs]
             self._tracks = tracks
