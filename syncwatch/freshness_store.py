@@ -10,7 +10,9 @@ state file nothing); a crash may lose that much observed time, which then reads 
 never fresh.
 
 Everything is kept in memory as well (read at start), so a page view never reads the
-database: `figures` is computed from memory once per observed cycle and cached.
+database: `figures` works each tenant out from memory when first asked for, once per
+observed cycle. While the file cannot be written, what waits for it is bounded by the
+same caps (a step pruned before it was written is simply not written).
 
 Bounded: steps older than the retention go, except each tenant's last one before it (its
 state when the oldest window opens); beyond `max_steps` the oldest go first (that part of
@@ -219,9 +221,13 @@ class FreshnessLedger:
 
     # --- the history writer -------------------------------------------------------------
 
-    def due(self, final: bool = False) -> bool:
-        """Something to write: steps, deletions, a new or ended run, or the current run's
-        end unwritten for `OBSERVED_EVERY` (`final`: at exit, any unwritten end)."""
+    def prepare(self, cutoff: float, final: bool = False) -> bool:
+        """Apply the retention and caps to memory (every `PRUNE_EVERY`; `cutoff`: the
+        retention's start); then whether there is something to write: steps, deletions, a
+        new or ended run, or the current run's end unwritten for `OBSERVED_EVERY` (`final`:
+        at exit, any unwritten end)."""
+        if self._monotonic() - self._pruned >= PRUNE_EVERY:
+            self._prune(cutoff)
         with self._lock:
             if self._unwritten or self._deletes or self._run_deletes:
                 return True
@@ -234,11 +240,9 @@ class FreshnessLedger:
                 or self._monotonic() - self._run_written_at >= OBSERVED_EVERY
             )
 
-    def write(self, db: sqlite3.Connection, cutoff: float) -> Callable[[], None]:
+    def write(self, db: sqlite3.Connection) -> Callable[[], None]:
         """Inside the writer's transaction: write what is due; returns what to do once it
-        is committed. `cutoff`: the retention's start (unix seconds)."""
-        if self._monotonic() - self._pruned >= PRUNE_EVERY:
-            self._prune(cutoff)
+        is committed."""
         with self._lock:
             steps = list(self._unwritten)
             deletes = set(self._deletes)
@@ -303,6 +307,9 @@ class FreshnessLedger:
                     self._set(key, self._tracks[key].since(len(oldest_ats)))
                     dropped += [(key[0], key[1], at) for at in oldest_ats]
             self._count -= len(dropped)
+            if dropped and self._unwritten:  # a sick disk: what it never got, it need not
+                gone = set(dropped)
+                self._unwritten = [w for w in self._unwritten if (w[0], w[1], w[2].at) not in gone]
             self._deletes.update(dropped)
             runs = self._observed.runs
             old = sum(1 for _, end in runs[:-1] if end < cutoff)  # in time order

@@ -62,13 +62,14 @@ class Attached(Protocol):
     def open(self, db: sqlite3.Connection, path: Path | str) -> None:
         """Migrate its tables and read what it needs (at attach, on the writer's connection)."""
 
-    def due(self, final: bool = False) -> bool:
-        """Whether it has something to write (`final`: the last flush before closing)."""
+    def prepare(self, cutoff: float, final: bool = False) -> bool:
+        """Before each write, even one the disk will refuse: apply the retention (`cutoff`:
+        its start) to what it holds; whether it has something to write (`final`: the last
+        flush before closing)."""
         ...
 
-    def write(self, db: sqlite3.Connection, cutoff: float) -> Callable[[], None]:
-        """Write inside the open transaction (`cutoff`: the retention's start); returns
-        what to do once that transaction is committed."""
+    def write(self, db: sqlite3.Connection) -> Callable[[], None]:
+        """Write inside the open transaction; returns what to do once it is committed."""
         ...
 
 
@@ -200,10 +201,10 @@ class HistoryStore:
              self._scrub(orjson.dumps(e.detail)))
             for e in batch
         ]  # fmt: skip
-        due = any(part.due(final) for part in self._parts)
-        if not rows and not due and time.monotonic() - self._pruned < PRUNE_EVERY:
-            return True  # nothing to write, retention applied lately: leave the lock alone
         cutoff = self._wall() - self.retention
+        due = [part.prepare(cutoff, final) for part in self._parts]
+        if not rows and not any(due) and time.monotonic() - self._pruned < PRUNE_EVERY:
+            return True  # nothing to write, retention applied lately: leave the lock alone
         try:
             with self._db_lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -222,7 +223,7 @@ class HistoryStore:
                             "(SELECT id FROM history ORDER BY id LIMIT ?)",
                             (over,),
                         )
-                    after = [part.write(self._db, cutoff) for part in self._parts]
+                    after = [part.write(self._db) for part in self._parts]
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -260,8 +261,7 @@ class HistoryStore:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        final = any(part.due(final=True) for part in self._parts)
-        if (self.unwritten() or final) and not self.flush(final=True):
+        if (self.unwritten() or self._parts) and not self.flush(final=True):
             log.error("history_unwritten_at_exit", entries=self.unwritten())
         with self._db_lock:
             self._db.close()

@@ -293,3 +293,27 @@ def test_before_any_cycle_there_are_no_figures(tmp_path: Path, clocks: Clocks) -
     assert (f.as_of, f.runs, dict(f.tenants)) == (None, (), {})
     assert Figures().fresh_share is None
     store.close()
+
+
+def test_while_the_file_is_locked_what_waits_is_bounded_by_the_cap_too(
+    tmp_path: Path, clocks: Clocks
+) -> None:
+    path = tmp_path / "state.db"
+    store, ledger = open_ledger(path, clocks, max_steps=10)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    store._db.execute("PRAGMA busy_timeout=0")
+    for i in range(40):
+        clocks.mono += 3600  # every write attempt applies the caps
+        ledger.observe({A: Counts(fresh=1) if i % 2 else Counts(stale=1)}, T0 + i)
+        assert not store.flush()
+    assert len(ledger._unwritten) <= 10
+    blocker.execute("ROLLBACK")
+    assert store.flush()
+    kept = steps(path)
+    assert len(kept) <= 10
+    assert kept[-1] == ("timbal", "org_a", T0 + 39, 1, 0, 0, 0)
+    store.close()
+    store, reopened = open_ledger(path, clocks, max_steps=10)
+    assert reopened.figures().tenants[A]["24h"] == pytest.approx(ledger.figures().tenants[A]["24h"])
+    store.close()
