@@ -23,7 +23,6 @@ the past then reads "no data yet"); runs older than the retention go, and at mos
 from __future__ import annotations
 
 import heapq
-import sqlite3
 import threading
 import time
 from bisect import bisect_right
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from operator import itemgetter
-from pathlib import Path
 
 import structlog
 
@@ -50,7 +48,7 @@ from syncwatch.freshness import (
     classify,
 )
 from syncwatch.maintenance import Window
-from syncwatch.state import migrate_part
+from syncwatch.sqldb import Db, upsert
 
 log = structlog.get_logger("syncwatch.freshness")
 
@@ -79,6 +77,33 @@ _MIGRATIONS: Sequence[str] = (
     ) WITHOUT ROWID;
     """,
 )
+
+# The same part on PostgreSQL; append, never edit.
+_PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE freshness_runs (
+        id BIGINT PRIMARY KEY,
+        started DOUBLE PRECISION NOT NULL,
+        last DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE freshness_steps (
+        source TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        fresh INTEGER NOT NULL,
+        stale INTEGER NOT NULL,
+        excluded INTEGER NOT NULL,
+        unknown INTEGER NOT NULL,
+        PRIMARY KEY (source, tenant, at)
+    );
+    """,
+)
+_STEP = upsert(
+    "freshness_steps",
+    ("source", "tenant", "at", "fresh", "stale", "excluded", "unknown"),
+    ("source", "tenant", "at"),
+)
+_RUN = upsert("freshness_runs", ("id", "started", "last"), ("id",))
 
 
 def max_gap(poll_interval: float) -> float:
@@ -137,9 +162,9 @@ class FreshnessLedger:
 
     # --- opening (the history writer's connection, at start) ----------------------------
 
-    def open(self, db: sqlite3.Connection, path: Path | str) -> None:
+    def open(self, db: Db) -> None:
         """Migrate this part of the state database and read it into memory."""
-        migrate_part(db, path, PART, _MIGRATIONS)
+        db.migrate(PART, _PG_MIGRATIONS if db.dialect == "postgresql" else _MIGRATIONS)
         runs = sorted(
             db.execute("SELECT started, last, id FROM freshness_runs"), key=lambda r: r[0]
         )
@@ -240,7 +265,7 @@ class FreshnessLedger:
                 or self._monotonic() - self._run_written_at >= OBSERVED_EVERY
             )
 
-    def write(self, db: sqlite3.Connection) -> Callable[[], None]:
+    def write(self, db: Db) -> Callable[[], None]:
         """Inside the writer's transaction: write what is due; returns what to do once it
         is committed."""
         with self._lock:
@@ -249,7 +274,7 @@ class FreshnessLedger:
             run_deletes = set(self._run_deletes)
             runs = dict(self._run_writes)
         db.executemany(
-            "INSERT OR REPLACE INTO freshness_steps VALUES (?, ?, ?, ?, ?, ?, ?)",
+            _STEP,
             [
                 (source, tenant, s.at, s.counts.fresh, s.counts.stale, s.counts.excluded,
                  s.counts.unknown)
@@ -260,10 +285,7 @@ class FreshnessLedger:
             "DELETE FROM freshness_steps WHERE source = ? AND tenant = ? AND at = ?",
             sorted(deletes),
         )
-        db.executemany(
-            "INSERT OR REPLACE INTO freshness_runs VALUES (?, ?, ?)",
-            [(i, start, end) for i, (start, end) in runs.items()],
-        )
+        db.executemany(_RUN, [(i, start, end) for i, (start, end) in runs.items()])
         db.executemany("DELETE FROM freshness_runs WHERE id = ?", [(i,) for i in run_deletes])
 
         def committed() -> None:

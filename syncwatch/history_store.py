@@ -12,12 +12,10 @@ in the same transactions.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import orjson
@@ -26,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syncwatch.history import Entry, Kind, Query
-from syncwatch.state import migrate_part, state_error
+from syncwatch.sqldb import Db, Target, open_db
 
 log = structlog.get_logger("syncwatch.history")
 
@@ -53,22 +51,41 @@ _MIGRATIONS: Sequence[str] = (
     """,
 )
 
+# The same part on PostgreSQL; append, never edit.
+_PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE history (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        event TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        source TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        sync_id TEXT NOT NULL,
+        detail BYTEA NOT NULL
+    );
+    CREATE INDEX history_by_at ON history (at);
+    CREATE INDEX history_by_tenant ON history (tenant, sync_id, id);
+    """,
+)
+
 _COLUMNS = "id, at, kind, event, alertname, source, tenant, sync_id, detail"
 
 
 class Attached(Protocol):
     """A part of the state database written by the history writer, in its transactions."""
 
-    def open(self, db: sqlite3.Connection, path: Path | str) -> None:
+    def open(self, db: Db) -> None:
         """Migrate its tables and read what it needs (at attach, on the writer's connection)."""
 
     def prepare(self, cutoff: float, final: bool = False) -> bool:
-        """Before each write, even one the disk will refuse: apply the retention (`cutoff`:
-        its start) to what it holds; whether it has something to write (`final`: the last
-        flush before closing)."""
+        """Before each write, even one the database will refuse: apply the retention
+        (`cutoff`: its start) to what it holds; whether it has something to write
+        (`final`: the last flush before closing)."""
         ...
 
-    def write(self, db: sqlite3.Connection) -> Callable[[], None]:
+    def write(self, db: Db) -> Callable[[], None]:
         """Write inside the open transaction; returns what to do once it is committed."""
         ...
 
@@ -78,7 +95,7 @@ class HistoryStore:
 
     def __init__(
         self,
-        path: Path | str,
+        path: Target,
         retention: float = DEFAULT_RETENTION,
         max_rows: int = DEFAULT_MAX_ROWS,
         wall: Callable[[], float] = time.time,
@@ -100,34 +117,36 @@ class HistoryStore:
         self._secrets: list[str] = []
         self._pruned = float("-inf")  # monotonic time of the last write (retention applied)
         self._parts: list[Attached] = []
+        # Not durable: a power cut may lose the last history rows, never the alert state.
+        self._db: Db = open_db(path, durable=False, busy_ms=1000)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise state_error(path, exc) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a power cut may lose the last history rows, never the alert state.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=1000")
             self._migrate()
             self.rows = int(self._db.execute("SELECT count(*) FROM history").fetchone()[0])
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             self._db.close()
-            raise state_error(path, exc) from None
+            raise self._db.describe(exc) from None
         except BaseException:
             self._db.close()
             raise
 
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        return self._db.errors
+
+    def error_text(self, exc: BaseException) -> str:
+        return self._db.error_text(exc)
+
     def _migrate(self) -> None:
-        migrate_part(self._db, self.path, PART, _MIGRATIONS)
+        pg = self._db.dialect == "postgresql"
+        self._db.migrate(PART, _PG_MIGRATIONS if pg else _MIGRATIONS)
 
     def attach(self, part: Attached) -> None:
         """Write `part` with the history from now on; it is opened on this connection."""
         try:
             with self._db_lock:
-                part.open(self._db, self.path)
-        except sqlite3.Error as exc:
-            raise state_error(self.path, exc) from None
+                part.open(self._db)
+        except self._db.errors as exc:
+            raise self._db.describe(exc) from None
         self._parts.append(part)
 
     def wake(self) -> None:
@@ -206,38 +225,31 @@ class HistoryStore:
         if not rows and not any(due) and time.monotonic() - self._pruned < PRUNE_EVERY:
             return True  # nothing to write, retention applied lately: leave the lock alone
         try:
-            with self._db_lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
-                        "INSERT INTO history (at, kind, event, alertname, source, tenant, "
-                        "sync_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
+            with self._db_lock, self._db.transaction():
+                self._db.executemany(
+                    "INSERT INTO history (at, kind, event, alertname, source, tenant, "
+                    "sync_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                aged = self._db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
+                count = self.rows + len(rows) - aged.rowcount
+                over = count - self.max_rows
+                if over > 0:
+                    self._db.execute(
+                        "DELETE FROM history WHERE id IN "
+                        "(SELECT id FROM history ORDER BY id LIMIT ?)",
+                        (over,),
                     )
-                    aged = self._db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
-                    count = self.rows + len(rows) - aged.rowcount
-                    over = count - self.max_rows
-                    if over > 0:
-                        self._db.execute(
-                            "DELETE FROM history WHERE id IN "
-                            "(SELECT id FROM history ORDER BY id LIMIT ?)",
-                            (over,),
-                        )
-                    after = [part.write(self._db) for part in self._parts]
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
+                after = [part.write(self._db) for part in self._parts]
+        except self._db.errors as exc:
             if not self._error:
                 log.warning(
                     "history_write_failed",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=self._db.error_text(exc),
                     entries_in_memory=len(batch),
-                    hint="kept in memory and written when the state file works again",
+                    hint="kept in memory and written when the state database works again",
                 )
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._error = self._db.error_text(exc)
             return False
         for done in after:
             done()

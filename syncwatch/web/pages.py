@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
@@ -52,8 +53,40 @@ class PagesContext:
     freshness: Callable[[], Freshness] = lambda: EMPTY  # computed once per cycle
 
 
+# Everything a page loads is syncwatch's own: no inline script, no other origin, no framing.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+REFRESH_DEFAULT = 30  # seconds between auto-refreshes of a read view; ?refresh=0 turns it off
+_REFRESH_RANGE = range(2, 3601)
+_SCRIPT = "refresh.js"
+
+
 def _html(template: str, status: int = 200, **values: object) -> Response:
-    return HTMLResponse(_env.get_template(template).render(**values), status)
+    values.setdefault("refresh", 0)
+    headers = {"content-security-policy": CSP, "x-content-type-options": "nosniff"}
+    return HTMLResponse(_env.get_template(template).render(**values), status, headers=headers)
+
+
+def refresh_param(request: Request) -> int | None:
+    """`?refresh=` seconds (0 = off), else the default; None for a value it does not know."""
+    raw = request.query_params.get("refresh", "")
+    if not raw:
+        return REFRESH_DEFAULT
+    if not raw.isdigit() or (int(raw) and int(raw) not in _REFRESH_RANGE):
+        return None
+    return int(raw)
+
+
+async def script(_: Request) -> Response:
+    """The one script: auto-refresh of the read views (they work without it)."""
+    body = (resources.files("syncwatch.web") / "static" / _SCRIPT).read_bytes()
+    return Response(
+        body,
+        media_type="text/javascript",
+        headers={"cache-control": "max-age=3600", "x-content-type-options": "nosniff"},
+    )
 
 
 render = _html  # for the alerts and silences pages (forms.py)
@@ -70,17 +103,23 @@ class Pages:
     def __init__(self, ctx: PagesContext) -> None:
         self.ctx = ctx
 
-    async def overview(self, _: Request) -> Response:
+    async def overview(self, request: Request) -> Response:
+        refresh = refresh_param(request)
+        if refresh is None:
+            return _html("error.html", 400, message="refresh: seconds from 2 to 3600, or 0")
         data = view.overview(self.ctx.snapshot(), self.ctx.now())
         fresh = (await run_in_threadpool(self.ctx.freshness)).tenants
-        return _html("overview.html", o=data, states=view.STATES, fresh=fresh)
+        return _html("overview.html", o=data, states=view.STATES, refresh=refresh, fresh=fresh)
 
     async def tenant(self, request: Request) -> Response:
         source, tenant = request.path_params["source"], request.path_params["tenant"]
         state = request.query_params.get("state", "")
         page = _int_param(request, "page", 1)
-        if (state and state not in view.STATES) or page is None:
-            return _html("error.html", 400, message="state or page: not a value this page knows")
+        refresh = refresh_param(request)
+        if (state and state not in view.STATES) or page is None or refresh is None:
+            return _html(
+                "error.html", 400, message="state, page or refresh: not a value this page knows"
+            )
         snapshot = self.ctx.snapshot()
         now = self.ctx.now()
         if not any(k == (source, tenant) for k in snapshot.source_up) and not any(
@@ -101,6 +140,7 @@ class Pages:
             page=page,
             pages=pages,
             states=view.STATES,
+            refresh=refresh,
             fresh=fresh,
         )
 
@@ -139,6 +179,7 @@ def page_routes(ctx: PagesContext) -> list[BaseRoute]:
     return [
         Route("/tenants/{source}/{tenant}", pages.tenant, methods=["GET"]),
         Route("/syncs/{source}/{tenant}/{sync_id}", pages.sync, methods=["GET"]),
+        Route(f"/static/{_SCRIPT}", script, methods=["GET"]),
     ]
 
 
