@@ -201,6 +201,7 @@ class Daemon:
             outbox_pending=lambda: self.dispatcher.pending_counts,
             notifier_names=lambda: list(self.dispatcher.notifiers),
             state_up=lambda: self.state.up,
+            per_sync_series=config.metrics.per_sync_series,
         )
         wall = clock.wall
         self.telemetry.registry.register(
@@ -525,6 +526,7 @@ class Daemon:
         self.history.set_secrets(secrets_of(config))
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
+        self.telemetry.per_sync_series = config.metrics.per_sync_series
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))
         sd_notify("READY=1")
 

@@ -1,4 +1,4 @@
-"""The config sections: [daemon], [timbal], [paragon], [alerting], [[notifiers]]."""
+"""The config sections: [daemon], [timbal], [paragon], [alerting], [metrics], [[notifiers]]."""
 
 from __future__ import annotations
 
@@ -348,6 +348,15 @@ class AlertingConfig(_Model):
     # history_max_rows of them (the oldest dropped first, counted).
     history_retention: Duration = Field(default=30 * 86400.0, gt=0)
     history_max_rows: int = Field(default=500_000, ge=1)
+
+
+# Which syncs get per-sync series on /metrics: every one, only those with an alert
+# (pending, firing or suppressed), or none; the per-tenant aggregates are always there.
+PerSyncSeries = Literal["all", "alerting", "none"]
+
+
+class MetricsConfig(_Model):
+    per_sync_series: PerSyncSeries = "all"
 
 
 class NotifierConfig(_WithSecrets):
