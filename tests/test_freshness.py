@@ -94,7 +94,7 @@ def test_maintenance_time_is_excluded_from_both_shares() -> None:
 def test_maintenance_while_syncwatch_was_down_is_unknown() -> None:
     steps = [Step(T0 - DAY, Counts(excluded=2))]
     f = figures(steps, whole(T0 - DAY, T0 - HOUR), T0, DAY)
-    assert (f.excluded, f.unknown) == (pytest.approx(2 * 23 * HOUR), pytest.approx(2 * HOUR))
+    assert (f.excluded, f.unknown) == pytest.approx((2 * 23 * HOUR, 2 * HOUR))
 
 
 @pytest.mark.parametrize(
@@ -243,8 +243,8 @@ def report(
 
 
 def window(match: dict[str, str], start: float = T0 - HOUR, end: float = T0 + HOUR) -> Window:
-    utc = lambda t: datetime.fromtimestamp(t, UTC)  # noqa: E731
-    return Window("w", match, OneOff(utc(start), utc(end)))
+    spans = OneOff(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+    return Window("w", match, spans)
 
 
 OK, WARN, CRIT = SyncState.OK, SyncState.WARNING, SyncState.CRITICAL

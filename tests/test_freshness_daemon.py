@@ -97,7 +97,7 @@ def test_the_time_between_runs_is_unknown_for_every_counted_sync(restarted: Any)
     observed = sum(min(e, as_of) - max(s, as_of - DAY) for s, e in runs)
     assert {(x["source"], x["tenant"]) for x in body["tenants"]} == set(tenants)
     for key, syncs in tenants.items():
-        f = figures(body, *key, "24h")
+        f = figures(body, key[0], key[1], "24h")
         n = len(syncs)
         known = f["freshSeconds"] + f["staleSeconds"] + f["excludedSeconds"]
         # Observed time is known, sync by sync; the gaps and the time before run 1 are not.
@@ -146,6 +146,7 @@ def test_the_overview_and_the_tenant_page_show_freshness_as_text(restarted: Any)
         assert all(re.fullmatch(r"\d+(\.\d)? % \(\d+(\.\d)? % unknown\)", s) for s in shown)
     line = tenant.texts["freshness"]
     for label, w in (("24 h", "24h"), ("7 d", "7d"), ("30 d", "30d")):
-        assert f"{label}: {text(as_figures(figures(body, *maintained, w)))}" in line
+        shown = text(as_figures(figures(body, maintained[0], maintained[1], w)))
+        assert f"{label}: {shown}" in line
     assert "maintenance" in line  # one of its syncs is in a window
     assert len(tenants) == 6

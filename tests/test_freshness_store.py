@@ -1,8 +1,9 @@
 """The freshness ledger in the state database: rows per cycle, runs, migration, pruning.
 
-A real SQLite file in tmp_path, written by a real HistoryStore (the writer the ledger is
-attached to); flushes are called directly, as the writer thread would. Wall and monotonic
-clocks are injected.
+A real database, written by a real HistoryStore (the writer the ledger is attached to):
+on both backends (`state_target`: a SQLite file and a PostgreSQL database), except where a
+test needs SQLite's own lock. Flushes are called directly, as the writer thread would;
+wall and monotonic clocks are injected.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.freshness import DAY, Counts, Figures
 from syncwatch.freshness_store import OBSERVED_EVERY, FreshnessLedger
 from syncwatch.history import Entry, Kind
 from syncwatch.history_store import HistoryStore
+from syncwatch.sqldb import open_db
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import StateStore
 
@@ -34,8 +37,11 @@ def clocks() -> Clocks:
     return Clocks()
 
 
+Where = Path | PostgresTarget
+
+
 def open_ledger(
-    path: Path,
+    path: Where,
     clocks: Clocks,
     *,
     retention: float = 30 * DAY,
@@ -48,20 +54,20 @@ def open_ledger(
     return store, ledger
 
 
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path)
+def rows(path: Where, sql: str) -> list[tuple[object, ...]]:
+    db = open_db(path)
     try:
-        return list(db.execute(sql))
+        return [tuple(r) for r in db.execute(sql)]
     finally:
         db.close()
 
 
-def steps(path: Path) -> list[tuple[object, ...]]:
+def steps(path: Where) -> list[tuple[object, ...]]:
     return rows(path, "SELECT source, tenant, at, fresh, stale, excluded, unknown"
                 " FROM freshness_steps ORDER BY source, tenant, at")  # fmt: skip
 
 
-def runs(path: Path) -> list[tuple[object, ...]]:
+def runs(path: Where) -> list[tuple[object, ...]]:
     return rows(path, "SELECT id, started, last FROM freshness_runs ORDER BY id")
 
 
@@ -76,9 +82,9 @@ def cycle(
 
 
 def test_a_cycle_writes_a_step_only_for_tenants_whose_counts_changed(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     store, ledger = open_ledger(path, clocks)
     assert cycle(store, ledger, clocks, T0, a=Counts(fresh=3), b=Counts(fresh=1)) == 2
     assert cycle(store, ledger, clocks, T0 + 10, a=Counts(fresh=3), b=Counts(fresh=1)) == 0
@@ -114,9 +120,9 @@ def test_a_quiet_cycle_leaves_the_file_alone_until_the_run_end_is_due(
 
 
 def test_a_restart_starts_a_new_run_and_the_gap_reads_unknown(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     store, ledger = open_ledger(path, clocks)
     cycle(store, ledger, clocks, T0, a=Counts(fresh=2))
     cycle(store, ledger, clocks, T0 + 50, a=Counts(fresh=2))
@@ -141,9 +147,9 @@ def test_a_restart_starts_a_new_run_and_the_gap_reads_unknown(
 
 
 def test_a_pause_longer_than_max_gap_ends_the_run_inside_one_process(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     store, ledger = open_ledger(path, clocks, max_gap=60.0)
     cycle(store, ledger, clocks, T0, a=Counts(fresh=1))
     cycle(store, ledger, clocks, T0 + 60, a=Counts(fresh=1))  # at the limit: same run
@@ -163,8 +169,8 @@ def test_a_wall_clock_stepped_back_records_nothing_until_it_passes_the_last_cycl
     store.close()
 
 
-def test_a_tenant_no_longer_listed_gets_an_empty_step(tmp_path: Path, clocks: Clocks) -> None:
-    path = tmp_path / "state.db"
+def test_a_tenant_no_longer_listed_gets_an_empty_step(state_target: Where, clocks: Clocks) -> None:
+    path = state_target
     store, ledger = open_ledger(path, clocks)
     cycle(store, ledger, clocks, T0, a=Counts(fresh=1), b=Counts(fresh=1))
     assert cycle(store, ledger, clocks, T0 + 10, a=Counts(fresh=1)) == 1
@@ -175,15 +181,14 @@ def test_a_tenant_no_longer_listed_gets_an_empty_step(tmp_path: Path, clocks: Cl
 
 
 def test_retention_keeps_each_tenants_state_at_the_cutoff_and_drops_the_rest(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
-    kw = {"retention": 10 * DAY, "max_gap": 2 * DAY}
-    store, ledger = open_ledger(path, clocks, **kw)
+    path = state_target
+    store, ledger = open_ledger(path, clocks, retention=10 * DAY, max_gap=2 * DAY)
     cycle(store, ledger, clocks, T0, a=Counts(fresh=2), b=Counts(fresh=1))
     cycle(store, ledger, clocks, T0 + DAY, a=Counts(fresh=1, stale=1), b=Counts(fresh=1))
     store.close()  # run 1 ends at T0 + 1 d
-    store, ledger = open_ledger(path, clocks, **kw)
+    store, ledger = open_ledger(path, clocks, retention=10 * DAY, max_gap=2 * DAY)
     cycle(store, ledger, clocks, T0 + 2 * DAY, a=Counts(fresh=2))  # run 2; b is gone
     assert len(steps(path)) == 5
     # A gap (run 3); this write applies the retention: the cutoff is T0 + 3 d.
@@ -196,15 +201,15 @@ def test_retention_keeps_each_tenants_state_at_the_cutoff_and_drops_the_rest(
     assert set(after) == {A}
     assert after[A]["7d"].fresh == pytest.approx(before.fresh + 2)
     store.close()
-    store, ledger = open_ledger(path, clocks, retention=10 * DAY)
+    store, ledger = open_ledger(path, clocks, retention=10 * DAY, max_gap=2 * DAY)
     assert ledger.figures().tenants[A]["7d"] == pytest.approx(after[A]["7d"])
     store.close()
 
 
 def test_beyond_the_step_cap_the_oldest_go_but_never_a_tenants_last(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     store, ledger = open_ledger(path, clocks, max_steps=10)
     for i in range(12):
         state = Counts(fresh=1) if i % 2 else Counts(stale=1)
@@ -238,9 +243,9 @@ def test_a_locked_file_keeps_the_ledger_in_memory_until_it_can_write(
 
 
 def test_the_history_writes_and_the_ledger_share_one_transaction(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     store, ledger = open_ledger(path, clocks)
     store.record([Entry(T0, Kind.TRANSITION, "firing", "SyncStale", "timbal", "org_a", "s1")])
     ledger.observe({A: Counts(stale=1)}, T0)
@@ -273,16 +278,16 @@ def test_a_database_from_the_current_schema_gains_the_freshness_tables(
 
 
 def test_a_freshness_table_from_a_newer_syncwatch_refuses_to_start(
-    tmp_path: Path, clocks: Clocks
+    state_target: Where, clocks: Clocks
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     store, _ = open_ledger(path, clocks)
     store.close()
-    db = sqlite3.connect(path)
-    db.execute("UPDATE schema_parts SET version = 9 WHERE part = 'freshness'")
-    db.commit()
+    db = open_db(path)
+    with db.transaction():
+        db.execute("UPDATE schema_parts SET version = 9 WHERE part = 'freshness'")
     db.close()
-    with pytest.raises(StartupError, match="freshness table has schema 9") as err:
+    with pytest.raises(StartupError, match="freshness tables? ha(s|ve) schema 9") as err:
         open_ledger(path, clocks)
     assert err.value.exit_code == EX_DATAERR
 
