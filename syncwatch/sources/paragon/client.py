@@ -61,16 +61,18 @@ class ParagonRecord(msgspec.Struct, frozen=True, gc=False):
     def to_sync(self, user_id: str, last_synced_at: datetime | None = None) -> ParagonSync:
         if last_synced_at is None and self.summary is not None:
             last_synced_at = self.summary.lastSyncedAt
-        # The label strings that repeat across syncs and cycles are shared, not copied.
+        # One shared copy of each label string: they repeat across syncs (integration,
+        # pipeline, status) and all across cycles, so the next snapshot shares them.
+        name, credential = self.configurationName, self.credentialId
         return ParagonSync(
             user_id=user_id,
-            id=self.id,
+            id=_intern(self.id),
             integration=_intern(self.integration),
             pipeline=_intern(self.pipeline),
             status=_intern(self.status),
             reason=self.reason,
-            configuration_name=self.configurationName,
-            credential_id=self.credentialId,
+            configuration_name=None if name is None else _intern(name),
+            credential_id=None if credential is None else _intern(credential),
             date_created=self.dateCreated,
             date_updated=self.dateUpdated,
             last_synced_at=last_synced_at,

@@ -62,24 +62,31 @@ class TimbalListing(msgspec.Struct, gc=False):
 
 # The slots' own setters: a record is frozen to everyone but `adopt`, which writes them at
 # half the cost of object.__setattr__ (it runs for every record of every cycle).
-_SLOTS = TimbalSync.__dict__
-_set_org_id = _SLOTS["org_id"].__set__
-_set_connector_id = _SLOTS["connector_id"].__set__
-_set_source_kind = _SLOTS["source_kind"].__set__
-_set_last_state = _SLOTS["last_state"].__set__
-_intern = sys.intern
+_SLOT = {name: TimbalSync.__dict__[name].__set__ for name in TimbalSync.__slots__}
 
 
 def adopt(records: list[TimbalRecord], org_id: str) -> None:
     """Complete records just decoded, before anything else sees them: the org they were listed
-    for (not in the body), and one shared copy of the label strings that repeat across the
-    syncs of an org and across cycles (an interned string goes with the last sync using it)."""
+    for (not in the body), and one shared copy of each label string. Most repeat across an
+    org's syncs (connector, kind, state, tables, names) and all across cycles, so the next
+    snapshot shares them with the one being served; an interned string goes with its last
+    user."""
+    intern = sys.intern
+    set_org_id, set_id = _SLOT["org_id"], _SLOT["id"]
+    set_connector_id, set_source_kind = _SLOT["connector_id"], _SLOT["source_kind"]
+    set_source_table, set_dest_table = _SLOT["source_table"], _SLOT["dest_table"]
+    set_name, set_last_state = _SLOT["name"], _SLOT["last_state"]
     for record in records:
-        _set_org_id(record, org_id)
-        _set_connector_id(record, _intern(record.connector_id))
-        _set_source_kind(record, _intern(record.source_kind))
-        if record.last_state is not None:
-            _set_last_state(record, _intern(record.last_state))
+        set_org_id(record, org_id)
+        set_id(record, intern(record.id))
+        set_connector_id(record, intern(record.connector_id))
+        set_source_kind(record, intern(record.source_kind))
+        set_source_table(record, intern(record.source_table))
+        set_dest_table(record, intern(record.dest_table))
+        if (name := record.name) is not None:
+            set_name(record, intern(name))
+        if (state := record.last_state) is not None:
+            set_last_state(record, intern(state))
 
 
 def _of_connector(connector_id: str) -> Callable[[TimbalRecord], bool]:
