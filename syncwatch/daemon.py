@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +48,7 @@ from syncwatch.silences import Muter, any_of
 from syncwatch.sources import Poller
 from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
-from syncwatch.state import StateStore, WalLoss, state_error
+from syncwatch.state import StateStore, WalLoss
 from syncwatch.store import Store
 from syncwatch.web.forms import FormsContext, form_routes
 from syncwatch.web.pages import PagesContext, overview_page, page_routes
@@ -157,16 +156,15 @@ class Daemon:
         self.limits = limits or ListenerLimits.for_fd_limit(
             raise_fd_limit(), config.daemon.concurrency
         )
-        self.store = StateStore(config.daemon.resolved_state_path())
+        target = config.daemon.state_target()  # a SQLite file or a PostgreSQL DSN
+        self.store = StateStore(target)
         if self.store.wal_loss is not None:
             _log_wal_loss(self.store.path, self.store.wal_loss)
-        # Silences live in the same file; their writes are rare and committed on return.
-        self.silences = SilenceStore(
-            self.store.path, timedelta(seconds=config.alerting.silence_retention)
-        )
+        # Silences live in the same database; their writes are rare and committed on return.
+        self.silences = SilenceStore(target, timedelta(seconds=config.alerting.silence_retention))
         # History too; written behind the cycle by its own thread (history_store).
         self.history = HistoryStore(
-            self.store.path,
+            target,
             config.alerting.history_retention,
             config.alerting.history_max_rows,
             wall=clock.wall,
@@ -181,7 +179,7 @@ class Daemon:
             max_connections=config.daemon.concurrency,
             transport=self.transport,
         )
-        # Every SQLite call from here on runs on the state store's own thread.
+        # Every state database call from here on runs on the state store's own thread.
         self.state = Store(self.store)
         self.engine = Engine(config, self.state)
         # What mutes alerts (silences, maintenance windows): each asked once per cycle.
@@ -198,6 +196,7 @@ class Daemon:
             outbox_pending=lambda: self.dispatcher.pending_counts,
             notifier_names=lambda: list(self.dispatcher.notifiers),
             state_up=lambda: self.state.up,
+            per_sync_series=config.metrics.per_sync_series,
         )
         wall = clock.wall
         self.telemetry.registry.register(
@@ -310,7 +309,7 @@ class Daemon:
             "started",
             version=__version__,
             listen=bound_address(self.sockets or []),  # where it really listens: port 0 resolved
-            state_path=str(self.store.path),
+            **self.store.names,
             notifiers=sorted(self.dispatcher.notifiers),
             alerts_restored=len(self.engine.alerts),
         )
@@ -462,8 +461,8 @@ class Daemon:
         try:
             if await asyncio.to_thread(self.silences.collect, now):
                 log.info("silences_collected", retention=self.config.alerting.silence_retention)
-        except sqlite3.Error as exc:
-            log.warning("silences_collect_failed", error=f"{type(exc).__name__}: {exc}")
+        except self.silences.errors as exc:
+            log.warning("silences_collect_failed", error=self.silences.error_text(exc))
 
     def _server_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self.stop.is_set():
@@ -517,15 +516,16 @@ class Daemon:
         self.history.set_secrets(secrets_of(config))
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
+        self.telemetry.per_sync_series = config.metrics.per_sync_series
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))
         sd_notify("READY=1")
 
 
 def _state_problem(store: StateStore, exc: BaseException) -> dict[str, str]:
-    """A SQLite error names the file and what to do (disk full: free space; we keep going)."""
-    if not isinstance(exc, sqlite3.Error):
+    """A database error names the database and what to do (disk full: free space…)."""
+    if not isinstance(exc, store.errors):
         return {}
-    return {"state_path": str(store.path), "state_problem": str(state_error(store.path, exc))}
+    return {**store.names, "state_problem": str(store.describe(exc))}
 
 
 def _log_wal_loss(path: Path | str, loss: WalLoss) -> None:

@@ -56,6 +56,15 @@ class Evaluation:
     limits: Limits | None = None  # for a ratio: the lines it is judged against
 
 
+@dataclass(frozen=True, slots=True)
+class SyncFacts:
+    """What a person reads of one sync on the status page."""
+
+    name: str
+    last_success: datetime | None
+    lag: float | None  # seconds since the last success; None if it never succeeded
+
+
 class SourceRules(Protocol):
     """What one source's records mean, built from its config table by its package."""
 
@@ -73,6 +82,10 @@ class SourceRules(Protocol):
 
     def check_row(self, e: Evaluation) -> dict[str, Any]:
         """This source's own columns of `check --format json`."""
+        ...
+
+    def facts(self, e: Evaluation, now: datetime) -> SyncFacts:
+        """The sync's name, last success and lag, as the status page shows them."""
         ...
 
     def check_detail(self, e: Evaluation) -> tuple[str, str]:

@@ -10,12 +10,10 @@ versioned on its own (`schema_parts`), like the silences.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 
 import orjson
 import structlog
@@ -23,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syncwatch.history import Entry, Kind, Query
-from syncwatch.state import migrate_part, state_error
+from syncwatch.sqldb import Db, Target, open_db
 
 log = structlog.get_logger("syncwatch.history")
 
@@ -50,6 +48,25 @@ _MIGRATIONS: Sequence[str] = (
     """,
 )
 
+# The same part on PostgreSQL; append, never edit.
+_PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE history (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        event TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        source TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        sync_id TEXT NOT NULL,
+        detail BYTEA NOT NULL
+    );
+    CREATE INDEX history_by_at ON history (at);
+    CREATE INDEX history_by_tenant ON history (tenant, sync_id, id);
+    """,
+)
+
 _COLUMNS = "id, at, kind, event, alertname, source, tenant, sync_id, detail"
 
 
@@ -58,7 +75,7 @@ class HistoryStore:
 
     def __init__(
         self,
-        path: Path | str,
+        path: Target,
         retention: float = DEFAULT_RETENTION,
         max_rows: int = DEFAULT_MAX_ROWS,
         wall: Callable[[], float] = time.time,
@@ -79,26 +96,28 @@ class HistoryStore:
         self._error = ""
         self._secrets: list[str] = []
         self._pruned = float("-inf")  # monotonic time of the last write (retention applied)
+        # Not durable: a power cut may lose the last history rows, never the alert state.
+        self._db: Db = open_db(path, durable=False, busy_ms=1000)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise state_error(path, exc) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a power cut may lose the last history rows, never the alert state.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=1000")
             self._migrate()
             self.rows = int(self._db.execute("SELECT count(*) FROM history").fetchone()[0])
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             self._db.close()
-            raise state_error(path, exc) from None
+            raise self._db.describe(exc) from None
         except BaseException:
             self._db.close()
             raise
 
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        return self._db.errors
+
+    def error_text(self, exc: BaseException) -> str:
+        return self._db.error_text(exc)
+
     def _migrate(self) -> None:
-        migrate_part(self._db, self.path, PART, _MIGRATIONS)
+        pg = self._db.dialect == "postgresql"
+        self._db.migrate(PART, _PG_MIGRATIONS if pg else _MIGRATIONS)
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Configured secrets are blanked in what is stored (a last guard, as in the logs)."""
@@ -171,37 +190,30 @@ class HistoryStore:
             return True  # nothing to write, retention applied lately: leave the lock alone
         cutoff = self._wall() - self.retention
         try:
-            with self._db_lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
-                        "INSERT INTO history (at, kind, event, alertname, source, tenant, "
-                        "sync_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
+            with self._db_lock, self._db.transaction():
+                self._db.executemany(
+                    "INSERT INTO history (at, kind, event, alertname, source, tenant, "
+                    "sync_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                aged = self._db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
+                count = self.rows + len(rows) - aged.rowcount
+                over = count - self.max_rows
+                if over > 0:
+                    self._db.execute(
+                        "DELETE FROM history WHERE id IN "
+                        "(SELECT id FROM history ORDER BY id LIMIT ?)",
+                        (over,),
                     )
-                    aged = self._db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
-                    count = self.rows + len(rows) - aged.rowcount
-                    over = count - self.max_rows
-                    if over > 0:
-                        self._db.execute(
-                            "DELETE FROM history WHERE id IN "
-                            "(SELECT id FROM history ORDER BY id LIMIT ?)",
-                            (over,),
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             if not self._error:
                 log.warning(
                     "history_write_failed",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=self._db.error_text(exc),
                     entries_in_memory=len(batch),
-                    hint="kept in memory and written when the state file works again",
+                    hint="kept in memory and written when the state database works again",
                 )
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._error = self._db.error_text(exc)
             return False
         self.rows = count - max(over, 0)
         self._pruned = time.monotonic()

@@ -8,6 +8,7 @@ label the alert lacks matches it as the empty string; a regex is anchored at bot
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,9 +43,19 @@ class Matcher:
         hit = self._pattern.match(got) is not None if self.is_regex else got == self.value
         return hit is self.is_equal
 
+    @property
+    def operator(self) -> str:
+        """`=`, `!=`, `=~` or `!~`."""
+        return _OPERATORS[(self.is_regex, self.is_equal)]
+
     def __str__(self) -> str:
-        op = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
-        return f"{self.name}{op[(self.is_regex, self.is_equal)]}{self.value!r}"
+        """`name="value"` (or `!=`, `=~`, `!~`), JSON-quoted as the silence form reads it back."""
+        name = self.name if _PLAIN_NAME.fullmatch(self.name) else json.dumps(self.name)
+        return f"{name}{self.operator}{json.dumps(self.value, ensure_ascii=False)}"
+
+
+_PLAIN_NAME = re.compile(r'[^=!~"\s]+')  # a label name that needs no quotes in a matcher
+_OPERATORS = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,14 @@ def test_the_index_stays_json_for_clients_that_are_not_browsers(
     assert "/metrics" in response.json()["endpoints"]
 
 
+def test_the_favicon_browsers_ask_for_is_a_cached_no_content_not_a_404(daemon: Daemon) -> None:
+    response = daemon.get("/favicon.ico", headers=BROWSER)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response.headers["cache-control"] == "max-age=86400"
+    assert "/favicon.ico" not in daemon.get("/").json()["endpoints"]  # not an API
+
+
 def test_pages_load_only_syncwatch_s_own_script_and_refresh_as_the_url_says(
     daemon: Daemon,
 ) -> None:

@@ -6,10 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from syncwatch.evaluate import Evaluation, Limits, SyncState
+from syncwatch.evaluate import Evaluation, Limits, SyncFacts, SyncState
 from syncwatch.lifecycle import Alert
 from syncwatch.metrics import Snapshot
-from syncwatch.models import ParagonSync, TimbalSync
 
 # The page's states, worst first; disabled / ignored / unknown syncs count as "other".
 STATES = ("unreachable", "critical", "warning", "suppressed", "ok", "other")
@@ -68,23 +67,6 @@ class Overview:
     totals: Mapping[str, int] = field(default_factory=dict)
 
 
-def _name(sync: TimbalSync | ParagonSync) -> str:
-    if isinstance(sync, TimbalSync):
-        return sync.name or sync.id
-    return f"{sync.integration} {sync.pipeline}"
-
-
-def _last_success(sync: TimbalSync | ParagonSync) -> datetime | None:
-    return sync.last_success_at if isinstance(sync, TimbalSync) else sync.last_synced_at
-
-
-def _lag(sync: TimbalSync | ParagonSync, now: datetime) -> float | None:
-    if isinstance(sync, TimbalSync) and sync.seconds_since_success is not None:
-        return float(sync.seconds_since_success)
-    last = _last_success(sync)
-    return None if last is None else max(0.0, (now - last).total_seconds())
-
-
 def _alerts_by_sync(alerts: Iterable[Alert]) -> dict[tuple[str, str, str], list[Alert]]:
     out: dict[tuple[str, str, str], list[Alert]] = {}
     for a in alerts:
@@ -95,19 +77,21 @@ def _alerts_by_sync(alerts: Iterable[Alert]) -> dict[tuple[str, str, str], list[
 def sync_rows(snapshot: Snapshot, now: datetime) -> list[SyncRow]:
     """Every evaluated sync with its page state: unreachable, suppressed, or evaluated."""
     by_sync = _alerts_by_sync(snapshot.alerts)
+    rules = snapshot.rules
     rows = []
     for e in snapshot.evaluations:
         key = (str(e.sync.source), e.sync.tenant, e.sync.id)
-        rows.append(_row(e, key, by_sync.get(key, []), snapshot.source_up, now))
+        facts = rules[e.sync.source].facts(e, now)
+        rows.append(_row(e, key, facts, by_sync.get(key, []), snapshot.source_up))
     return rows
 
 
 def _row(
     e: Evaluation,
     key: tuple[str, str, str],
+    facts: SyncFacts,
     alerts: Sequence[Alert],
     up: Mapping[tuple[str, str], bool],
-    now: datetime,
 ) -> SyncRow:
     firing = [a for a in alerts if a.firing]
     if not up.get((key[0], key[1]), True):
@@ -122,12 +106,12 @@ def _row(
         source=key[0],
         tenant=key[1],
         sync_id=key[2],
-        name=_name(e.sync),
+        name=facts.name,
         state=state,
         detail=str(e.state),
-        lag=_lag(e.sync, now),
+        lag=facts.lag,
         ratio=e.ratio,
-        last_success=_last_success(e.sync),
+        last_success=facts.last_success,
         alerts=tuple(f"{a.alertname} ({a.state}, {a.severity})" for a in alerts),
         limits=e.limits,
     )
@@ -190,8 +174,9 @@ def tenant_rows(
     return rows
 
 
-def duration(seconds: float | None) -> str:
-    """`3d 4h`, `5m 12s`, `40s`: two units at most, for a person to read."""
+def duration(seconds: float | None, most: int = 2) -> str:
+    """`3d 4h`, `5m 12s`, `40s`: two units at most, for a person to read (`most=4`: to the
+    second, as the silence form shows a duration that `parse_duration` reads back)."""
     if seconds is None:
         return "never"
     s = int(seconds)
@@ -200,6 +185,6 @@ def duration(seconds: float | None) -> str:
         if s >= size or (unit == "s" and not parts):
             parts.append(f"{s // size}{unit}")
             s %= size
-        if len(parts) == 2:
+        if len(parts) == most:
             break
     return " ".join(parts)

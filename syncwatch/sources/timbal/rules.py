@@ -11,6 +11,7 @@ from syncwatch.config import Thresholds, TimbalConfig, format_duration
 from syncwatch.evaluate import (
     Evaluation,
     Limits,
+    SyncFacts,
     SyncState,
     age_text,
     ratio_text,
@@ -286,6 +287,13 @@ class TimbalRules:
 
     def families(self, evaluations: Sequence[Evaluation]) -> list[Family]:
         return timbal_families(evaluations)
+
+    def facts(self, e: Evaluation, _now: datetime) -> SyncFacts:
+        sync = _timbal(e)
+        lag = sync.seconds_since_success
+        return SyncFacts(
+            sync.name or sync.id, sync.last_success_at, None if lag is None else float(lag)
+        )
 
     def check_row(self, e: Evaluation) -> dict[str, Any]:
         sync = _timbal(e)
