@@ -37,7 +37,7 @@ from syncwatch.simulator.wire import dumps
 from syncwatch.sources.base import parse_listing
 from syncwatch.sources.paragon.client import ParagonListing, ParagonRecord
 from syncwatch.sources.registry import rules_of
-from syncwatch.sources.timbal.client import TimbalListing, TimbalRecord
+from syncwatch.sources.timbal.client import TimbalListing, TimbalRecord, adopt
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 
@@ -70,6 +70,7 @@ def fleet_report(orgs: int, users: int) -> tuple[Report, list[Alert]]:
             key="syncs",
             record_model=TimbalRecord,
         )
+        adopt(parsed.records, org)  # as TimbalClient does: each record is then its sync
         syncs = [r.to_sync(org) for r in parsed.records]
         listings.append(Listing(Source.TIMBAL, org, syncs, upstream_now=NOW, clock_skew=0.0))
     for user in sim.fleet.users:

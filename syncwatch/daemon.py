@@ -25,6 +25,8 @@ from syncwatch.dispatch import Dispatcher
 from syncwatch.election import Shard
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
+from syncwatch.freshness_api import freshness_routes
+from syncwatch.freshness_store import FreshnessLedger, max_gap
 from syncwatch.history import ended_between, silence_entry
 from syncwatch.history_api import history_routes
 from syncwatch.history_store import HistoryCollector, HistoryStore
@@ -148,6 +150,9 @@ class Daemon:
             wall=clock.wall,
         )
         self.history.set_secrets(secrets_of(config))
+        # Per-tenant freshness: written by the history writer, in memory for the pages.
+        self.freshness = FreshnessLedger(max_gap(config.daemon.poll_interval))
+        self.history.attach(self.freshness)
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -256,6 +261,8 @@ class Daemon:
         result = self.engine.apply(report, now, created_mono=mono, muter=self._muter())
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
+        self.freshness.observe_report(report, [m.window() for m in self.config.maintenance], now)
+        self.history.wake()
         await self._end_acks(now)
         self._record_ended_silences(now)
         if self.silences.collectable(now):
@@ -398,7 +405,8 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         context = self._api_context()
-        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, context.now)
+        figures = self.freshness.figures
+        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, context.now, figures)
         app = AuthMiddleware(
             build_app(
                 self.telemetry,
@@ -407,6 +415,7 @@ class Daemon:
                     *api_routes(context),
                     *ack_routes(context),
                     *history_routes(self.history),
+                    *freshness_routes(figures),
                     *page_routes(pages),
                     *form_routes(FormsContext(context)),
                 ],
@@ -528,6 +537,7 @@ class Daemon:
         self.silences.retention = timedelta(seconds=config.alerting.silence_retention)
         self.history.retention = config.alerting.history_retention
         self.history.max_rows = config.alerting.history_max_rows
+        self.freshness.max_gap = max_gap(config.daemon.poll_interval)
         self.history.set_secrets(secrets_of(config))
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval

@@ -5,7 +5,9 @@ never wait for a history write. The writer commits whatever has accumulated in o
 transaction, deleting in it what is past the retention and, beyond the row cap, the oldest
 rows (counted). While the disk is sick the entries wait in memory, bounded by the same
 cap (the oldest dropped first, counted), and are written once it recovers. The table is
-versioned on its own (`schema_parts`), like the silences.
+versioned on its own (`schema_parts`), like the silences. Other parts of the database that
+are written behind the cycle (the freshness ledger) `attach` to the same writer and write
+in the same transactions.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 import orjson
 import structlog
@@ -70,6 +73,23 @@ _PG_MIGRATIONS: Sequence[str] = (
 _COLUMNS = "id, at, kind, event, alertname, source, tenant, sync_id, detail"
 
 
+class Attached(Protocol):
+    """A part of the state database written by the history writer, in its transactions."""
+
+    def open(self, db: Db) -> None:
+        """Migrate its tables and read what it needs (at attach, on the writer's connection)."""
+
+    def prepare(self, cutoff: float, final: bool = False) -> bool:
+        """Before each write, even one the database will refuse: apply the retention
+        (`cutoff`: its start) to what it holds; whether it has something to write
+        (`final`: the last flush before closing)."""
+        ...
+
+    def write(self, db: Db) -> Callable[[], None]:
+        """Write inside the open transaction; returns what to do once it is committed."""
+        ...
+
+
 class HistoryStore:
     """Thread-safe; `record` never blocks on the disk. `start` the writer, `close` flushes."""
 
@@ -96,6 +116,7 @@ class HistoryStore:
         self._error = ""
         self._secrets: list[str] = []
         self._pruned = float("-inf")  # monotonic time of the last write (retention applied)
+        self._parts: list[Attached] = []
         # Not durable: a power cut may lose the last history rows, never the alert state.
         self._db: Db = open_db(path, durable=False, busy_ms=1000)
         try:
@@ -118,6 +139,19 @@ class HistoryStore:
     def _migrate(self) -> None:
         pg = self._db.dialect == "postgresql"
         self._db.migrate(PART, _PG_MIGRATIONS if pg else _MIGRATIONS)
+
+    def attach(self, part: Attached) -> None:
+        """Write `part` with the history from now on; it is opened on this connection."""
+        try:
+            with self._db_lock:
+                part.open(self._db)
+        except self._db.errors as exc:
+            raise self._db.describe(exc) from None
+        self._parts.append(part)
+
+    def wake(self) -> None:
+        """Something attached has rows to write: write them soon."""
+        self._wake.set()
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Configured secrets are blanked in what is stored (a last guard, as in the logs)."""
@@ -176,7 +210,7 @@ class HistoryStore:
             except Exception as exc:  # a bug here must not end history for good
                 log.error("history_write_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def flush(self) -> bool:
+    def flush(self, final: bool = False) -> bool:
         """Write what is pending and apply retention and cap, in one transaction."""
         self._build()
         with self._lock:
@@ -186,9 +220,10 @@ class HistoryStore:
              self._scrub(orjson.dumps(e.detail)))
             for e in batch
         ]  # fmt: skip
-        if not rows and time.monotonic() - self._pruned < PRUNE_EVERY:
-            return True  # nothing to write, retention applied lately: leave the lock alone
         cutoff = self._wall() - self.retention
+        due = [part.prepare(cutoff, final) for part in self._parts]
+        if not rows and not any(due) and time.monotonic() - self._pruned < PRUNE_EVERY:
+            return True  # nothing to write, retention applied lately: leave the lock alone
         try:
             with self._db_lock, self._db.transaction():
                 self._db.executemany(
@@ -205,6 +240,7 @@ class HistoryStore:
                         "(SELECT id FROM history ORDER BY id LIMIT ?)",
                         (over,),
                     )
+                after = [part.write(self._db) for part in self._parts]
         except self._db.errors as exc:
             if not self._error:
                 log.warning(
@@ -215,6 +251,8 @@ class HistoryStore:
                 )
             self._error = self._db.error_text(exc)
             return False
+        for done in after:
+            done()
         self.rows = count - max(over, 0)
         self._pruned = time.monotonic()
         if over > 0:
@@ -235,7 +273,7 @@ class HistoryStore:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self.unwritten() and not self.flush():
+        if (self.unwritten() or self._parts) and not self.flush(final=True):
             log.error("history_unwritten_at_exit", entries=self.unwritten())
         with self._db_lock:
             self._db.close()

@@ -114,7 +114,7 @@ def silence(ends: datetime, updated: datetime) -> Silence:
 def test_a_silence_entry_takes_its_labels_from_equality_matchers() -> None:
     e = silence_entry("created", silence(T0 + timedelta(hours=1), T0), T0)
     assert (e.tenant, e.sync_id, e.alertname) == ("org_1", "", "")
-    assert e.detail["matchers"] == ["tenant='org_1'", "sync_id=~'s.*'"]
+    assert e.detail["matchers"] == ['tenant="org_1"', 'sync_id=~"s.*"']
     assert entry_json(e)["labels"] == {"tenant": "org_1"}
 
 

@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from syncwatch import freshness
+from syncwatch.freshness_store import EMPTY, Freshness
 from syncwatch.history import BadQueryError, Query, decode_cursor, encode_cursor
 from syncwatch.history_store import HistoryStore
 from syncwatch.metrics import Snapshot
@@ -33,6 +35,9 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters["duration"] = view.duration
+_env.filters["freshness"] = freshness.text
+_env.filters["share_percent"] = freshness.share_percent
+_env.globals["windows"] = [(name, f"{name[:-1]} {name[-1]}") for name, _ in freshness.WINDOWS]
 _env.filters["when"] = lambda t: (
     "never" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 )
@@ -45,6 +50,7 @@ class PagesContext:
     snapshot: Callable[[], Snapshot]
     history: HistoryStore
     now: Callable[[], datetime]
+    freshness: Callable[[], Freshness] = lambda: EMPTY  # computed once per cycle
 
 
 # Everything a page loads is syncwatch's own: no inline script, no other origin, no framing.
@@ -102,7 +108,8 @@ class Pages:
         if refresh is None:
             return _html("error.html", 400, message="refresh: seconds from 2 to 3600, or 0")
         data = view.overview(self.ctx.snapshot(), self.ctx.now())
-        return _html("overview.html", o=data, states=view.STATES, refresh=refresh)
+        fresh = (await run_in_threadpool(self.ctx.freshness)).tenants
+        return _html("overview.html", o=data, states=view.STATES, refresh=refresh, fresh=fresh)
 
     async def tenant(self, request: Request) -> Response:
         source, tenant = request.path_params["source"], request.path_params["tenant"]
@@ -120,6 +127,7 @@ class Pages:
         ):
             return _html("error.html", 404, message=f"no tenant {tenant} of source {source}")
         rows = view.tenant_rows(snapshot, source, tenant, now, state)
+        fresh = (await run_in_threadpool(self.ctx.freshness)).tenants.get((source, tenant))
         pages = max(1, -(-len(rows) // PAGE_SIZE))
         shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         return _html(
@@ -133,6 +141,7 @@ class Pages:
             pages=pages,
             states=view.STATES,
             refresh=refresh,
+            fresh=fresh,
         )
 
     async def sync(self, request: Request) -> Response:
