@@ -4,8 +4,9 @@ Writes are rare (a person runs amtool) and each one is committed before it retur
 acknowledged silence survives restart and kill -9. Reads (the API, the engine's Muter) come
 from the in-memory copy and never touch the disk; on PostgreSQL, where every replica writes
 the same table, the daemon re-reads it once a cycle (`refresh`), so a silence made through
-one replica mutes the alerts another one delivers from its next cycle on. The table is versioned on its own
-(`schema_parts`), so its migrations never collide with those of the alert state.
+one replica mutes the alerts another one delivers from its next cycle on. The table is
+versioned on its own (`schema_parts`), so its migrations never collide with those of the
+alert state.
 """
 
 from __future__ import annotations
