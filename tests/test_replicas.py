@@ -90,6 +90,7 @@ class Replicas:
         self.running.remove(daemon)
 
     def stop(self, daemon: Daemon) -> None:
+        wait_until(lambda: url_of(daemon), timeout=60)  # past start-up: SIGTERM is a clean stop
         assert daemon.proc.stop() == 0, daemon.proc.output[-3000:]
         self.running.remove(daemon)
 
