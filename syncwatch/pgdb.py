@@ -4,7 +4,9 @@ Synchronous psycopg 3 on the thread its store already owns (the state store's wo
 history writer, the silences' callers): one connection per store, as with SQLite, opened
 lazily again after the server went away, so a restart of PostgreSQL is a few failed writes
 kept in memory, then a reconnect. TCP keepalives and a user timeout bound a half-open
-connection; a connect times out after `CONNECT_TIMEOUT` seconds.
+connection, on both ends (the server's are set per session, so the shard lock of a replica
+that vanished is released: `election`); a connect times out after `CONNECT_TIMEOUT` seconds.
+`session` numbers the connections, so the holder of a session lock knows it still has it.
 
 Errors never carry the DSN, password, host, user or database name: every psycopg error is
 re-raised as `PgError`, its text scrubbed of each part of the connection string.
