@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
-import re
 import signal
 import socket
 import threading
@@ -22,8 +20,9 @@ from syncwatch import __version__, logs
 from syncwatch.acks import ack_routes, acks_to_end
 from syncwatch.amapi import ApiContext, api_routes
 from syncwatch.clock import SYSTEM, Clock
-from syncwatch.config import ConfigError, DaemonConfig, secrets_of
+from syncwatch.config import ConfigError, secrets_of
 from syncwatch.dispatch import Dispatcher
+from syncwatch.election import Shard
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
 from syncwatch.freshness_api import freshness_routes
@@ -32,6 +31,14 @@ from syncwatch.history import ended_between, silence_entry
 from syncwatch.history_api import history_routes
 from syncwatch.history_store import HistoryCollector, HistoryStore
 from syncwatch.http import make_http_client, make_transport
+from syncwatch.leadership import (
+    LeaderCollector,
+    Replica,
+    owned_acks,
+    owns,
+    shard_of,
+    standby_interval,
+)
 from syncwatch.maintenance import maintenance_muter
 from syncwatch.metrics import Telemetry
 from syncwatch.notifiers.registry import make_notifier
@@ -49,8 +56,9 @@ from syncwatch.silence_store import SilenceCollector, SilenceStore
 from syncwatch.silences import Muter, any_of
 from syncwatch.sources import Poller
 from syncwatch.sources.registry import rules_of
+from syncwatch.sqlite_db import log_wal_loss
 from syncwatch.startup import raise_fd_limit
-from syncwatch.state import StateStore, WalLoss
+from syncwatch.state import StateStore
 from syncwatch.store import Store
 from syncwatch.web.forms import FormsContext, form_routes
 from syncwatch.web.pages import PagesContext, overview_page, page_routes
@@ -58,6 +66,8 @@ from syncwatch.webauth import Authenticator, AuthMiddleware, may_write
 from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
 
 log = structlog.get_logger("syncwatch.daemon")
+
+__all__ = ["Daemon", "owns", "run_daemon", "shard_of"]  # sharding lives in leadership
 
 SHUTDOWN_GRACE = 5.0  # in-flight deliveries get this long before they are cancelled
 LOG_SUPPRESSED_EVERY = 60.0  # s between reports of rate-limited library log lines
@@ -71,40 +81,6 @@ def catch_early_stop() -> None:
     """From now until `Daemon.run` takes over, SIGTERM and SIGINT request a clean stop."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: _EARLY_STOP.set())
-
-
-# --- sharding ---------------------------------------------------------------------------
-
-
-def shard_of(daemon: DaemonConfig, hostname: str | None = None) -> tuple[int, int]:
-    """(i, n) from `shard = "i/n"`, or from the StatefulSet ordinal when `shard = "auto"`."""
-    if daemon.shard != "auto":
-        index, count = daemon.shard.split("/")
-        return int(index), int(count)
-    assert daemon.shard_count is not None
-    hostname = hostname or socket.gethostname()
-    match = re.search(r"-(\d+)$", hostname)
-    if match is None:
-        raise ConfigError(
-            [
-                "daemon.shard: 'auto' needs a StatefulSet pod name like syncwatch-0; "
-                f"got {hostname!r}"
-            ]
-        )
-    # Replicas beyond shard_count double up on shards: two per shard is the HA setup.
-    return int(match[1]) % daemon.shard_count, daemon.shard_count
-
-
-def owns(index: int, count: int) -> Callable[[str, str], bool]:
-    """Whether this replica polls a tenant: a stable hash of (source, tenant) mod n."""
-    if count == 1:
-        return lambda _source, _tenant: True
-
-    def check(source: str, tenant: str) -> bool:
-        digest = hashlib.sha256(f"{source}/{tenant}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") % count == index
-
-    return check
 
 
 # --- systemd ----------------------------------------------------------------------------
@@ -159,9 +135,11 @@ class Daemon:
             raise_fd_limit(), config.daemon.concurrency
         )
         target = config.daemon.state_target()  # a SQLite file or a PostgreSQL DSN
-        self.store = StateStore(target)
+        # Fixed for the process: its shard names its lock and outbox rows in a shared database.
+        self.shard = Shard(*shard_of(config.daemon))
+        self.store = StateStore(target, self.shard)
         if self.store.wal_loss is not None:
-            _log_wal_loss(self.store.path, self.store.wal_loss)
+            log_wal_loss(self.store.path, self.store.wal_loss)
         # Silences live in the same database; their writes are rare and committed on return.
         self.silences = SilenceStore(target, timedelta(seconds=config.alerting.silence_retention))
         # History too; written behind the cycle by its own thread (history_store).
@@ -185,7 +163,7 @@ class Daemon:
             transport=self.transport,
         )
         # Every state database call from here on runs on the state store's own thread.
-        self.state = Store(self.store)
+        self.state = Store(self.store, owns(self.shard.index, self.shard.count))
         self.engine = Engine(config, self.state)
         # What mutes alerts (silences, maintenance windows): each asked once per cycle.
         self.muters: list[Callable[[], Muter]] = [self.silences.muter, lambda: self.maintenance]
@@ -208,6 +186,16 @@ class Daemon:
             SilenceCollector(self.silences, lambda: datetime.fromtimestamp(wall(), UTC))
         )
         self.telemetry.registry.register(HistoryCollector(self.history))
+        # Active or standby (PostgreSQL: elected per shard; SQLite: always active).
+        self.replica = Replica(
+            self.shard,
+            state=self.state,
+            engine=self.engine,
+            dispatcher=self.dispatcher,
+            telemetry=self.telemetry,
+            silences=self.silences,
+        )
+        self.telemetry.registry.register(LeaderCollector(self.replica))
         self.engine.history = self.dispatcher.history = self.history
         self.silences.on_change = lambda what, s, at: self.history.record(
             [silence_entry(what, s, at)]
@@ -215,7 +203,9 @@ class Daemon:
         # Silences that end by their own time are recorded by the first cycle after it.
         self._silences_checked = datetime.fromtimestamp(wall(), UTC)
         self.liveness = Liveness(
-            poll_interval=config.daemon.poll_interval, problem=lambda: self.state.problem
+            poll_interval=config.daemon.poll_interval,
+            problem=lambda: self.state.problem,
+            standing=self.replica.standing,
         )
         self.poller = self._poller(config)
         self._set_web(load_web_config(config.daemon.web_config_file))
@@ -237,10 +227,14 @@ class Daemon:
 
     def _poller(self, config: Config) -> Poller:
         wall = self.clock.wall
+        # Shared state: the shard stays the one elected for (a reload cannot move it).
+        shard = (
+            (self.shard.index, self.shard.count) if self.state.shared else shard_of(config.daemon)
+        )
         return Poller(
             config,
             self.transport,
-            owns=owns(*shard_of(config.daemon)),
+            owns=owns(*shard),
             clock=lambda: datetime.fromtimestamp(wall(), UTC),
         )
 
@@ -307,8 +301,8 @@ class Daemon:
 
         self.history.start()
         server = self._start_server()
-        dispatch_stop = asyncio.Event()
-        dispatcher = asyncio.create_task(self.dispatcher.run(dispatch_stop), name="dispatcher")
+        if self.replica.cycles:  # as elected when the engine loaded its state
+            self.replica.start_delivery()
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         log_report = asyncio.create_task(_report_suppressed_logs(), name="log-report")
         sd_notify(f"READY=1\nSTATUS=polling every {self.config.daemon.poll_interval:g}s")
@@ -319,6 +313,8 @@ class Daemon:
             **self.store.names,
             notifiers=sorted(self.dispatcher.notifiers),
             alerts_restored=len(self.engine.alerts),
+            shard=str(self.shard),
+            role=str(self.replica.role),
         )
         if not self.dispatcher.notifiers:
             log.warning(
@@ -333,11 +329,7 @@ class Daemon:
             log.info("stopping")
             watchdog.cancel()
             log_report.cancel()
-            dispatch_stop.set()
-            try:
-                await asyncio.wait_for(dispatcher, SHUTDOWN_GRACE)
-            except TimeoutError:
-                log.warning("delivery_cancelled", reason="shutdown grace elapsed; will retry")
+            await self.replica.stop_delivery(SHUTDOWN_GRACE)
             server.should_exit = True
             await self.client.aclose()
             self.state.close()
@@ -347,8 +339,20 @@ class Daemon:
         return 0
 
     async def _loop(self) -> None:
+        checked = True  # the engine's load has just held the first election
         while not self.stop.is_set():
             started = time.monotonic()
+            if self.state.shared:
+                if not checked:
+                    await self.replica.check()
+                checked = False
+                await self.replica.refresh_silences()
+            if not self.replica.cycles:
+                # A standby: ready to take over, polling nothing (docs/reliability.md).
+                self.liveness.cycle_done()
+                self._silences_checked = datetime.fromtimestamp(self.clock.wall(), UTC)
+                await self._pause(started + standby_interval(self.config.daemon.poll_interval))
+                continue
             cycle = asyncio.create_task(self.cycle(), name="cycle")
             if not await self._until(cycle, None):
                 cycle.cancel()
@@ -370,16 +374,20 @@ class Daemon:
                     duration=round(time.monotonic() - started, 3),
                     poll_interval=self.config.daemon.poll_interval,
                 )
-            while not self.stop.is_set():
-                if self.reload_requested.is_set():
-                    self.reload_requested.clear()
-                    self.reload()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                waiter = asyncio.create_task(self.reload_requested.wait())
-                await self._until(waiter, remaining)
-                waiter.cancel()
+            await self._pause(deadline)
+
+    async def _pause(self, deadline: float) -> None:
+        """Until `deadline` (monotonic) or a stop; a SIGHUP meanwhile reloads."""
+        while not self.stop.is_set():
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            waiter = asyncio.create_task(self.reload_requested.wait())
+            await self._until(waiter, remaining)
+            waiter.cancel()
 
     async def _until(
         self, task: asyncio.Task[None] | asyncio.Task[bool], limit: float | None
@@ -452,7 +460,10 @@ class Daemon:
     async def _end_acks(self, now: datetime) -> None:
         """Expire the acks whose alert resolved or changed severity in this cycle (or while
         the daemon was down); a sick disk tries again next cycle."""
-        for silence_id in acks_to_end(self.silences.all(now), self.engine.alerts.values(), now):
+        silences = self.silences.all(now)
+        if self.state.shared:  # every shard's acks are in the store: end only our own
+            silences = owned_acks(silences, self.replica.owner)
+        for silence_id in acks_to_end(silences, self.engine.alerts.values(), now):
             try:
                 await asyncio.to_thread(self.silences.expire, silence_id, now)
             except Exception as exc:  # the store, or a silence already collected
@@ -462,6 +473,8 @@ class Daemon:
 
     def _record_ended_silences(self, now: datetime) -> None:
         since, self._silences_checked = self._silences_checked, now
+        if self.state.shared and self.shard.index != 0:
+            return  # shared silences: shard 0's active records their ends, once
         ended = ended_between(self.silences.all(now), since, now)
         self.history.record([silence_entry("expired", s, s.ends_at) for s in ended])
 
@@ -513,6 +526,8 @@ class Daemon:
             log.warning("reload_listen_ignored", hint="changing daemon.listen needs a restart")
         if (web.tls is None) != (self.tls is None):
             log.warning("reload_tls_ignored", hint="turning TLS on or off needs a restart")
+        if self.state.shared and Shard(*shard_of(config.daemon)) != self.shard:
+            log.warning("reload_shard_ignored", hint="a replica keeps the shard it was elected for")
         self._set_web(web)
         logs.configure(config.daemon.log_level, config.daemon.log_format, secrets_of(config))
         self.config = config
@@ -536,23 +551,6 @@ def _state_problem(store: StateStore, exc: BaseException) -> dict[str, str]:
     if not isinstance(exc, store.errors):
         return {}
     return {**store.names, "state_problem": str(store.describe(exc))}
-
-
-def _log_wal_loss(path: Path | str, loss: WalLoss) -> None:
-    log.error(
-        "state_wal_corrupt",
-        state_path=str(path),
-        wal=str(loss.wal),
-        frames=loss.frames,
-        frames_recovered=loss.recovered,
-        commits_lost=loss.lost_commits,
-        wal_header_ok=loss.header_ok,
-        copy=None if loss.copy is None else str(loss.copy),
-        copy_error=loss.copy_error,
-        hint="SQLite ignored the WAL's last committed transaction(s) (a checksum fails); "
-        "starting from the state before them: alerts are re-derived by the next poll, so "
-        "a notification may be repeated or come one cycle late",
-    )
 
 
 async def _report_suppressed_logs() -> None:

@@ -190,6 +190,10 @@ class Dispatcher:
             if spacing > 0:
                 await self.clock.sleep(spacing)
             try:
+                # Shared state: recorded as this replica's to send, or not sent (see Store).
+                if not await self.store.claim(row.delivery_id):
+                    self._timing.pop(row.delivery_id, None)
+                    continue  # delivered or dropped already, or never recorded: not ours
                 payload = await self.store.payload(row.delivery_id)
             except StoreUnavailableError as exc:
                 log.warning("notification_deferred", error=str(exc), **fields)

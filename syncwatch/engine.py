@@ -90,6 +90,10 @@ class Engine:
     def reconfigure(self, config: EngineConfig) -> None:
         self.config = config
 
+    def restore(self, alerts: dict[Identity, Alert], failures: dict[TenantKey, int]) -> None:
+        """Carry on from this state (a replica taking over its shard from the store)."""
+        self.alerts, self.failures = alerts, failures
+
     def observe_clock(self, wall: float, monotonic: float) -> float:
         """Each cycle's clock readings; on a step of the wall clock, re-base (returns it)."""
         step = self.steps.observe(wall, monotonic)

@@ -4,7 +4,9 @@ Synchronous psycopg 3 on the thread its store already owns (the state store's wo
 history writer, the silences' callers): one connection per store, as with SQLite, opened
 lazily again after the server went away, so a restart of PostgreSQL is a few failed writes
 kept in memory, then a reconnect. TCP keepalives and a user timeout bound a half-open
-connection; a connect times out after `CONNECT_TIMEOUT` seconds.
+connection, on both ends (the server's are set per session, so the shard lock of a replica
+that vanished is released: `election`); a connect times out after `CONNECT_TIMEOUT` seconds.
+`session` numbers the connections, so the holder of a session lock knows it still has it.
 
 Errors never carry the DSN, password, host, user or database name: every psycopg error is
 re-raised as `PgError`, its text scrubbed of each part of the connection string.
@@ -22,6 +24,7 @@ from psycopg import conninfo, errors
 
 from syncwatch.config.sections import PostgresTarget
 from syncwatch.config.types import EX_CONFIG
+from syncwatch.election import FencedError
 from syncwatch.startup import (
     EX_DATAERR,
     EX_IOERR,
@@ -43,10 +46,17 @@ DEFAULTS = {
     "tcp_user_timeout": "15000",
     "application_name": "syncwatch",
 }
-# One syncwatch per database until replicas elect a leader: a second one would deliver the
-# same outbox rows. A session advisory lock, gone with the connection (kill -9 included).
-EXCLUSIVE_LOCK = 0x73796E6377617463  # "syncwatc"
-EXCLUSIVE_WAIT_MS = 5000
+# The server's side of the same bound (its keepalives, per session): a client that vanished
+# without closing its socket (a dead node, a partition) loses its session, and with it the
+# shard's advisory lock (`election`), within about 11 s rather than the kernel's two hours.
+SERVER_KEEPALIVES = (
+    "SET tcp_keepalives_idle = 5",
+    "SET tcp_keepalives_interval = 2",
+    "SET tcp_keepalives_count = 3",
+    "SET tcp_user_timeout = 15000",
+)
+# Serialises schema migrations across replicas that start together (a transaction lock).
+MIGRATION_LOCK = 0x73796E6377617464
 _PLACEHOLDER = re.compile(r"\?")
 _HIDDEN = ("password", "user", "host", "hostaddr", "port", "dbname", "service", "passfile")
 
@@ -68,11 +78,12 @@ class PgDb:
 
     dialect: Literal["postgresql"] = "postgresql"
     where = "daemon.state_url (PostgreSQL)"
-    errors: tuple[type[Exception], ...] = (PgError,)
+    errors: tuple[type[Exception], ...] = (PgError, FencedError)
     integrity_errors: tuple[type[Exception], ...] = (PgIntegrityError,)
     degraded_hint = (
-        "polling and delivery go on from memory and are written when PostgreSQL answers "
-        "again; check the server, the network and the credentials"
+        "polling goes on; transitions wait in memory and nothing is delivered until they can "
+        "be recorded (then each change is notified once); check the server, the network and "
+        "the credentials"
     )
 
     def __init__(
@@ -81,7 +92,6 @@ class PgDb:
         *,
         durable: bool = True,
         lock_ms: int = 5000,
-        exclusive: bool = False,
     ) -> None:
         self.names = {"state_url": "postgresql"}
         dsn = target.dsn.get_secret_value()
@@ -94,9 +104,11 @@ class PgDb:
             dsn, **{k: v for k, v in DEFAULTS.items() if k not in params}
         )
         self._durable = durable
-        self._exclusive = exclusive
         self._lock_ms = max(1, int(lock_ms))
         self._conn: psycopg.Connection[Any] | None = None
+        # Counts the connections made: a session advisory lock is held by one of them only,
+        # so whoever holds it (`election`) compares this number, never reconnects unseen.
+        self.session = 0
         try:
             self._connection()
         except PgError as exc:
@@ -120,23 +132,22 @@ class PgDb:
                 # As SQLite's synchronous=NORMAL: a crash of the server may lose the last
                 # history rows, never corrupt them.
                 conn.execute("SET synchronous_commit = off")
-            if self._exclusive:
-                # A killed predecessor's session may take a moment to end: wait that long.
-                conn.execute(f"SET lock_timeout = {EXCLUSIVE_WAIT_MS}")
-                conn.execute("SELECT pg_advisory_lock(%s)", (EXCLUSIVE_LOCK,))
-                conn.execute(f"SET lock_timeout = {self._lock_ms}")
-        except errors.LockNotAvailable:
-            conn.close()
-            raise PgError(
-                "another syncwatch is using this database (one process per database until "
-                "replicas elect a leader); stop it, or give this one its own database",
-                errors.LockNotAvailable.sqlstate,
-            ) from None
+            for statement in SERVER_KEEPALIVES:
+                # Not settable over a unix socket or on an old server: the client's bound stays.
+                with suppress(errors.FeatureNotSupported, errors.UndefinedObject):
+                    conn.execute(statement)
         except psycopg.Error as exc:
             conn.close()
             raise self._error(exc) from None
         self._conn = conn
+        self.session += 1
         return conn
+
+    @property
+    def connected(self) -> bool:
+        """Whether the current session is still open (as far as the client knows)."""
+        conn = self._conn
+        return conn is not None and not conn.closed and not conn.broken
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -195,7 +206,7 @@ class PgDb:
         replicas that start together by a transaction-scoped advisory lock."""
         for _ in range(len(migrations) + 1):
             with self.transaction():
-                self.execute("SELECT pg_advisory_xact_lock(?)", (EXCLUSIVE_LOCK + 1,))
+                self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
                 self.execute(
                     "CREATE TABLE IF NOT EXISTS schema_parts "
                     "(part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -233,16 +244,16 @@ class PgDb:
         return "ok"
 
     def close(self) -> None:
-        if self._exclusive and self._conn is not None and not self._conn.broken:
-            # Now, not when the server notices the closed socket: a successor may be waiting.
+        if self.connected:
+            # Now, not when the server notices the closed socket: a standby may be waiting.
             with suppress(psycopg.Error):
-                self._conn.execute("SELECT pg_advisory_unlock_all()")
+                self.execute("SELECT pg_advisory_unlock_all()")
         self._drop()
 
     # --- what failures mean -------------------------------------------------------------
 
     def error_text(self, exc: BaseException) -> str:
-        if isinstance(exc, PgError):
+        if isinstance(exc, PgError | FencedError):
             return str(exc)
         if isinstance(exc, psycopg.Error):
             return str(self._error(exc))
@@ -250,6 +261,8 @@ class PgDb:
 
     def describe(self, exc: Exception) -> StartupError:
         text = self.error_text(exc)
+        if isinstance(exc, FencedError):
+            return StartupError(f"{self.where}: {text}", EX_TEMPFAIL)
         state = getattr(exc, "sqlstate", None) or ""
         if state.startswith("28") or state == errors.InsufficientPrivilege.sqlstate:
             return StartupError(

@@ -38,6 +38,8 @@ class Liveness:
 
     poll_interval: float
     problem: Callable[[], str] = str  # a degraded part ("" when none): the state store
+    # "" while this replica is active, else why it is a standby (a shared state database).
+    standing: Callable[[], str] = str
     clock: Callable[[], float] = time.monotonic
     started: float = field(default_factory=time.monotonic)
     last_cycle: float | None = None
@@ -137,10 +139,16 @@ def build_app(
             return PlainTextResponse(f"degraded: state store: {problem}\n" if problem else "ok\n")
         return PlainTextResponse("no cycle completed within 3 x poll_interval\n", 503)
 
-    async def readyz(_: Request) -> Response:
-        if liveness.ready:
+    async def readyz(request: Request) -> Response:
+        # A standby is ready (it takes over at once; a rollout or a PodDisruptionBudget must
+        # count it), but says so; `?role=active` is ready on the active replica only.
+        if not liveness.ready:
+            return PlainTextResponse("first cycle not complete\n", 503)
+        standing = liveness.standing()
+        if not standing:
             return PlainTextResponse("ok\n")
-        return PlainTextResponse("first cycle not complete\n", 503)
+        code = 503 if request.query_params.get("role") == "active" else 200
+        return PlainTextResponse(f"ok: {standing}\n", code)
 
     # The body changes only with the snapshot: built once per cycle, not once per request.
     alerts_page: tuple[tuple[Alert, ...] | None, bytes] = (None, b"")

@@ -2,8 +2,11 @@
 
 Writes are rare (a person runs amtool) and each one is committed before it returns, so an
 acknowledged silence survives restart and kill -9. Reads (the API, the engine's Muter) come
-from the in-memory copy and never touch the disk. The table is versioned on its own
-(`schema_parts`), so its migrations never collide with those of the alert state.
+from the in-memory copy and never touch the disk; on PostgreSQL, where every replica writes
+the same table, the daemon re-reads it once a cycle (`refresh`), so a silence made through
+one replica mutes the alerts another one delivers from its next cycle on. The table is
+versioned on its own (`schema_parts`), so its migrations never collide with those of the
+alert state.
 """
 
 from __future__ import annotations
@@ -152,6 +155,17 @@ class SilenceStore:
             "FROM silences"
         )
         return [_silence(row) for row in rows]
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes write this table too (PostgreSQL: every replica)."""
+        return self._db.dialect == "postgresql"
+
+    def refresh(self) -> None:
+        """Read every silence again: another replica may have written some. Raises the
+        database's errors (memory is then left as it was)."""
+        with self._lock:
+            self._silences = {s.id: s for s in self._load()}
 
     def close(self) -> None:
         with self._lock:

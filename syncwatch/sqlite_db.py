@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import structlog
+
 from syncwatch import wal
 from syncwatch.startup import (
     EX_CANTCREAT,
@@ -325,4 +327,22 @@ def _wal_loss(db: SqliteDb, path: Path, frames: wal.WalFrames) -> WalLoss | None
         header_ok=frames.header_ok,
         copy=copy,
         copy_error=copy_error,
+    )
+
+
+def log_wal_loss(path: Path | str, loss: WalLoss) -> None:
+    """Say once, at start, that the WAL lost commits and what that means."""
+    structlog.get_logger("syncwatch.state").error(
+        "state_wal_corrupt",
+        state_path=str(path),
+        wal=str(loss.wal),
+        frames=loss.frames,
+        frames_recovered=loss.recovered,
+        commits_lost=loss.lost_commits,
+        wal_header_ok=loss.header_ok,
+        copy=None if loss.copy is None else str(loss.copy),
+        copy_error=loss.copy_error,
+        hint="SQLite ignored the WAL's last committed transaction(s) (a checksum fails); "
+        "starting from the state before them: alerts are re-derived by the next poll, so "
+        "a notification may be repeated or come one cycle late",
     )

@@ -12,13 +12,14 @@ carries on its alerts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from syncwatch import alert_rows
 from syncwatch.config.sections import PostgresTarget
+from syncwatch.election import Election, Shard, Verdict, default_holder
 from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.outbox import Batch
@@ -113,9 +114,55 @@ PG_MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX outbox_by_notifier ON outbox (notifier, seq);
     """,
+    # Replicas (issue 19): each row belongs to the shard that queued it ("i/n"; '' before),
+    # is claimed by the active replica before it is sent, and each shard's term is stored.
+    """
+    ALTER TABLE outbox ADD COLUMN shard TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claimed_at DOUBLE PRECISION;
+    CREATE INDEX outbox_by_shard ON outbox (shard, notifier, seq);
+    CREATE TABLE leaders (
+        shard TEXT PRIMARY KEY,
+        term BIGINT NOT NULL,
+        holder TEXT NOT NULL,
+        since DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 
 _TENANT_UPSERT = upsert("tenants", ("source", "tenant", "failures"), ("source", "tenant"))
+
+
+@dataclass(frozen=True, slots=True)
+class _OutboxSql:
+    """The outbox statements of one layout: a file's own, or one shard's rows of a shared
+    database (each statement then takes the shard as its last parameter)."""
+
+    insert: str
+    shift: str
+    queued: str
+    heads: str
+    head: str
+    pending: str
+
+    @classmethod
+    def of(cls, *, shared: bool) -> _OutboxSql:
+        # Built from constant fragments only (S608: no value is ever formatted in).
+        mine, and_mine = (" WHERE shard = ?", " AND shard = ?") if shared else ("", "")
+        row = "SELECT seq, delivery_id, notifier, created_at, attempts, next_attempt_at, payload"
+        columns = "delivery_id, notifier, created_at, payload, next_attempt_at"
+        values = "?,?,?,?,?,?" if shared else "?,?,?,?,?"
+        return cls(
+            insert=f"INSERT INTO outbox ({columns}{', shard' * shared}) VALUES ({values})",  # noqa: S608
+            shift="UPDATE outbox SET created_at=created_at+?, next_attempt_at=next_attempt_at+?"  # noqa: S608
+            + mine,
+            queued="SELECT seq, delivery_id, notifier, created_at, attempts, next_attempt_at"  # noqa: S608
+            f" FROM outbox{mine} ORDER BY seq",
+            heads=f"{row} FROM outbox WHERE seq IN"  # noqa: S608
+            f" (SELECT MIN(seq) FROM outbox{mine} GROUP BY notifier) ORDER BY seq",
+            head=f"{row} FROM outbox WHERE notifier=?{and_mine} ORDER BY seq LIMIT 1",
+            pending=f"SELECT notifier, COUNT(*) FROM outbox{mine} GROUP BY notifier",  # noqa: S608
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,19 +258,34 @@ class QueuedRow:
 
 class StateStore:
     """The alert state on SQLite (a path) or PostgreSQL; every public method is one short
-    transaction. Raises StartupError when the database cannot be used."""
+    transaction. Raises StartupError when the database cannot be used.
 
-    def __init__(self, target: Path | str | PostgresTarget) -> None:
+    On PostgreSQL the database is shared by every replica of every shard: `election` decides
+    which replica of `shard` is active, every write is fenced by it, the outbox rows are
+    those of `shard`, and `load` keeps the alerts of the tenants `owns` says are this shard's.
+    """
+
+    def __init__(
+        self, target: Path | str | PostgresTarget, shard: Shard | None = None, holder: str = ""
+    ) -> None:
+        shard = shard or Shard()
         # Set when the WAL held commits that SQLite's recovery dropped (see `wal.py`).
         self.wal_loss: WalLoss | None = None
+        self.shard = str(shard)
+        self.election: Election | None = None
         self._db: Db
         if isinstance(target, PostgresTarget):
             from syncwatch.pgdb import PgDb  # noqa: PLC0415 - psycopg only when configured
 
-            self._db = PgDb(target, exclusive=True)
+            pg = PgDb(target)
+            self._db = pg
+            self.election = Election(pg, shard, holder or default_holder())
         else:
             sqlite, self.wal_loss = open_checked(target)
             self._db = sqlite
+        self._sql = _OutboxSql.of(shared=self.shared)
+        # Appended to the outbox statements' parameters: this shard, when the database is shared.
+        self._mine: tuple[str, ...] = (self.shard,) if self.shared else ()
         self.target = target
         try:
             self._migrate()
@@ -234,6 +296,11 @@ class StateStore:
             # Refused (newer schema…): do not leak the open connection.
             self._db.close()
             raise
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas share this database (PostgreSQL): they elect an active one."""
+        return self.election is not None
 
     @property
     def path(self) -> str:
@@ -276,17 +343,22 @@ class StateStore:
 
     # --- alerts and tenants -------------------------------------------------------------
 
-    def load(self) -> tuple[dict[Identity, Alert], dict[TenantKey, int]]:
-        """Alerts and failure counts as the last committed cycle left them."""
+    def load(
+        self, owns: Callable[[str, str], bool] | None = None
+    ) -> tuple[dict[Identity, Alert], dict[TenantKey, int]]:
+        """Alerts and failure counts as the last committed cycle left them; with `owns`,
+        only those of the tenants it admits (a shared database holds every shard's)."""
         alerts: dict[Identity, Alert] = {}
         for row in self._db.execute(alert_rows.SELECT):
             alert = alert_rows.alert_of(row)
-            alerts[alert.identity] = alert
+            if owns is None or owns(alert.source, alert.tenant):
+                alerts[alert.identity] = alert
         failures = {
             (source, tenant): failures
             for source, tenant, failures in self._db.execute(
                 "SELECT source, tenant, failures FROM tenants"
             )
+            if owns is None or owns(source, tenant)
         }
         return alerts, failures
 
@@ -295,8 +367,11 @@ class StateStore:
         return self.write([CycleWrite.of(transition, batches)])
 
     def write(self, writes: Sequence[Write]) -> int:
-        """Apply `writes` in order in one transaction (all or none); returns rows written."""
+        """Apply `writes` in order in one transaction (all or none); returns rows written.
+        Shared: only by the active replica, on the session that holds the shard's lock."""
         with self._db.transaction():
+            if self.election is not None:
+                self.election.fence()
             return sum(self._apply(w) for w in writes)
 
     def _apply(self, w: Write) -> int:
@@ -312,10 +387,7 @@ class StateStore:
             )
             return 1
         if isinstance(w, ShiftOutbox):
-            self._db.execute(
-                "UPDATE outbox SET created_at=created_at+?, next_attempt_at=next_attempt_at+?",
-                (w.offset, w.offset),
-            )
+            self._db.execute(self._sql.shift, (w.offset, w.offset, *self._mine))
             return 0
         if w.changed:
             self._db.executemany(alert_rows.UPSERT, [alert_rows.alert_row(a) for a in w.changed])
@@ -333,14 +405,38 @@ class StateStore:
                 )
         if w.rows:
             self._db.executemany(
-                "INSERT INTO outbox (delivery_id, notifier, created_at, payload, next_attempt_at)"
-                " VALUES (?,?,?,?,?)",
+                self._sql.insert,
                 [
-                    (r.delivery_id, r.notifier, r.created_at, r.payload, r.created_at)
+                    (r.delivery_id, r.notifier, r.created_at, r.payload, r.created_at, *self._mine)
                     for r in w.rows
                 ],
             )
         return w.size
+
+    # --- replicas (shared only) ---------------------------------------------------------
+
+    @property
+    def election_term(self) -> int | None:
+        """The term this replica last won (None: never, or not shared)."""
+        return None if self.election is None else self.election.term
+
+    def elect(self, now: float) -> Verdict:
+        """Check or win this replica's shard (see `election`); raises the database's errors."""
+        assert self.election is not None, "only a shared database elects"
+        return self.election.check(now)
+
+    def claim(self, delivery_id: str, now: float) -> bool:
+        """Mark a row as being sent by this replica, fenced like every write: False when the
+        row is no longer queued (delivered or dropped already). Raises when not active."""
+        assert self.election is not None, "only a shared database claims"
+        with self._db.transaction():
+            self.election.fence()
+            changed = self._db.execute(
+                "UPDATE outbox SET claimed_by = ?, claimed_at = ? WHERE delivery_id = ?"
+                " AND shard = ?",
+                (self.election.holder, now, delivery_id, self.shard),
+            ).rowcount
+        return changed == 1
 
     def set_busy_timeout(self, milliseconds: int) -> None:
         """How long a write waits for another connection's lock before failing."""
@@ -351,15 +447,12 @@ class StateStore:
     def enqueue(self, batches: Iterable[Batch]) -> int:
         return self.write([CycleWrite(rows=tuple(NewRow.of(b) for b in batches))])
 
-    _ROW = "SELECT seq, delivery_id, notifier, created_at, attempts, next_attempt_at, payload"
-
     def queued(self) -> list[QueuedRow]:
         """Every undelivered row in queue order, without payloads."""
         return [
             QueuedRow(seq, delivery_id, notifier, _utc(created), attempts, _utc(next_at))
             for seq, delivery_id, notifier, created, attempts, next_at in self._db.execute(
-                "SELECT seq, delivery_id, notifier, created_at, attempts, next_attempt_at"
-                " FROM outbox ORDER BY seq"
+                self._sql.queued, self._mine
             )
         ]
 
@@ -371,20 +464,11 @@ class StateStore:
 
     def heads(self) -> list[OutboxRow]:
         """The oldest undelivered row of each notifier: delivery is in order per notifier."""
-        return [
-            _outbox_row(r)
-            for r in self._db.execute(
-                f"{self._ROW} FROM outbox"  # noqa: S608 - constant fragments only
-                " WHERE seq IN (SELECT MIN(seq) FROM outbox GROUP BY notifier) ORDER BY seq"
-            )
-        ]
+        return [_outbox_row(r) for r in self._db.execute(self._sql.heads, self._mine)]
 
     def head(self, notifier: str) -> OutboxRow | None:
         """The oldest undelivered row of one notifier."""
-        row = self._db.execute(
-            f"{self._ROW} FROM outbox WHERE notifier=? ORDER BY seq LIMIT 1",
-            (notifier,),
-        ).fetchone()
+        row = self._db.execute(self._sql.head, (notifier, *self._mine)).fetchone()
         return None if row is None else _outbox_row(row)
 
     def ack(self, delivery_id: str) -> None:
@@ -398,7 +482,7 @@ class StateStore:
 
     def pending(self) -> dict[str, int]:
         """Undelivered rows per notifier (`syncwatch_outbox_pending`)."""
-        return dict(self._db.execute("SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier"))
+        return dict(self._db.execute(self._sql.pending, self._mine))
 
 
 def _utc(value: float) -> datetime:

@@ -12,12 +12,20 @@ The outbox's order, attempts and due times are mirrored in memory (read by the d
 and the metrics without touching the disk); payloads stay in memory only until written,
 then are read back when their row is delivered. A delivered row leaves the mirror at
 once, so it is never sent again by this process, whether or not its deletion is written yet.
+
+Shared (PostgreSQL): replicas elect an active one per shard (`elect`, see `election`). Only
+the active writes, and only what belongs to the term it loaded: a term that ended (another
+replica took over meanwhile) takes its unwritten journal with it. Before each send the
+active claims the row (`claim`), which first writes the journal: a notification is sent
+only once it and everything before it are recorded, so a sick database holds delivery back
+rather than risk sending twice (SQLite, one process per file, delivers from memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -26,12 +34,14 @@ from typing import TypeVar
 
 import structlog
 
+from syncwatch.election import FencedError, Verdict
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.outbox import Batch
 from syncwatch.state import (
     Ack,
     CycleWrite,
     NewRow,
+    QueuedRow,
     Reschedule,
     ShiftOutbox,
     StateStore,
@@ -63,12 +73,28 @@ class Row:
     created_mono: float | None = None  # monotonic time it was queued, if by this process
     held: bool = False  # its cycle's commit is still being written: not deliverable yet
 
+    @classmethod
+    def stored(cls, r: QueuedRow) -> Row:
+        return cls(r.delivery_id, r.notifier, r.created_at, r.attempts, r.next_attempt_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Elected:
+    """One election check as the daemon acts on it."""
+
+    verdict: Verdict
+    # A term won: the stored state of this shard's tenants (the engine takes it), else None.
+    state: tuple[dict[Identity, Alert], dict[TenantKey, int]] | None = None
+    discarded: int = 0  # writes of a term that ended, dropped from memory unwritten
+
 
 class Store:
     """What the daemon's async code talks to; the StateStore is only touched by its worker."""
 
-    def __init__(self, db: StateStore) -> None:
+    def __init__(self, db: StateStore, owner: Callable[[str, str], bool] | None = None) -> None:
         self.db = db
+        # Shared: the tenants of this shard (the stored state holds every shard's).
+        self.owner = owner or (lambda _source, _tenant: True)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncwatch-state")
         self._lock = threading.Lock()  # journal and payloads: shared with the worker
         self._journal: list[Write] = []
@@ -79,8 +105,14 @@ class Store:
         self._error = ""  # the last failure; "" while the store works
         self._scheduled: Future[bool] | None = None
         self._closed = False
-        for r in self._starting(db.queued):
-            self._add(Row(r.delivery_id, r.notifier, r.created_at, r.attempts, r.next_attempt_at))
+        self.shared = db.shared
+        # Shared: the term whose stored state memory holds (None: standby, nothing loaded).
+        self._term: int | None = None
+        self._loaded_rows: list[QueuedRow] = []  # from the worker to the loop, at a takeover
+        self.elected: Elected | None = None  # the last election check that answered
+        if not self.shared:  # shared: the rows are loaded when this replica becomes active
+            for r in self._starting(db.queued):
+                self._add(Row.stored(r))
 
     # --- state of the store ---------------------------------------------------------------
 
@@ -105,8 +137,108 @@ class Store:
     # --- alerts -------------------------------------------------------------------------
 
     def load(self) -> tuple[dict[Identity, Alert], dict[TenantKey, int]]:
-        """Alerts and failure counts as the last committed cycle left them (at start)."""
-        return self._starting(self.db.load)
+        """Alerts and failure counts as the last committed cycle left them (at start).
+        Shared: the first election; a standby starts from nothing (`elect` loads later)."""
+        if not self.shared:
+            return self._starting(self.db.load)
+        # A database that fails now stops the start with one line.
+        elected = self._starting(lambda: self._elect_now(starting=True))
+        assert elected is not None
+        self._took(elected)
+        return elected.state or ({}, {})
+
+    # --- replicas (shared) ----------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether this replica holds its shard with the state of its term loaded."""
+        return not self.shared or self._term is not None
+
+    async def elect(self) -> Elected | None:
+        """Check or win the shard (on the worker); None when the database cannot say.
+
+        Winning a term loads this shard's stored alerts and outbox rows (the mirror is
+        replaced); losing it drops the mirror and whatever waits in the journal.
+        """
+        elected = await asyncio.wrap_future(self._worker.submit(self._elect_now))
+        if elected is not None:
+            self._took(elected)
+        return elected
+
+    def _took(self, elected: Elected) -> None:
+        """On the loop: the mirror follows the verdict."""
+        self.elected = elected
+        if elected.verdict.active and elected.state is not None:
+            self._replace_queues(self._loaded_rows)
+        elif not elected.verdict.active:
+            self._replace_queues([])
+        self._loaded_rows = []
+
+    def _elect_now(self, *, starting: bool = False) -> Elected | None:
+        """On the worker: the election, and what a change of term means for memory."""
+        try:
+            verdict = self.db.elect(time.time())
+        except self.db.errors as exc:
+            if starting:
+                raise
+            self._failed(exc)
+            return None
+        if not verdict.active:
+            discarded = self._discard() if self._term is not None else 0
+            self._term = None
+            if self._error:
+                self._recovered(0)  # the database answers; a standby has nothing to write
+            return Elected(verdict, discarded=discarded)
+        if verdict.term == self._term:
+            return Elected(verdict)  # still (or again, resumed) the term memory belongs to
+        # A new term: what memory holds is older than the stored state; load that instead.
+        discarded = self._discard()
+        try:
+            state = self.db.load(self.owner)
+            self._loaded_rows = self.db.queued()
+        except self.db.errors as exc:
+            if starting:
+                raise
+            self._failed(exc)
+            return None  # the next check (still this term) loads again
+        self._term = verdict.term
+        return Elected(verdict, state, discarded)
+
+    def _discard(self) -> int:
+        with self._lock:
+            dropped = len(self._journal)
+            self._journal.clear()
+            self._payloads.clear()
+        return dropped
+
+    def _replace_queues(self, rows: Sequence[QueuedRow]) -> None:
+        """On the loop: the mirror becomes the stored rows of this shard."""
+        self._queues.clear()
+        self._where.clear()
+        self._held.clear()
+        for r in rows:
+            self._add(Row.stored(r))
+
+    async def claim(self, delivery_id: str) -> bool:
+        """Shared: record, on the session holding the shard, that this replica sends the row
+        now, after writing the journal; False when the row is gone (delivered, dropped or
+        never written by this term): it leaves the mirror. Raises StoreUnavailableError."""
+        if not self.shared:
+            return True
+
+        def claim() -> bool:
+            if not self._flush_now():
+                raise StoreUnavailableError(f"state store: {self._error}")
+            try:
+                return self.db.claim(delivery_id, time.time())
+            except self.db.errors as exc:
+                self._failed(exc)
+                raise StoreUnavailableError(f"state store: {self.db.error_text(exc)}") from None
+
+        if await asyncio.wrap_future(self._worker.submit(claim)):
+            return True
+        self._remove(delivery_id)
+        return False
 
     def commit_cycle(
         self, transition: Transition, batches: Iterable[Batch], created_mono: float | None = None
@@ -206,11 +338,14 @@ class Store:
         return ok
 
     def close(self) -> None:
-        """Write what is left (one last try), then close the database."""
+        """Write what is left (one last try), then close the database (a shared one: its
+        lock goes with it, so a standby takes over at its next check)."""
         if self._closed:
             return
         self._closed = True
         try:
+            if self.shared and self._term is None:
+                self._discard()  # a standby: nothing of its own to write
             if not self._worker.submit(self._flush_now).result():
                 log.error(
                     "state_unflushed_at_exit",
@@ -272,6 +407,9 @@ class Store:
         if not writes:
             return not self._error or self._recovered(0)
         try:
+            if self.shared and (self._term is None or self._term != self.db.election_term):
+                # Not (or no longer) the term these writes were made in.
+                raise FencedError("this replica is not the active one of its shard")
             # Sick: a retry must not wait out another process's lock on every operation.
             self.db.set_busy_timeout(0 if self._error else BUSY_TIMEOUT_MS)
             self.db.write(writes)

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from syncwatch.config.sections import PostgresTarget
 from syncwatch.simulator import rsa_keypair
+from syncwatch.state import StateStore
 from tests.postgres import PostgresServer, postgres_server
 
 if TYPE_CHECKING:
@@ -112,6 +113,15 @@ def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | Postg
     if request.param == "sqlite":
         return tmp_path / "state.db"
     return PostgresTarget(SecretStr(request.getfixturevalue("pg_url")))
+
+
+def open_state(target: Path | PostgresTarget) -> StateStore:
+    """A state store that may write: on PostgreSQL, the elected active replica of its shard
+    (as the daemon's first election makes it), on SQLite the file's one process."""
+    store = StateStore(target)
+    if store.shared:
+        assert store.elect(time.time()).active
+    return store
 
 
 _REFUSING: list[socket.socket] = []  # held until the test process exits

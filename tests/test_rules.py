@@ -61,6 +61,7 @@ def test_rule_groups_and_names() -> None:
             "SyncwatchOutboxBacklog",
             "SyncwatchNotificationsDropped",
             "SyncwatchStateDown",
+            "SyncwatchNoActiveReplica",
         ],
         "syncwatch-syncs": ["SyncStale", "SyncStale", "SyncErrored", "SyncDisabled"],
         "syncwatch-tenants": ["TenantSyncsCritical", "TenantSyncsWarning"],

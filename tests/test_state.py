@@ -27,6 +27,7 @@ from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.startup import EX_DATAERR, StartupError
 from syncwatch.state import PG_MIGRATIONS, SCHEMA_VERSION, StateStore
 from syncwatch.store import Store
+from tests.conftest import open_state
 
 Target = Path | PostgresTarget
 
@@ -39,7 +40,7 @@ def at(seconds: float) -> datetime:
 
 @pytest.fixture
 def store(state_target: Target) -> Iterator[StateStore]:
-    s = StateStore(state_target)
+    s = open_state(state_target)
     yield s
     s.close()
 
@@ -147,7 +148,7 @@ def test_fresh_database_migrates_to_the_schema_version(
 
 
 def test_reopening_does_not_migrate_again(state_target: Target) -> None:
-    first = StateStore(state_target)
+    first = open_state(state_target)
     first.commit_cycle(write([alert()]), [batch("d1")])
     first.close()
     second = StateStore(state_target)  # a second CREATE TABLE would raise here
