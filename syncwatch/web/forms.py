@@ -6,6 +6,7 @@ admitted by `ApiContext.may_write` (a 403 page otherwise) and carry a CSRF token
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlencode
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from syncwatch.acks import ack_silence
 from syncwatch.amapi import MAX_BODY, ApiContext, BadRequestError, parse_filter, rfc3339
 from syncwatch.config.types import parse_duration
+from syncwatch.lifecycle import Alert
 from syncwatch.silence_store import SilenceNotFoundError
 from syncwatch.silences import Silence, any_of, problems
 from syncwatch.web import lists
@@ -115,11 +117,24 @@ def _page_param(request: Request) -> int | None:
 class Forms:
     def __init__(self, ctx: FormsContext) -> None:
         self.ctx = ctx
+        # The alerts by urgency, sorted once per snapshot (its alerts tuple), not per request.
+        self._ordered: tuple[Sequence[Alert] | None, list[Alert]] = (None, [])
 
-    def _rows(self) -> list[lists.AlertRow]:
+    def _by_urgency(self) -> list[Alert]:
+        alerts, ordered = self._ordered
+        current = self.ctx.api.alerts()
+        if alerts is not current:
+            ordered = lists.by_urgency(current)
+            self._ordered = (current, ordered)
+        return ordered
+
+    def _rows(self, wanted: lists.AlertFilter) -> list[lists.AlertRow]:
+        """The alerts `wanted` admits, in page order; only those are asked of the silences."""
         api = self.ctx.api
         muter = any_of([api.silences.muter(), *api.muters()])
-        return lists.alert_rows(api.alerts(), muter, api.now())
+        admitted = [a for a in self._by_urgency() if wanted.admits_alert(a)]
+        rows = lists.alert_rows(admitted, muter, api.now())
+        return [r for r in rows if not wanted.state or r.state == wanted.state]
 
     async def alerts(self, request: Request) -> Response:
         q = request.query_params
@@ -133,8 +148,7 @@ class Forms:
             or (wanted.state and wanted.state not in lists.ALERT_STATES)
         ):
             return render("error.html", 400, message="severity, state or page: not a known value")
-        every = self._rows()
-        rows = [r for r in every if wanted.admits(r)]
+        rows = self._rows(wanted)
         pages = max(1, -(-len(rows) // PAGE_SIZE))
         kept = {k: v for k, v in vars_of(wanted).items() if v}
         return render(
@@ -144,7 +158,7 @@ class Forms:
             rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
             total=len(rows),
             f=wanted,
-            sources=sorted({r.alert.source for r in every}),
+            sources=sorted({a.source for a in self._by_urgency()}),
             severities=lists.SEVERITIES,
             states=lists.ALERT_STATES,
             page=page,

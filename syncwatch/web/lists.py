@@ -30,36 +30,32 @@ class AlertFilter:
     severity: str = ""
     state: str = ""
 
-    def admits(self, row: AlertRow) -> bool:
-        a = row.alert
+    def admits_alert(self, a: Alert) -> bool:
+        """Whether the filters but the state (known once the silences are asked) admit `a`."""
         return (
             (not self.source or a.source == self.source)
             and (not self.tenant or a.tenant == self.tenant)
             and (not self.severity or str(a.severity) == self.severity)
-            and (not self.state or row.state == self.state)
         )
 
 
-def alert_rows(alerts: Iterable[Alert], muter: Muter, now: datetime) -> list[AlertRow]:
-    """Every alert with its state now: a silence made a moment ago shows at once."""
-    rows = []
-    for a in alerts:
+def by_urgency(alerts: Iterable[Alert]) -> list[Alert]:
+    """Critical before warning, then by source, tenant, sync and alert name: the order
+    within each state of `alert_rows` (it changes only with the snapshot)."""
+    return sorted(
+        alerts, key=lambda a: (-a.severity.rank, a.source, a.tenant, a.sync_id, a.alertname)
+    )
+
+
+def alert_rows(ordered: Iterable[Alert], muter: Muter, now: datetime) -> list[AlertRow]:
+    """Every alert with its state now: a silence made a moment ago shows at once. Firing
+    first, then suppressed, then pending; within each, in `ordered`'s order (`by_urgency`)."""
+    states: dict[str, list[AlertRow]] = {s: [] for s in ALERT_STATES}
+    for a in ordered:
         muted = muter(a.labels, now) if a.firing else ()
         state = "pending" if not a.firing else "suppressed" if muted else "firing"
-        rows.append(AlertRow(a, state, muted))
-    # Firing first, then suppressed, then pending; critical before warning within each.
-    rank = {s: i for i, s in enumerate(ALERT_STATES)}
-    rows.sort(
-        key=lambda r: (
-            rank[r.state],
-            -r.alert.severity.rank,
-            r.alert.source,
-            r.alert.tenant,
-            r.alert.sync_id,
-            r.alert.alertname,
-        )
-    )
-    return rows
+        states[state].append(AlertRow(a, state, muted))
+    return [row for s in ALERT_STATES for row in states[s]]
 
 
 def silences_by_state(

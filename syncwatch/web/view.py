@@ -60,6 +60,8 @@ class Overview:
     last_cycle: datetime | None
     age: float | None  # seconds since the last cycle
     totals: Mapping[str, int] = field(default_factory=dict)
+    tenant_count: int = 0  # of the whole fleet: `tenants` holds the worst of them
+    alert_count: int = 0  # likewise for `alerts`
 
 
 def _name(sync: TimbalSync | ParagonSync) -> str:
@@ -86,38 +88,25 @@ def _alerts_by_sync(alerts: Iterable[Alert]) -> dict[tuple[str, str, str], list[
     return out
 
 
-def sync_rows(snapshot: Snapshot, now: datetime) -> list[SyncRow]:
-    """Every evaluated sync with its page state: unreachable, suppressed, or evaluated."""
-    by_sync = _alerts_by_sync(snapshot.alerts)
-    rows = []
-    for e in snapshot.evaluations:
-        key = (str(e.sync.source), e.sync.tenant, e.sync.id)
-        rows.append(_row(e, key, by_sync.get(key, []), snapshot.source_up, now))
-    return rows
-
-
-def _row(
-    e: Evaluation,
-    key: tuple[str, str, str],
-    alerts: Sequence[Alert],
-    up: Mapping[tuple[str, str], bool],
-    now: datetime,
-) -> SyncRow:
+def _state(e: Evaluation, alerts: Sequence[Alert], reachable: bool) -> str:
+    """The page state of one sync: unreachable, suppressed, or as evaluated."""
+    if not reachable:
+        return "unreachable"
     firing = [a for a in alerts if a.firing]
-    if not up.get((key[0], key[1]), True):
-        state = "unreachable"
-    elif firing and all(a.state == "suppressed" for a in firing):
-        state = "suppressed"  # every firing alert of it is muted
-    elif e.state in (SyncState.OK, SyncState.WARNING, SyncState.CRITICAL):
-        state = str(e.state)
-    else:
-        state = "other"
+    if firing and all(a.state == "suppressed" for a in firing):
+        return "suppressed"  # every firing alert of it is muted
+    if e.state in (SyncState.OK, SyncState.WARNING, SyncState.CRITICAL):
+        return str(e.state)
+    return "other"
+
+
+def _row(e: Evaluation, alerts: Sequence[Alert], reachable: bool, now: datetime) -> SyncRow:
     return SyncRow(
-        source=key[0],
-        tenant=key[1],
-        sync_id=key[2],
+        source=str(e.sync.source),
+        tenant=e.sync.tenant,
+        sync_id=e.sync.id,
         name=_name(e.sync),
-        state=state,
+        state=_state(e, alerts, reachable),
         detail=str(e.state),
         lag=_lag(e.sync, now),
         ratio=e.ratio,
@@ -126,30 +115,76 @@ def _row(
     )
 
 
-def overview(snapshot: Snapshot, now: datetime) -> Overview:
-    counts: dict[tuple[str, str], dict[str, int]] = {k: {} for k in snapshot.source_up}
-    for row in sync_rows(snapshot, now):
-        tenant = counts.setdefault((row.source, row.tenant), {})
-        tenant[row.state] = tenant.get(row.state, 0) + 1
-    tenants = [
-        TenantRow(source, tenant, snapshot.source_up.get((source, tenant), True), c)
-        for (source, tenant), c in counts.items()
-    ]
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """One snapshot indexed for the pages: built once per snapshot (`index`), then every
+    page reads it in O(what it shows), never O(the fleet) per request."""
+
+    snapshot: Snapshot
+    tenants: Sequence[TenantRow]  # every tenant, worst first
+    totals: Mapping[str, int]  # syncs per state, over the fleet
+    alerts: Sequence[Alert]  # firing, suppressed and pending; firing critical first
+    sources: Sequence[SourceHealth]
+    by_tenant: Mapping[tuple[str, str], Sequence[Evaluation]]
+    alerts_by_sync: Mapping[tuple[str, str, str], Sequence[Alert]]
+
+    def known(self, source: str, tenant: str) -> bool:
+        key = (source, tenant)
+        return key in self.by_tenant or key in self.snapshot.source_up
+
+    def rows(self, source: str, tenant: str, now: datetime) -> list[SyncRow]:
+        """One tenant's syncs, in listing order."""
+        reachable = self.snapshot.source_up.get((source, tenant), True)
+        return [
+            _row(e, self.alerts_by_sync.get((source, tenant, e.sync.id), ()), reachable, now)
+            for e in self.by_tenant.get((source, tenant), ())
+        ]
+
+
+def index(snapshot: Snapshot) -> Fleet:
+    """The snapshot grouped by tenant, each tenant counted by state, in one pass."""
+    by_sync = _alerts_by_sync(snapshot.alerts)
+    up = snapshot.source_up
+    by_tenant: dict[tuple[str, str], list[Evaluation]] = {}
+    counts: dict[tuple[str, str], dict[str, int]] = {k: {} for k in up}
+    for e in snapshot.evaluations:
+        source, tenant = str(e.sync.source), e.sync.tenant
+        key = (source, tenant)
+        by_tenant.setdefault(key, []).append(e)
+        state = _state(e, by_sync.get((source, tenant, e.sync.id), ()), up.get(key, True))
+        tenant_counts = counts.setdefault(key, {})
+        tenant_counts[state] = tenant_counts.get(state, 0) + 1
+    tenants = [TenantRow(s, t, up.get((s, t), True), c) for (s, t), c in counts.items()]
     # Worst first: the worst state, then how many syncs are in it, then by name.
     tenants.sort(key=lambda t: (_RANK[t.worst], -t.counts.get(t.worst, 0), t.source, t.tenant))
     totals: dict[str, int] = {}
     for t in tenants:
         for state, n in t.counts.items():
             totals[state] = totals.get(state, 0) + n
-    last = snapshot.last_cycle_timestamp
-    last_cycle = None if last is None else datetime.fromtimestamp(last, UTC)
-    return Overview(
+    return Fleet(
+        snapshot=snapshot,
         tenants=tenants,
+        totals=totals,
         alerts=sorted(snapshot.alerts, key=_alert_order),
         sources=_sources(snapshot),
+        by_tenant=by_tenant,
+        alerts_by_sync=by_sync,
+    )
+
+
+def overview(fleet: Fleet, now: datetime, tenants: int, alerts: int) -> Overview:
+    """The worst `tenants` tenants and the most urgent `alerts` alerts, with the totals."""
+    last = fleet.snapshot.last_cycle_timestamp
+    last_cycle = None if last is None else datetime.fromtimestamp(last, UTC)
+    return Overview(
+        tenants=fleet.tenants[:tenants],
+        alerts=fleet.alerts[:alerts],
+        sources=fleet.sources,
         last_cycle=last_cycle,
         age=None if last_cycle is None else max(0.0, (now - last_cycle).total_seconds()),
-        totals=totals,
+        totals=fleet.totals,
+        tenant_count=len(fleet.tenants),
+        alert_count=len(fleet.alerts),
     )
 
 
@@ -170,17 +205,39 @@ def _sources(snapshot: Snapshot) -> list[SourceHealth]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class TenantFilter:
+    """The tenant list's filters, from its URL: source, worst state, a part of the name."""
+
+    source: str = ""
+    state: str = ""
+    q: str = ""
+
+    def admits(self, t: TenantRow) -> bool:
+        return (
+            (not self.source or t.source == self.source)
+            and (not self.state or t.worst == self.state)
+            and (not self.q or self.q.casefold() in t.tenant.casefold())
+        )
+
+
+def tenant_list(fleet: Fleet, wanted: TenantFilter) -> list[TenantRow]:
+    """The tenants `wanted` admits, worst first."""
+    return [t for t in fleet.tenants if wanted.admits(t)]
+
+
 def tenant_rows(
-    snapshot: Snapshot, source: str, tenant: str, now: datetime, state: str = ""
+    fleet: Fleet, source: str, tenant: str, now: datetime, state: str = ""
 ) -> list[SyncRow]:
     """One tenant's syncs, worst first (then the highest ratio), `state` filtering."""
-    rows = [
-        r
-        for r in sync_rows(snapshot, now)
-        if r.source == source and r.tenant == tenant and (not state or r.state == state)
-    ]
+    rows = [r for r in fleet.rows(source, tenant, now) if not state or r.state == state]
     rows.sort(key=lambda r: (_RANK[r.state], -(r.ratio or 0.0), r.sync_id))
     return rows
+
+
+def sync_row(fleet: Fleet, source: str, tenant: str, sync_id: str, now: datetime) -> SyncRow | None:
+    """One sync as the last cycle saw it; None when it was not listed."""
+    return next((r for r in fleet.rows(source, tenant, now) if r.sync_id == sync_id), None)
 
 
 def duration(seconds: float | None) -> str:
