@@ -12,7 +12,6 @@ from typing import Any, TextIO
 import httpx
 
 from syncwatch.daemon import Daemon, catch_early_stop, run_daemon
-from syncwatch.notifiers.console import ConsoleNotifier
 from syncwatch.server import bind_listener
 from syncwatch.settings import Config, load_config
 from syncwatch.simulator import ScaledClock, SimConfig, SimulatorThread, rsa_keypair
@@ -22,6 +21,7 @@ from syncwatch.startup import StartupError
 DEMO_TIME_SCALE = 120.0
 DEMO_POLL_INTERVAL = 3.0
 DEMO_LISTEN_PORT = 9875
+DEMO_REFRESH = 5  # the page's auto-refresh, seconds: ten simulated minutes
 
 
 def _listen() -> list[socket.socket]:
@@ -64,8 +64,9 @@ def demo_config(
 
 def demo_summary(daemon: Daemon) -> str:
     """The closing line: what the console printed, and what is still firing."""
-    console = daemon.dispatcher.notifiers.get("console")
-    counts = console.counts if isinstance(console, ConsoleNotifier) else Counter[str]()
+    # The console notifier tallies the lines it printed by their word (FIRING, ESCALATED…).
+    tally = getattr(daemon.dispatcher.notifiers.get("console"), "counts", None)
+    counts: Counter[str] = tally if isinstance(tally, Counter) else Counter()
     firing = sum(1 for a in daemon.engine.alerts.values() if a.firing)
     told = ", ".join(
         f"{counts[word]} {label}"
@@ -118,7 +119,8 @@ def run_demo(duration: float | None, out: TextIO | None = None) -> int:
                 f"{DEMO_POLL_INTERVAL:g}s; alerts print below as they fire and resolve.\n"
                 "  Times in alert lines and /api/v1/alerts are simulated time (from now, "
                 f"{DEMO_TIME_SCALE:g}x);\n  /metrics timestamps are real time.\n"
-                f"  status page: http://127.0.0.1:{port}/  (open it in a browser)\n"
+                f"  status page: http://127.0.0.1:{port}/?refresh={DEMO_REFRESH}  (open it "
+                f"in a browser; it refreshes itself every {DEMO_REFRESH}s)\n"
                 f"  metrics: http://127.0.0.1:{port}/metrics\n"
                 f"  alerts:  http://127.0.0.1:{port}/api/v1/alerts\n"
                 "  Ctrl-C to stop.\n",

@@ -37,6 +37,15 @@ class SyncState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """The warn and critical lines a sync's ratio is judged against, and who set them."""
+
+    warn: float
+    critical: float
+    origin: str  # "default", or the override that set them: "overrides[2]"
+
+
+@dataclass(frozen=True, slots=True)
 class Evaluation:
     """The verdict on one sync: its state and, when one holds, the alert condition."""
 
@@ -44,6 +53,16 @@ class Evaluation:
     state: SyncState
     condition: Condition | None = None
     ratio: float | None = None
+    limits: Limits | None = None  # for a ratio: the lines it is judged against
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFacts:
+    """What a person reads of one sync on the status page."""
+
+    name: str
+    last_success: datetime | None
+    lag: float | None  # seconds since the last success; None if it never succeeded
 
 
 class SourceRules(Protocol):
@@ -63,6 +82,10 @@ class SourceRules(Protocol):
 
     def check_row(self, e: Evaluation) -> dict[str, Any]:
         """This source's own columns of `check --format json`."""
+        ...
+
+    def facts(self, e: Evaluation, now: datetime) -> SyncFacts:
+        """The sync's name, last success and lag, as the status page shows them."""
         ...
 
     def check_detail(self, e: Evaluation) -> tuple[str, str]:

@@ -42,9 +42,16 @@ class Matcher:
         hit = self._pattern.match(got) is not None if self.is_regex else got == self.value
         return hit is self.is_equal
 
+    @property
+    def operator(self) -> str:
+        """`=`, `!=`, `=~` or `!~`."""
+        return _OPERATORS[(self.is_regex, self.is_equal)]
+
     def __str__(self) -> str:
-        op = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
-        return f"{self.name}{op[(self.is_regex, self.is_equal)]}{self.value!r}"
+        return f"{self.name}{self.operator}{self.value!r}"
+
+
+_OPERATORS = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
 
 
 @dataclass(frozen=True, slots=True)

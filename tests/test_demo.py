@@ -81,4 +81,4 @@ def test_evaluated_ages_read_in_two_units() -> None:
 
 
 def test_the_banner_names_the_status_page(demo: str) -> None:
-    assert re.search(r"status page: http://127\.0\.0\.1:\d+/ ", demo)
+    assert re.search(r"status page: http://127\.0\.0\.1:\d+/\?refresh=5 ", demo)

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from syncwatch.config import ParagonConfig, Thresholds, TimbalConfig, TimbalMatch, TimbalOverride
-from syncwatch.evaluate import Evaluation, SourceRules, SyncState, evaluate_listings
+from syncwatch.evaluate import Evaluation, Limits, SourceRules, SyncState, evaluate_listings
 from syncwatch.models import (
     AlertName,
     Condition,
@@ -25,10 +25,10 @@ from syncwatch.models import (
 )
 from syncwatch.sources.paragon.rules import ParagonRules, evaluate_paragon
 from syncwatch.sources.timbal.rules import (
-    ThresholdResolver,
+    LimitsResolver,
     TimbalRules,
-    effective_thresholds,
     evaluate_timbal,
+    resolve_limits,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -241,13 +241,13 @@ def test_alert_on_disabled_does_not_affect_enabled_syncs() -> None:
 # --- Timbal: overrides --------------------------------------------------------------------
 
 
-def _both(resolve: ThresholdResolver, paragon_rules: ParagonRules) -> dict[Source, SourceRules]:
+def _both(resolve: LimitsResolver, paragon_rules: ParagonRules) -> dict[Source, SourceRules]:
     """Timbal's rules with these thresholds, Paragon's with these."""
     return {Source.TIMBAL: TimbalRules(resolve), Source.PARAGON: paragon_rules}
 
 
-def _resolver(*overrides: TimbalOverride) -> Any:
-    return effective_thresholds(TimbalConfig(thresholds=thresholds(), overrides=list(overrides)))
+def _resolver(*overrides: TimbalOverride) -> LimitsResolver:
+    return resolve_limits(TimbalConfig(thresholds=thresholds(), overrides=list(overrides)))
 
 
 def _evaluate_one(sync: TimbalSync, *overrides: TimbalOverride) -> Evaluation:
@@ -258,6 +258,17 @@ def _evaluate_one(sync: TimbalSync, *overrides: TimbalOverride) -> Evaluation:
 
 
 BILLING_CRITICAL_AT_2 = TimbalOverride(match=TimbalMatch(name="billing-*"), critical_ratio=2.0)
+
+
+def test_an_evaluation_carries_the_lines_it_was_judged_against_and_who_set_them() -> None:
+    billing = _evaluate_one(replace(_TIMBAL, name="billing-eu"), BILLING_CRITICAL_AT_2)
+    other = _evaluate_one(replace(_TIMBAL, name="orders"), BILLING_CRITICAL_AT_2)
+    assert billing.limits == Limits(1.5, 2.0, "overrides[0]")
+    assert other.limits == Limits(1.5, 3.0, "default")
+    ignored = TimbalOverride(match=TimbalMatch(name="orders"), ignore=True)
+    assert _evaluate_one(replace(_TIMBAL, name="orders"), ignored).limits is None
+
+
 BILLING_EU_IGNORED = TimbalOverride(match=TimbalMatch(name="billing-eu"), ignore=True)
 ORG_2_IGNORED = TimbalOverride(match=TimbalMatch(org_id="org_2"), ignore=True)
 

@@ -12,12 +12,13 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from syncwatch.amapi import ApiContext, parse_filter
+from syncwatch.amapi import ApiContext, BadRequestError, parse_filter
 from syncwatch.models import Severity
 from syncwatch.silence_store import SilenceStore
+from syncwatch.silences import Matcher
 from syncwatch.web import lists
 from syncwatch.web.csrf import MAX_AGE, Csrf
-from syncwatch.web.forms import PAGE_SIZE, FormsContext, form_routes
+from syncwatch.web.forms import PAGE_SIZE, FormsContext, form_routes, parse_silence_form
 from tests.conftest import Daemon, Keys, SimProcess, launch
 from tests.test_acks import alert as an_alert
 from tests.test_pages import Page, page
@@ -170,10 +171,12 @@ def test_a_silence_from_the_form_mutes_the_alert_in_the_page_and_the_api(daemon:
     alert = firing(daemon)[0]
     link = f"/silences/new?fingerprint={alert['fingerprint']}"
     fields = form_page(daemon, link).forms["/silences"]
-    # Pre-filled with every label of the alert, as Alertmanager's UI does.
+    # Pre-filled with the alert's identity: not its severity (the silence holds through an
+    # escalation) nor its descriptive labels (nor through a renamed sync).
     lines = set(fields["matchers"].splitlines())
-    assert lines == {f'{k}="{v}"' for k, v in alert["labels"].items()}
-    assert fields["duration"] == "2h"
+    assert lines == {f'{k}="{alert["labels"][k]}"' for k in lists.SILENCE_LABELS}
+    assert {"severity", "name"} < set(alert["labels"])
+    assert (fields["starts"], fields["duration"]) == ("", "2h")
     silence_id = silence_from_the_page(daemon, alert)
     assert state_of(daemon, alert["fingerprint"]) == "suppressed"
     (silence,) = daemon.get("/api/v2/silences").json()
@@ -253,12 +256,90 @@ def in_process(tmp_path: Path, host: str, method: str, url: str, **kw: Any) -> h
         store.close()
 
 
+@pytest.mark.parametrize("action", ["/silences", "/silences/some-id"])  # create, edit
 @pytest.mark.parametrize("host", ["203.0.113.9", "2001:db8::1", "::ffff:203.0.113.9"])
-def test_a_form_post_from_the_network_without_auth_is_403(tmp_path: Path, host: str) -> None:
+def test_a_form_post_from_the_network_without_auth_is_403(
+    tmp_path: Path, host: str, action: str
+) -> None:
     fields = {"matchers": 'tenant="x"', "duration": "1h", "author": "ops", "comment": "c"}
-    answer = in_process(tmp_path, host, "POST", "/silences", **fields)
+    answer = in_process(tmp_path, host, "POST", action, **fields)
     assert answer.status_code == 403
     assert "loopback" in Page(answer.text).texts["error"]
+
+
+# --- editing ----------------------------------------------------------------------------
+
+
+def test_the_edit_form_shows_the_stored_silence_and_saves_it_in_place(daemon: Daemon) -> None:
+    silence_id = api_silence(daemon, "org_1")
+    stored = daemon.get(f"/api/v2/silence/{silence_id}").json()
+    action = f"/silences/{silence_id}"
+    assert f"{action}/edit" in form_page(daemon, "/silences").links
+    fields = form_page(daemon, f"{action}/edit").forms[action]
+    assert fields["matchers"] == 'tenant="org_1"'
+    assert fields["starts"] == stored["startsAt"]
+    assert (fields["duration"], fields["author"], fields["comment"]) == ("1h", "ops", "migration")
+    answer = submit(daemon, action, {**fields, "duration": "1d 2h 3m 4s", "comment": "longer"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/silences#silence-{silence_id}"
+    (updated,) = daemon.get("/api/v2/silences").json()
+    assert (updated["id"], updated["comment"]) == (silence_id, "longer")
+    again = form_page(daemon, f"{action}/edit").forms[action]
+    assert again["duration"] == "1d 2h 3m 4s"
+
+
+def test_an_edit_needs_the_token_and_this_origin_and_a_stored_silence(daemon: Daemon) -> None:
+    silence_id = api_silence(daemon, "org_1")
+    action = f"/silences/{silence_id}"
+    fields = form_page(daemon, f"{action}/edit").forms[action] | {"comment": "changed"}
+    assert submit(daemon, action, {**fields, "csrf": "1.00"}).status_code == 403
+    evil = {"origin": "http://evil.example"}
+    assert submit(daemon, action, fields, headers=evil).status_code == 403
+    (kept,) = daemon.get("/api/v2/silences").json()
+    assert kept["comment"] == "migration"
+    assert daemon.get("/silences/nope/edit").status_code == 404
+    assert submit(daemon, "/silences/nope", fields).status_code == 404
+    wrong = submit(daemon, action, {**fields, "duration": "soon"})
+    assert wrong.status_code == 400
+    assert "duration" in Page(wrong.text).texts["error"]
+    assert Form(wrong.text).forms[action]["comment"] == "changed"  # still this silence's form
+    assert daemon.get("/api/v2/silences").json() == [kept]
+
+
+NOW = datetime(2030, 1, 31, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("starts", "expected"),
+    [
+        ("", NOW),
+        ("2030-01-31T10:00:00Z", NOW + timedelta(hours=1)),
+        ("2030-01-31T10:00:00", NOW + timedelta(hours=1)),  # no offset: UTC
+        ("2030-01-31T11:00:00+01:00", NOW + timedelta(hours=1)),
+    ],
+)
+def test_a_form_silence_starts_when_it_says_for_its_duration(
+    starts: str, expected: datetime
+) -> None:
+    form = {"matchers": 'tenant="x"', "starts": starts, "duration": "90m", "comment": "c"}
+    silence = parse_silence_form(form, "ops", NOW)
+    assert (silence.starts_at, silence.ends_at) == (expected, expected + timedelta(minutes=90))
+
+
+@pytest.mark.parametrize(
+    ("starts", "duration", "problem"),
+    [
+        ("tomorrow", "1h", "starts: 'tomorrow' is not a time"),
+        ("2030-01-31T07:00:00Z", "1h", "it would end in the past"),
+        ("2030-01-31T08:00:00Z", "1h", "it would end in the past"),
+    ],
+)
+def test_a_form_silence_must_start_at_a_time_and_end_in_the_future(
+    starts: str, duration: str, problem: str
+) -> None:
+    form = {"matchers": 'tenant="x"', "starts": starts, "duration": duration, "comment": "c"}
+    with pytest.raises(BadRequestError, match=problem):
+        parse_silence_form(form, "ops", NOW)
 
 
 # --- expire and acknowledge -------------------------------------------------------------
@@ -305,11 +386,28 @@ def test_an_alert_acknowledged_from_the_page_is_suppressed_at_its_severity(
 
 
 @pytest.mark.parametrize("value", ['a "quoted" \\ value', "line\nbreak", "<b>ünï</b>", ""])
-def test_prefilled_matchers_read_back_to_the_exact_label_values(value: str) -> None:
-    labels = {"tenant": value, "alertname": "SyncStale"}
-    lines = lists.matcher_lines(labels).splitlines()
-    assert len(lines) == 2
-    assert {(m.name, m.value) for m in map(parse_filter, lines)} == set(labels.items())
+def test_prefilled_matchers_read_back_to_the_exact_matchers(value: str) -> None:
+    matchers = (
+        Matcher("tenant", value),
+        Matcher("alertname", "Sync.*", is_regex=True),
+        Matcher("sync_id", value, is_equal=False),
+        Matcher("odd name=!~", value, is_regex=True, is_equal=False),
+    )
+    lines = lists.matcher_lines(matchers).splitlines()
+    assert len(lines) == len(matchers)
+    assert tuple(map(parse_filter, lines)) == matchers
+
+
+def test_an_alert_is_silenced_by_its_identity_labels_that_it_has() -> None:
+    labels = {"alertname": "SyncStale", "severity": "warning", "source": "timbal"}
+    labels |= {"tenant": "org_1", "sync_id": "s-1", "name": "Payments"}
+    assert lists.alert_matchers(labels) == tuple(
+        Matcher(k, labels[k]) for k in ("alertname", "source", "tenant", "sync_id")
+    )
+    unreachable = {"alertname": "SourceUnreachable", "source": "timbal", "tenant": "org_1"}
+    assert lists.alert_matchers({**unreachable, "sync_id": "", "reason": "timeout"}) == tuple(
+        Matcher(k, v) for k, v in unreachable.items()
+    )
 
 
 def test_behind_basic_auth_the_form_is_the_users_and_so_is_its_token(

@@ -34,7 +34,7 @@ from syncwatch.web.pages import (
     overview_page,
     page_routes,
 )
-from tests.test_exposition import ONE_SYNC
+from tests.test_exposition import ONE_SYNC, RULES
 from tests.test_pages import BROWSER, Page
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -74,6 +74,7 @@ def fleet(tenants: int, syncs: int = 4) -> Snapshot:
         alerts=tuple(alerts),
         source_up={("timbal", f"org_{t:05}"): True for t in range(tenants)},
         last_cycle_timestamp=NOW.timestamp() - 5,
+        rules=RULES,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+X = "\N{MULTIPLICATION SIGN}"  # as the pages print ratios
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -144,6 +146,36 @@ def test_the_index_stays_json_for_clients_that_are_not_browsers(
     assert "/metrics" in response.json()["endpoints"]
 
 
+def test_the_favicon_browsers_ask_for_is_a_cached_no_content_not_a_404(daemon: Daemon) -> None:
+    response = daemon.get("/favicon.ico", headers=BROWSER)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response.headers["cache-control"] == "max-age=86400"
+    assert "/favicon.ico" not in daemon.get("/").json()["endpoints"]  # not an API
+
+
+def test_pages_load_only_syncwatch_s_own_script_and_refresh_as_the_url_says(
+    daemon: Daemon,
+) -> None:
+    html = daemon.get("/", headers=BROWSER)
+    policy = html.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert re.findall(r"<script[^>]*>", html.text) == [
+        '<script src="/static/refresh.js" defer>'
+    ]  # never an inline one: the policy would refuse it
+    assert '<main data-refresh="30">' in html.text
+    script = daemon.get("/static/refresh.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert b"data-refresh" in script.content
+    assert '<main data-refresh="5">' in daemon.get("/?refresh=5", headers=BROWSER).text
+    off = daemon.get("/alerts?refresh=0", headers=BROWSER).text
+    assert "<main>" in off
+    assert "<script" not in off
+    for wrong in ("x", "1", "3601", "-5"):
+        assert daemon.get(f"/?refresh={wrong}", headers=BROWSER).status_code == 400
+
+
 def rename(sim: SimProcess, org: str, sync_id: str, name: str) -> None:
     with sim.control() as control:
         control.post(
@@ -168,11 +200,12 @@ def test_the_tenant_page_lists_every_sync_and_escapes_upstream_names(
     raw = daemon.get(path, headers=BROWSER).text
     assert "<script>" not in raw  # the name is text, not markup
     assert "<img" not in raw
-    assert not {"script", "img"} & set(tenant.tags)
+    assert "img" not in tenant.tags
+    assert re.findall(r"<script[^>]*>", raw) == ['<script src="/static/refresh.js" defer>']
     rows = tenant.body("syncs")
     assert {r[0] for r in rows} == {s["sync_id"] for s in syncs}
     assert tenant.tables["syncs"][0] == [
-        "Sync", "Name", "State", "Lag", "Ratio", "Last success", "Alerts"
+        "Sync", "Name", "State", "Lag", "Ratio", "Thresholds", "Last success", "Alerts"
     ]  # fmt: skip
     by_id = {r[0]: r for r in rows}
     for s in syncs:
@@ -191,6 +224,39 @@ def test_the_tenant_page_lists_every_sync_and_escapes_upstream_names(
         in page(daemon, f"{path}?state=unreachable").body("syncs")[0]
     )
     assert "/syncs/timbal/" in " ".join(tenant.links)
+
+
+def test_the_tenant_page_shows_each_ratio_against_its_lines_and_who_set_them(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    org, syncs = next((k[1], v) for k, v in fleet_by_tenant(sim).items() if k[0] == "timbal")
+    stale = next(s for s in syncs if s["intended"] == "critical")
+    override = f"""
+[[timbal.overrides]]
+match = {{ sync_id = "{stale["sync_id"]}" }}
+warn_ratio = 40.0
+critical_ratio = 80.0
+"""
+    d = launch(tmp_path, sim, rsa_keys, extra=override)
+
+    def evaluated() -> str | None:
+        html = d.get(f"/tenants/timbal/{org}", headers=BROWSER).text
+        return html if "<meter" in html else None
+
+    try:
+        raw = wait_until(evaluated, timeout=20)
+    finally:
+        d.proc.stop()
+    rows = {r[0]: r for r in Page(raw).body("syncs")}
+    assert rows[stale["sync_id"]][5] == f"warn 40{X} · critical 80{X} (overrides[0])"
+    others = [r for sync_id, r in rows.items() if sync_id != stale["sync_id"] and X in r[4]]
+    assert others
+    assert all(r[5] == f"warn 1.5{X} · critical 3{X} (default)" for r in others)
+    # The bar: its lines are the sync's own, its value never past the end of the bar.
+    meters = re.findall(r'<meter min="0" max="([\d.]+)" low="([\d.]+)" high="([\d.]+)"'
+                        r' optimum="0" value="([\d.]+)"', raw)  # fmt: skip
+    assert ("100.0", "40.0", "80.0") in {m[:3] for m in meters}
+    assert all(float(value) <= float(top) for top, _, _, value in meters)
 
 
 @pytest.mark.parametrize(

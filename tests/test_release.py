@@ -72,9 +72,11 @@ def test_the_wheel_holds_the_package_and_its_license_and_nothing_else(built: Bui
     names = zipfile.ZipFile(built.wheel).namelist()
     assert "syncwatch/cli.py" in names
     # The status page's templates are package data: a wheel without them serves 500s.
-    assert {"syncwatch/web/templates/overview.html", "syncwatch/web/templates/tenant.html"} <= set(
-        names
-    )
+    assert {
+        "syncwatch/web/templates/overview.html",
+        "syncwatch/web/templates/tenant.html",
+        "syncwatch/web/static/refresh.js",
+    } <= set(names)
     assert any(n.endswith("dist-info/licenses/LICENSE") for n in names)
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
     metadata = zipfile.ZipFile(built.wheel).read(

@@ -1,14 +1,17 @@
 """The alerts and silences pages, and their write forms (no JavaScript needed).
 
 Writes go through the same code as the APIs (`SilenceStore.set` / `expire`, `acks`), are
-admitted by `ApiContext.may_write` (a 403 page otherwise) and carry a CSRF token.
+admitted by `ApiContext.may_write` (a 403 page otherwise) and carry a CSRF token. Editing a
+silence is Alertmanager's update: `SilenceStore.set` with its id keeps the id when only the
+end or the comment changes, and expires it for a new one when its matchers or an active
+silence's start do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlencode
 
 import structlog
@@ -23,9 +26,9 @@ from syncwatch.config.types import parse_duration
 from syncwatch.lifecycle import Alert
 from syncwatch.silence_store import SilenceNotFoundError
 from syncwatch.silences import Silence, any_of, problems
-from syncwatch.web import lists
+from syncwatch.web import lists, view
 from syncwatch.web.csrf import Csrf, same_origin
-from syncwatch.web.pages import render
+from syncwatch.web.pages import refresh_param, render
 from syncwatch.webauth import SCOPE_KEY, AuthInfo
 
 log = structlog.get_logger("syncwatch.web.forms")
@@ -40,6 +43,7 @@ class FormsContext:
 
 
 DEFAULT_DURATION = "2h"
+FIELDS = ("matchers", "starts", "duration", "author", "comment")  # the silence form's
 
 
 def _user(request: Request) -> str:
@@ -69,9 +73,24 @@ def _see(location: str) -> Response:
     return RedirectResponse(location, 303)  # POST-redirect-GET: a reload does not repost
 
 
-def parse_silence_form(form: dict[str, str], created_by: str, now: datetime) -> Silence:
-    """The silence a form describes (id "": new); BadRequestError naming every problem."""
+def _instant(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time; one without an offset is UTC (the page shows UTC)."""
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def parse_silence_form(
+    form: dict[str, str], created_by: str, now: datetime, silence_id: str = ""
+) -> Silence:
+    """The silence a form describes (`silence_id` "": new; else the one it edits), starting
+    at `starts` (empty: now) for `duration`; BadRequestError naming every problem."""
     found = []
+    starts = now
+    if raw := form.get("starts", "").strip():
+        try:
+            starts = _instant(raw)
+        except ValueError:
+            found.append(f"starts: {raw!r} is not a time like 2030-01-31T09:00:00Z")
     matchers = []
     for line in form.get("matchers", "").splitlines():
         if line.strip():
@@ -87,6 +106,8 @@ def parse_silence_form(form: dict[str, str], created_by: str, now: datetime) -> 
     else:
         if seconds <= 0:
             found.append("duration must be more than 0")
+        elif starts + timedelta(seconds=seconds) <= now:
+            found.append("it would end in the past: give a later start or a longer duration")
     if not created_by.strip():
         found.append("author is required")
     if not form.get("comment", "").strip():
@@ -94,10 +115,10 @@ def parse_silence_form(form: dict[str, str], created_by: str, now: datetime) -> 
     if found:
         raise BadRequestError("; ".join(found))
     silence = Silence(
-        id="",
+        id=silence_id,
         matchers=tuple(matchers),
-        starts_at=now,
-        ends_at=now + timedelta(seconds=seconds),
+        starts_at=starts,
+        ends_at=starts + timedelta(seconds=seconds),
         created_by=created_by.strip(),
         comment=form["comment"].strip(),
         updated_at=now,
@@ -142,12 +163,16 @@ class Forms:
             q.get("source", ""), q.get("tenant", ""), q.get("severity", ""), q.get("state", "")
         )
         page = _page_param(request)
+        refresh = refresh_param(request)
         if (
             page is None
+            or refresh is None
             or (wanted.severity and wanted.severity not in lists.SEVERITIES)
             or (wanted.state and wanted.state not in lists.ALERT_STATES)
         ):
-            return render("error.html", 400, message="severity, state or page: not a known value")
+            return render(
+                "error.html", 400, message="severity, state, page or refresh: not a known value"
+            )
         rows = self._rows(wanted)
         pages = max(1, -(-len(rows) // PAGE_SIZE))
         kept = {k: v for k, v in vars_of(wanted).items() if v}
@@ -164,6 +189,7 @@ class Forms:
             page=page,
             pages=pages,
             link=lambda n: "?" + urlencode({**kept, "page": n}),
+            refresh=refresh,
         )
 
     async def silences(self, request: Request) -> Response:
@@ -172,11 +198,14 @@ class Forms:
         token = self.ctx.csrf.token(_user(request))
         return render("silences.html", groups=groups, token=token)
 
-    def _form_page(self, request: Request, status: int = 200, **values: str) -> Response:
-        fields = {"matchers": "", "duration": DEFAULT_DURATION, "author": _user(request)}
-        fields |= {"comment": "", "error": ""} | values
+    def _form_page(
+        self, request: Request, status: int = 200, editing: str = "", **values: str
+    ) -> Response:
+        """The silence form: a new silence, or (`editing` its id) an edit of a stored one."""
+        fields = {"matchers": "", "starts": "", "duration": DEFAULT_DURATION}
+        fields |= {"author": _user(request), "comment": "", "error": ""} | values
         token = self.ctx.csrf.token(_user(request))
-        return render("silence_form.html", status, token=token, **fields)
+        return render("silence_form.html", status, token=token, editing=editing, **fields)
 
     async def new_silence(self, request: Request) -> Response:
         fingerprint = request.query_params.get("fingerprint", "")
@@ -185,7 +214,23 @@ class Forms:
         alert = next((a for a in self.ctx.api.alerts() if a.fingerprint == fingerprint), None)
         if alert is None:
             return render("error.html", 404, message=f"no alert has fingerprint {fingerprint}")
-        return self._form_page(request, matchers=lists.matcher_lines(alert.labels))
+        matchers = lists.matcher_lines(lists.alert_matchers(alert.labels))
+        return self._form_page(request, matchers=matchers)
+
+    async def edit_silence(self, request: Request) -> Response:
+        silence_id = request.path_params["silence_id"]
+        found = self.ctx.api.silences.get(silence_id, self.ctx.api.now())
+        if found is None:
+            return render("error.html", 404, message=f"no silence has id {silence_id}")
+        return self._form_page(
+            request,
+            editing=silence_id,
+            matchers=lists.matcher_lines(found.matchers),
+            starts=rfc3339(found.starts_at),
+            duration=_span(found),
+            author=found.created_by,
+            comment=found.comment,
+        )
 
     async def _admit(self, request: Request) -> dict[str, str] | Response:
         """The posted form, if this request may write and is not forged; else the refusal."""
@@ -209,22 +254,33 @@ class Forms:
 
     async def create_silence(self, request: Request) -> Response:
         form = await self._admit(request)
+        return form if isinstance(form, Response) else await self._save(request, form, "")
+
+    async def update_silence(self, request: Request) -> Response:
+        form = await self._admit(request)
         if isinstance(form, Response):
             return form
+        return await self._save(request, form, request.path_params["silence_id"])
+
+    async def _save(self, request: Request, form: dict[str, str], silence_id: str) -> Response:
+        """Store the form's silence (new, or an update of `silence_id`); see its row."""
         now = self.ctx.api.now()
-        entered = {k: form.get(k, "") for k in ("matchers", "duration", "author", "comment")}
+        entered = {k: form.get(k, "") for k in FIELDS}
         try:
-            silence = parse_silence_form(form, entered["author"], now)
+            silence = parse_silence_form(form, entered["author"], now, silence_id)
         except BadRequestError as exc:
-            return self._form_page(request, 400, error=str(exc), **entered)
+            return self._form_page(request, 400, silence_id, error=str(exc), **entered)
         try:
             change = await run_in_threadpool(self.ctx.api.silences.set, silence, now)
+        except SilenceNotFoundError:
+            return render("error.html", 404, message=f"no silence has id {silence_id}")
         except Exception as exc:  # the disk: say so, never a silence only in memory
             return _store_failed(exc)
         stored = change.stored
         log.info(
             "silence_set",
             silence_id=stored.id,
+            replaced=None if change.expired is None else change.expired.id,
             matchers=[str(m) for m in stored.matchers],
             created_by=stored.created_by,
             ends_at=rfc3339(stored.ends_at),
@@ -277,6 +333,12 @@ class Forms:
         return _see("/alerts")
 
 
+def _span(silence: Silence) -> str:
+    """Its duration to the second, as `parse_duration` reads it back ("2h", "1d 3h 5m 2s";
+    rounded: a start the store moved to "now" leaves it a fraction of a second short)."""
+    return view.duration(round((silence.ends_at - silence.starts_at).total_seconds()), most=4)
+
+
 def _store_failed(exc: Exception) -> Response:
     error = f"{type(exc).__name__}: {exc}"
     log.error("silence_write_failed", error=error, via="form")
@@ -295,6 +357,8 @@ def form_routes(ctx: FormsContext) -> list[BaseRoute]:
         Route("/silences", forms.silences, methods=["GET"]),
         Route("/silences", forms.create_silence, methods=["POST"]),
         Route("/silences/new", forms.new_silence, methods=["GET"]),
+        Route("/silences/{silence_id}/edit", forms.edit_silence, methods=["GET"]),
+        Route("/silences/{silence_id}", forms.update_silence, methods=["POST"]),
         Route("/silences/{silence_id}/expire", forms.expire, methods=["POST"]),
         Route("/alerts/{fingerprint}/ack", forms.ack, methods=["POST"]),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,7 +10,7 @@ from datetime import datetime
 import orjson
 
 from syncwatch.lifecycle import Alert
-from syncwatch.silences import Muter, Silence, SilenceState
+from syncwatch.silences import Matcher, Muter, Silence, SilenceState
 
 ALERT_STATES = ("firing", "suppressed", "pending")
 SEVERITIES = ("critical", "warning")
@@ -71,7 +72,25 @@ def silences_by_state(
     return out
 
 
-def matcher_lines(labels: Mapping[str, str]) -> str:
-    """An alert's labels as the silence form's matchers, one `name="value"` a line (the
-    value JSON-quoted, so `amapi.parse_filter` reads any value back exactly)."""
-    return "\n".join(f"{k}={orjson.dumps(v).decode()}" for k, v in sorted(labels.items()))
+# What a silence made from an alert matches: the alert's identity, not its severity or its
+# descriptive labels, so the silence holds through an escalation or a renamed sync (an
+# acknowledgement, which adds the severity, is the way to let an escalation page).
+SILENCE_LABELS = ("alertname", "source", "tenant", "sync_id")
+_PLAIN_NAME = re.compile(r'[^=!~"\s]+')
+
+
+def alert_matchers(labels: Mapping[str, str]) -> tuple[Matcher, ...]:
+    """The matchers the *Silence…* form starts with: the alert's identity labels that it has
+    (a tenant's SourceUnreachable has no sync_id)."""
+    return tuple(Matcher(k, labels[k]) for k in SILENCE_LABELS if labels.get(k))
+
+
+def matcher_lines(matchers: Iterable[Matcher]) -> str:
+    """Matchers as the silence form shows them, one `name="value"` (or `!=`, `=~`, `!~`) a
+    line, the value JSON-quoted, so `amapi.parse_filter` reads each back exactly."""
+    return "\n".join(_line(m) for m in matchers)
+
+
+def _line(m: Matcher) -> str:
+    name = m.name if _PLAIN_NAME.fullmatch(m.name) else orjson.dumps(m.name).decode()
+    return f"{name}{m.operator}{orjson.dumps(m.value).decode()}"

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from urllib.parse import urlencode
 
 import jinja2
@@ -74,8 +75,40 @@ class PagesContext:
         return self.fleet(self.snapshot())
 
 
+# Everything a page loads is syncwatch's own: no inline script, no other origin, no framing.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+REFRESH_DEFAULT = 30  # seconds between auto-refreshes of a read view; ?refresh=0 turns it off
+_REFRESH_RANGE = range(2, 3601)
+_SCRIPT = "refresh.js"
+
+
 def _html(template: str, status: int = 200, **values: object) -> Response:
-    return HTMLResponse(_env.get_template(template).render(**values), status)
+    values.setdefault("refresh", 0)
+    headers = {"content-security-policy": CSP, "x-content-type-options": "nosniff"}
+    return HTMLResponse(_env.get_template(template).render(**values), status, headers=headers)
+
+
+def refresh_param(request: Request) -> int | None:
+    """`?refresh=` seconds (0 = off), else the default; None for a value it does not know."""
+    raw = request.query_params.get("refresh", "")
+    if not raw:
+        return REFRESH_DEFAULT
+    if not raw.isdigit() or (int(raw) and int(raw) not in _REFRESH_RANGE):
+        return None
+    return int(raw)
+
+
+async def script(_: Request) -> Response:
+    """The one script: auto-refresh of the read views (they work without it)."""
+    body = (resources.files("syncwatch.web") / "static" / _SCRIPT).read_bytes()
+    return Response(
+        body,
+        media_type="text/javascript",
+        headers={"cache-control": "max-age=3600", "x-content-type-options": "nosniff"},
+    )
 
 
 render = _html  # for the alerts and silences pages (forms.py)
@@ -92,22 +125,28 @@ class Pages:
     def __init__(self, ctx: PagesContext) -> None:
         self.ctx = ctx
 
-    async def overview(self, _: Request) -> Response:
-        return await run_in_threadpool(self._overview)
+    async def overview(self, request: Request) -> Response:
+        refresh = refresh_param(request)
+        if refresh is None:
+            return _html("error.html", 400, message="refresh: seconds from 2 to 3600, or 0")
+        return await run_in_threadpool(self._overview, refresh)
 
-    def _overview(self) -> Response:
+    def _overview(self, refresh: int) -> Response:
         data = view.overview(self.ctx.current(), self.ctx.now(), OVERVIEW_TENANTS, OVERVIEW_ALERTS)
-        return _html("overview.html", o=data, states=view.STATES)
+        return _html("overview.html", o=data, states=view.STATES, refresh=refresh)
 
     async def tenants(self, request: Request) -> Response:
         q = request.query_params
         wanted = view.TenantFilter(q.get("source", ""), q.get("state", ""), q.get("q", ""))
         page = _int_param(request, "page", 1)
-        if (wanted.state and wanted.state not in view.STATES) or page is None:
-            return _html("error.html", 400, message="state or page: not a value this page knows")
-        return await run_in_threadpool(self._tenants, wanted, page)
+        refresh = refresh_param(request)
+        if (wanted.state and wanted.state not in view.STATES) or page is None or refresh is None:
+            return _html(
+                "error.html", 400, message="state, page or refresh: not a value this page knows"
+            )
+        return await run_in_threadpool(self._tenants, wanted, page, refresh)
 
-    def _tenants(self, wanted: view.TenantFilter, page: int) -> Response:
+    def _tenants(self, wanted: view.TenantFilter, page: int, refresh: int) -> Response:
         fleet = self.ctx.current()
         rows = view.tenant_list(fleet, wanted)
         kept = {
@@ -125,14 +164,18 @@ class Pages:
             page=page,
             pages=max(1, -(-len(rows) // PAGE_SIZE)),
             link=lambda n: "?" + urlencode({**kept, "page": n}),
+            refresh=refresh,
         )
 
     async def tenant(self, request: Request) -> Response:
         source, tenant = request.path_params["source"], request.path_params["tenant"]
         state = request.query_params.get("state", "")
         page = _int_param(request, "page", 1)
-        if (state and state not in view.STATES) or page is None:
-            return _html("error.html", 400, message="state or page: not a value this page knows")
+        refresh = refresh_param(request)
+        if (state and state not in view.STATES) or page is None or refresh is None:
+            return _html(
+                "error.html", 400, message="state, page or refresh: not a value this page knows"
+            )
         fleet = self.ctx.current()
         if not fleet.known(source, tenant):
             return _html("error.html", 404, message=f"no tenant {tenant} of source {source}")
@@ -149,6 +192,7 @@ class Pages:
             page=page,
             pages=pages,
             states=view.STATES,
+            refresh=refresh,
         )
 
     async def sync(self, request: Request) -> Response:
@@ -184,6 +228,7 @@ def page_routes(ctx: PagesContext) -> list[BaseRoute]:
         Route("/tenants", pages.tenants, methods=["GET"]),
         Route("/tenants/{source}/{tenant}", pages.tenant, methods=["GET"]),
         Route("/syncs/{source}/{tenant}/{sync_id}", pages.sync, methods=["GET"]),
+        Route(f"/static/{_SCRIPT}", script, methods=["GET"]),
     ]
 
 

@@ -6,10 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from syncwatch.evaluate import Evaluation, SyncState
+from syncwatch.evaluate import Evaluation, Limits, SyncFacts, SyncState
 from syncwatch.lifecycle import Alert
 from syncwatch.metrics import Snapshot
-from syncwatch.models import ParagonSync, TimbalSync
 
 # The page's states, worst first; disabled / ignored / unknown syncs count as "other".
 STATES = ("unreachable", "critical", "warning", "suppressed", "ok", "other")
@@ -25,9 +24,15 @@ class SyncRow:
     state: str  # one of STATES
     detail: str  # the upstream state as evaluated (ok, disabled, ERRORED…)
     lag: float | None  # seconds since the last success
-    ratio: float | None  # lag against its threshold (1.0 = at the warn/critical line)
+    ratio: float | None  # lag / interval, judged against `limits`
     last_success: datetime | None
     alerts: tuple[str, ...] = ()
+    limits: Limits | None = None  # the warn and critical ratios, and default or which override
+
+    @property
+    def scale(self) -> float:
+        """The ratio bar's full length: a quarter past the critical line."""
+        return 1.25 * self.limits.critical if self.limits else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +69,6 @@ class Overview:
     alert_count: int = 0  # likewise for `alerts`
 
 
-def _name(sync: TimbalSync | ParagonSync) -> str:
-    if isinstance(sync, TimbalSync):
-        return sync.name or sync.id
-    return f"{sync.integration} {sync.pipeline}"
-
-
-def _last_success(sync: TimbalSync | ParagonSync) -> datetime | None:
-    return sync.last_success_at if isinstance(sync, TimbalSync) else sync.last_synced_at
-
-
-def _lag(sync: TimbalSync | ParagonSync, now: datetime) -> float | None:
-    if isinstance(sync, TimbalSync) and sync.seconds_since_success is not None:
-        return float(sync.seconds_since_success)
-    last = _last_success(sync)
-    return None if last is None else max(0.0, (now - last).total_seconds())
-
-
 def _alerts_by_sync(alerts: Iterable[Alert]) -> dict[tuple[str, str, str], list[Alert]]:
     out: dict[tuple[str, str, str], list[Alert]] = {}
     for a in alerts:
@@ -100,18 +88,19 @@ def _state(e: Evaluation, alerts: Sequence[Alert], reachable: bool) -> str:
     return "other"
 
 
-def _row(e: Evaluation, alerts: Sequence[Alert], reachable: bool, now: datetime) -> SyncRow:
+def _row(e: Evaluation, facts: SyncFacts, alerts: Sequence[Alert], reachable: bool) -> SyncRow:
     return SyncRow(
         source=str(e.sync.source),
         tenant=e.sync.tenant,
         sync_id=e.sync.id,
-        name=_name(e.sync),
+        name=facts.name,
         state=_state(e, alerts, reachable),
         detail=str(e.state),
-        lag=_lag(e.sync, now),
+        lag=facts.lag,
         ratio=e.ratio,
-        last_success=_last_success(e.sync),
+        last_success=facts.last_success,
         alerts=tuple(f"{a.alertname} ({a.state}, {a.severity})" for a in alerts),
+        limits=e.limits,
     )
 
 
@@ -135,8 +124,14 @@ class Fleet:
     def rows(self, source: str, tenant: str, now: datetime) -> list[SyncRow]:
         """One tenant's syncs, in listing order."""
         reachable = self.snapshot.source_up.get((source, tenant), True)
+        rules = self.snapshot.rules
         return [
-            _row(e, self.alerts_by_sync.get((source, tenant, e.sync.id), ()), reachable, now)
+            _row(
+                e,
+                rules[e.sync.source].facts(e, now),
+                self.alerts_by_sync.get((source, tenant, e.sync.id), ()),
+                reachable,
+            )
             for e in self.by_tenant.get((source, tenant), ())
         ]
 
@@ -240,8 +235,9 @@ def sync_row(fleet: Fleet, source: str, tenant: str, sync_id: str, now: datetime
     return next((r for r in fleet.rows(source, tenant, now) if r.sync_id == sync_id), None)
 
 
-def duration(seconds: float | None) -> str:
-    """`3d 4h`, `5m 12s`, `40s`: two units at most, for a person to read."""
+def duration(seconds: float | None, most: int = 2) -> str:
+    """`3d 4h`, `5m 12s`, `40s`: two units at most, for a person to read (`most=4`: to the
+    second, as the silence form shows a duration that `parse_duration` reads back)."""
     if seconds is None:
         return "never"
     s = int(seconds)
@@ -250,6 +246,6 @@ def duration(seconds: float | None) -> str:
         if s >= size or (unit == "s" and not parts):
             parts.append(f"{s // size}{unit}")
             s %= size
-        if len(parts) == 2:
+        if len(parts) == most:
             break
     return " ".join(parts)

@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import Any, cast
 
 from syncwatch.config import ParagonConfig, format_duration
-from syncwatch.evaluate import Evaluation, SyncState, age_text, seconds_between, state_for
+from syncwatch.evaluate import (
+    Evaluation,
+    SyncFacts,
+    SyncState,
+    age_text,
+    seconds_between,
+    state_for,
+)
 from syncwatch.exposition import Family, escape, lines
 from syncwatch.models import AlertName, Condition, ParagonStatus, ParagonSync, Severity, Source
 
@@ -38,6 +45,12 @@ class ParagonRules:
 
     def families(self, evaluations: Sequence[Evaluation]) -> list[Family]:
         return paragon_families(evaluations)
+
+    def facts(self, e: Evaluation, now: datetime) -> SyncFacts:
+        sync = _paragon(e)
+        last = sync.last_synced_at
+        lag = None if last is None else max(0.0, seconds_between(now, last))
+        return SyncFacts(f"{sync.integration} {sync.pipeline}", last, lag)
 
     def check_row(self, e: Evaluation) -> dict[str, Any]:
         sync = _paragon(e)

@@ -10,6 +10,8 @@ from typing import Any, cast
 from syncwatch.config import Thresholds, TimbalConfig, format_duration
 from syncwatch.evaluate import (
     Evaluation,
+    Limits,
+    SyncFacts,
     SyncState,
     age_text,
     ratio_text,
@@ -21,33 +23,49 @@ from syncwatch.globs import glob_match
 from syncwatch.models import AlertName, Condition, Severity, Source, TimbalSync
 
 ThresholdResolver = Callable[[str, str, str, str | None], Thresholds | None]
+# The same lookup with where the thresholds came from, for the status page.
+LimitsResolver = Callable[[str, str, str, str | None], tuple[Thresholds | None, Limits | None]]
 
 
-def effective_thresholds(
-    timbal: TimbalConfig,
-) -> ThresholdResolver:
-    """A resolver (org_id, connector_id, sync_id, name) → thresholds, or None if ignored.
+def _limits(thresholds: Thresholds, origin: str) -> Limits:
+    return Limits(thresholds.warn_ratio, thresholds.critical_ratio, origin)
 
-    A sync without a name (null upstream) matches a `name` glob as the empty string, so
-    only `*`-like patterns select it.
+
+def resolve_limits(timbal: TimbalConfig) -> LimitsResolver:
+    """A resolver (org_id, connector_id, sync_id, name) → (thresholds or None if ignored, limits).
+
+    The first override whose globs all match decides; a sync without a name (null upstream)
+    matches a `name` glob as the empty string, so only `*`-like patterns select it.
     """
-    resolved = [(o, None if o.ignore else o.apply(timbal.thresholds)) for o in timbal.overrides]
+    default = (timbal.thresholds, _limits(timbal.thresholds, "default"))
+    resolved: list[tuple[Any, tuple[Thresholds | None, Limits | None]]] = []
+    for i, o in enumerate(timbal.overrides):
+        thresholds = None if o.ignore else o.apply(timbal.thresholds)
+        limits = None if thresholds is None else _limits(thresholds, f"overrides[{i}]")
+        resolved.append((o.match, (thresholds, limits)))
 
     def resolve(
         org_id: str, connector_id: str, sync_id: str, name: str | None
-    ) -> Thresholds | None:
-        for override, thresholds in resolved:
-            m = override.match
+    ) -> tuple[Thresholds | None, Limits | None]:
+        for m, found in resolved:
             if (
                 glob_match(org_id, m.org_id)
                 and glob_match(connector_id, m.connector_id)
                 and glob_match(sync_id, m.sync_id)
                 and glob_match(name or "", m.name)
             ):
-                return thresholds
-        return timbal.thresholds
+                return found
+        return default
 
     return resolve
+
+
+def effective_thresholds(timbal: TimbalConfig) -> ThresholdResolver:
+    """A resolver (org_id, connector_id, sync_id, name) → thresholds, or None if ignored."""
+    resolve = resolve_limits(timbal)
+    return lambda org_id, connector_id, sync_id, name: resolve(org_id, connector_id, sync_id, name)[
+        0
+    ]
 
 
 def _timbal_condition(
@@ -75,8 +93,14 @@ def _timbal_label(sync: TimbalSync) -> str:
     return f"Timbal sync {named}({sync.org_id}/{sync.id})"
 
 
-def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: datetime) -> Evaluation:
-    """SyncStale / SyncNeverSucceeded / SyncDisabled for one Timbal sync."""
+def evaluate_timbal(
+    sync: TimbalSync, thresholds: Thresholds | None, now: datetime, limits: Limits | None = None
+) -> Evaluation:
+    """SyncStale / SyncNeverSucceeded / SyncDisabled for one Timbal sync.
+
+    `limits` (the lines the ratio is judged against, and their origin) is carried on the
+    evaluation for the status page; it does not change the verdict.
+    """
     if thresholds is None:
         return Evaluation(sync, SyncState.IGNORED)
     if not sync.enabled:
@@ -109,7 +133,7 @@ def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: dateti
         elif ratio >= thresholds.warn_ratio:
             severity = Severity.WARNING
     if severity is None:
-        return Evaluation(sync, SyncState.OK, ratio=ratio)
+        return Evaluation(sync, SyncState.OK, ratio=ratio, limits=limits)
 
     interval = format_duration(sync.interval_secs)
     lagged = age_text(lag)
@@ -151,7 +175,7 @@ def evaluate_timbal(sync: TimbalSync, thresholds: Thresholds | None, now: dateti
         description=description,
         extra=extra,
     )
-    return Evaluation(sync, state_for(severity), condition, ratio)
+    return Evaluation(sync, state_for(severity), condition, ratio, limits)
 
 
 def _threshold(thresholds: Thresholds, severity: Severity) -> float:
@@ -248,21 +272,28 @@ def timbal_families(evaluations: Sequence[Evaluation]) -> list[Family]:
 class TimbalRules:
     """Timbal's SourceRules: each sync judged by the thresholds its overrides resolve to."""
 
-    resolve: ThresholdResolver
+    resolve: LimitsResolver
 
     @classmethod
     def from_config(cls, config: TimbalConfig) -> TimbalRules:
-        return cls(effective_thresholds(config))
+        return cls(resolve_limits(config))
 
     def evaluate(self, sync: TimbalSync, now: datetime) -> Evaluation:
-        thresholds = self.resolve(sync.org_id, sync.connector_id, sync.id, sync.name or "")
-        return evaluate_timbal(sync, thresholds, now)
+        thresholds, limits = self.resolve(sync.org_id, sync.connector_id, sync.id, sync.name)
+        return evaluate_timbal(sync, thresholds, now, limits)
 
     def describe(self, e: Evaluation) -> str:
         return timbal_state_text(e)
 
     def families(self, evaluations: Sequence[Evaluation]) -> list[Family]:
         return timbal_families(evaluations)
+
+    def facts(self, e: Evaluation, _now: datetime) -> SyncFacts:
+        sync = _timbal(e)
+        lag = sync.seconds_since_success
+        return SyncFacts(
+            sync.name or sync.id, sync.last_success_at, None if lag is None else float(lag)
+        )
 
     def check_row(self, e: Evaluation) -> dict[str, Any]:
         sync = _timbal(e)
