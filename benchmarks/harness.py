@@ -65,7 +65,7 @@ class Size:
     latency: float = 0.05
     page_warmup: int = 3  # untimed GETs of each page before the timed ones
     page_requests: int = 20  # timed GETs of each page
-    page_pairs: int = 3  # loaded + quiet cycle pairs under the overview clients
+    page_pairs: int = 4  # loaded + quiet cycle pairs under the overview clients
 
 
 FULL = Size(

@@ -20,7 +20,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ import httpx
 from benchmarks.clients import Scrapers
 
 if TYPE_CHECKING:
-    from benchmarks.harness import Daemon
+    from benchmarks.harness import Cycle, Daemon
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 LIMIT_SECONDS = 0.2  # issue 17: every page renders server-side in <= 200 ms
@@ -85,8 +85,12 @@ def p95(values: Sequence[float]) -> float:
 
 
 def time_page(client: httpx.Client, path: str, warmup: int, requests: int) -> dict[str, Any]:
-    """Seconds per GET (whole body received) after `warmup` untimed ones, and the bytes."""
-    for _ in range(warmup):
+    """Seconds per GET (whole body received) after `warmup` ones, and the bytes; `first`
+    is the first GET's (the first page to read a new snapshot builds its index)."""
+    started = time.perf_counter()
+    client.get(path)
+    first = time.perf_counter() - started
+    for _ in range(warmup - 1):
         client.get(path)
     seconds, size, status = [], 0, 200
     for _ in range(requests):
@@ -100,6 +104,7 @@ def time_page(client: httpx.Client, path: str, warmup: int, requests: int) -> di
         "median": statistics.median(seconds),
         "p95": p95(seconds),
         "max": max(seconds),
+        "first": first,
         "bytes": size,
     }
 
@@ -135,36 +140,45 @@ def render_run(url: str, fleet: dict[str, Any], warmup: int, requests: int) -> d
 
 
 def load_run(d: Daemon, pairs: int, timeout: float) -> dict[str, Any]:
-    """Cycles alternately loaded by overview clients and quiet, each starting after a
-    cycle ends (so the next cycle is wholly loaded, or wholly quiet)."""
-    quiet, loaded = [], []
-    loads = Scrapers(d.url, ["/"] * CLIENTS, PAUSE, headers=BROWSER)  # totals over every pair
+    """Pairs of adjacent cycles, one loaded by the overview clients and one quiet, each
+    starting after a cycle ends (so the next cycle is wholly loaded, or wholly quiet).
+
+    The delay is the median over the pairs of loaded / quiet: two adjacent cycles share
+    the machine's background, which on a shared machine varies more than the cycle does.
+    """
+    quiet: list[Cycle] = []
+    loaded: list[Cycle] = []
+    ok, errors, seconds = 0, [], []
     n = len(d.wait_cycles(len(d.cycles) + 1, timeout))
     for _ in range(pairs):
-        clients = Scrapers(d.url, ["/"] * CLIENTS, PAUSE, headers=BROWSER)
-        with clients:
+        with Scrapers(d.url, ["/"] * CLIENTS, PAUSE, headers=BROWSER) as clients:
             n += 1
-            loaded.append(d.wait_cycles(n, timeout)[-1].duration)
-        loads.ok += clients.ok
-        loads.errors += clients.errors
-        loads.seconds += clients.seconds
+            loaded.append(d.wait_cycles(n, timeout)[-1])
+        ok, errors, seconds = ok + clients.ok, errors + clients.errors, seconds + clients.seconds
         n += 1
-        quiet.append(d.wait_cycles(n, timeout)[-1].duration)
-    q, lo = statistics.median(quiet), statistics.median(loaded)
+        quiet.append(d.wait_cycles(n, timeout)[-1])
+    ratios = [lo.duration / q.duration for lo, q in zip(loaded, quiet, strict=True)]
+    cpu = [lo.cpu / q.cpu for lo, q in zip(loaded, quiet, strict=True)]
     return {
         "clients": CLIENTS,
         "pause": PAUSE,
-        "quiet_cycles": quiet,
-        "loaded_cycles": loaded,
-        "cycle_median_quiet": q,
-        "cycle_median_loaded": lo,
-        "delay": lo / q - 1,
-        "loads_ok": loads.ok,
-        "errors": loads.errors[:20],
-        "error_count": len(loads.errors),
+        "quiet_cycles": [c.duration for c in quiet],
+        "loaded_cycles": [c.duration for c in loaded],
+        "cycle_median_quiet": statistics.median(c.duration for c in quiet),
+        "cycle_median_loaded": statistics.median(c.duration for c in loaded),
+        "pair_ratios": ratios,
+        "delay": statistics.median(ratios) - 1,
+        # The daemon's CPU from the end of the cycle before to the end of this one: the
+        # loaded figure includes serving the overview, in the cycle and between cycles.
+        "quiet_cpu": [c.cpu for c in quiet],
+        "loaded_cpu": [c.cpu for c in loaded],
+        "cpu_delay": statistics.median(cpu) - 1,
+        "loads_ok": ok,
+        "errors": errors[:20],
+        "error_count": len(errors),
         # The overview as the clients saw it, cycle running or not: informative.
-        "overview_median": statistics.median(loads.seconds) if loads.seconds else None,
-        "overview_p95": p95(loads.seconds),
+        "overview_median": statistics.median(seconds) if seconds else None,
+        "overview_p95": p95(seconds),
     }
 
 
@@ -181,12 +195,21 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
                 p["status"] == 200 and p["p95"] <= LIMIT_SECONDS and p["bytes"] <= LIMIT_BYTES,
             )
         )
+    first = r["pages"]["pages"]["page: overview /"]["first"]
+    rows.append(
+        (
+            "page: first view after a cycle",
+            f"{first * 1000:.0f} ms (the overview, indexing the new snapshot)",
+            "<= 200 ms",
+            first <= LIMIT_SECONDS,
+        )
+    )
     load = r["page_load"]
     rows.append(
         (
             "cycle under 4 overview clients",
-            f"{load['delay'] * 100:+.1f}% ({load['cycle_median_loaded']:.2f}s vs quiet"
-            f" {load['cycle_median_quiet']:.2f}s), {load['error_count']} errors"
+            f"{load['delay'] * 100:+.1f}% (median of {len(load['pair_ratios'])} pairs;"
+            f" CPU {load['cpu_delay'] * 100:+.1f}%), {load['error_count']} errors"
             f" in {load['loads_ok']} loads",
             "<= +5%, 0 errors",
             load["delay"] <= LIMIT_DELAY and load["error_count"] == 0,
@@ -220,12 +243,13 @@ def _standalone(quick: bool, work: Path) -> dict[str, Any]:
     return results
 
 
-def table(rows: Iterator[tuple[str, str, str, bool]] | list[tuple[str, str, str, bool]]) -> str:
-    rows = list(rows)
+def table(rows: list[tuple[str, str, str, bool]], quick: bool) -> str:
+    words = ("within", "over (indicative)") if quick else ("met", "NOT MET")
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True))
-        + ("  met" if row[3] else "  NOT MET")
+        + "  "
+        + words[0 if row[3] else 1]
         for row in rows
     )
 
@@ -240,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = _standalone(args.quick, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(table(verdicts(results)))
+    if args.quick:
+        print("quick fleet: the limits are set for the full fleet; verdicts are indicative only.")
+    print(table(verdicts(results), args.quick))
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -8,6 +8,7 @@ label the alert lacks matches it as the empty string; a regex is anchored at bot
 from __future__ import annotations
 
 import enum
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -151,15 +152,15 @@ class _Active:
                 self.by_label.setdefault(key.name, {}).setdefault(key.value, []).append((n, s))
 
     def __call__(self, labels: Mapping[str, str]) -> tuple[str, ...]:
-        found = [
-            c
-            for name, values in self.by_label.items()
-            for c in values.get(labels.get(name, ""), ())  # a missing label is ""
-        ]
+        found: list[tuple[int, Silence]] = []
+        for name, values in self.by_label.items():
+            if hit := values.get(labels.get(name, "")):  # a missing label is ""
+                found += hit
         found += self.rest
         if not found:
             return ()
-        found.sort(key=lambda c: c[0])  # in the order given, as one list would be
+        if len(found) > 1:
+            found.sort(key=operator.itemgetter(0))  # in the order given, as one list would be
         return tuple(s.id for _, s in found if s.matches(labels))
 
 
@@ -192,6 +193,10 @@ def any_of(muters: Iterable[Muter]) -> Muter:
     kept: Sequence[Muter] = tuple(muters)
 
     def muter(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
-        return tuple(name for m in kept for name in m(labels, now))
+        found: tuple[str, ...] = ()
+        for m in kept:  # asked of every alert of a cycle or a page: a loop, no generator
+            if names := m(labels, now):
+                found += names
+        return found
 
     return muter

@@ -53,9 +53,12 @@ def alert_rows(ordered: Iterable[Alert], muter: Muter, now: datetime) -> list[Al
     first, then suppressed, then pending; within each, in `ordered`'s order (`by_urgency`)."""
     states: dict[str, list[AlertRow]] = {s: [] for s in ALERT_STATES}
     for a in ordered:
-        muted = muter(a.labels, now) if a.firing else ()
-        state = "pending" if not a.firing else "suppressed" if muted else "firing"
-        states[state].append(AlertRow(a, state, muted))
+        if not a.firing:
+            states["pending"].append(AlertRow(a, "pending", ()))
+        elif muted := muter(a.labels, now):
+            states["suppressed"].append(AlertRow(a, "suppressed", muted))
+        else:
+            states["firing"].append(AlertRow(a, "firing", ()))
     return [row for s in ALERT_STATES for row in states[s]]
 
 

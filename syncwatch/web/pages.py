@@ -176,6 +176,9 @@ class Pages:
             return _html(
                 "error.html", 400, message="state, page or refresh: not a value this page knows"
             )
+        return await run_in_threadpool(self._tenant, source, tenant, state, page, refresh)
+
+    def _tenant(self, source: str, tenant: str, state: str, page: int, refresh: int) -> Response:
         fleet = self.ctx.current()
         if not fleet.known(source, tenant):
             return _html("error.html", 404, message=f"no tenant {tenant} of source {source}")
@@ -207,7 +210,9 @@ class Pages:
         query = Query(tenant=tenant, sync_id=sync_id, limit=TIMELINE_SIZE, before=before)
         found, next_id = await run_in_threadpool(self.ctx.history.query, query)
         entries = [e for _, e in found if e.source in ("", source)]
-        current = view.sync_row(self.ctx.current(), source, tenant, sync_id, self.ctx.now())
+        current = await run_in_threadpool(
+            lambda: view.sync_row(self.ctx.current(), source, tenant, sync_id, self.ctx.now())
+        )
         return _html(
             "sync.html",
             source=source,
