@@ -154,6 +154,7 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         # Bound by run_daemon before anything else, so a taken port is one line and exit 69.
         self.sockets = sockets
+        self.pages: PagesContext | None = None  # the status page's, once the server is up
         self.limits = limits or ListenerLimits.for_fd_limit(
             raise_fd_limit(), config.daemon.concurrency
         )
@@ -284,6 +285,8 @@ class Daemon:
             rows_written=result.rows_written,
             committed=committed,
         )
+        if self.pages is not None:  # after the cycle's time: the status page's index of it
+            await asyncio.to_thread(self.pages.fleet.prepare, self.telemetry.snapshot)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -391,7 +394,9 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         context = self._api_context()
-        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, context.now)
+        pages = self.pages = PagesContext(
+            lambda: self.telemetry.snapshot, self.history, context.now
+        )
         app = AuthMiddleware(
             build_app(
                 self.telemetry,

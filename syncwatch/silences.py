@@ -152,15 +152,16 @@ class _Active:
                 self.by_label.setdefault(key.name, {}).setdefault(key.value, []).append((n, s))
 
     def __call__(self, labels: Mapping[str, str]) -> tuple[str, ...]:
-        found: list[tuple[int, Silence]] = []
+        found: list[tuple[int, Silence]] | None = None  # no list at all for most alerts
         for name, values in self.by_label.items():
             if hit := values.get(labels.get(name, "")):  # a missing label is ""
-                found += hit
-        found += self.rest
+                found = hit if found is None else found + hit
+        if self.rest:
+            found = self.rest if found is None else found + self.rest
         if not found:
             return ()
-        if len(found) > 1:
-            found.sort(key=operator.itemgetter(0))  # in the order given, as one list would be
+        if len(found) > 1:  # in the order given, as one list would be
+            found = sorted(found, key=operator.itemgetter(0))
         return tuple(s.id for _, s in found if s.matches(labels))
 
 

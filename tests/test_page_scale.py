@@ -25,11 +25,13 @@ from syncwatch.lifecycle import Alert, AlertStatus
 from syncwatch.metrics import Snapshot
 from syncwatch.models import AlertName, Severity, Source
 from syncwatch.silence_store import SilenceStore
+from syncwatch.silences import Matcher, Silence
 from syncwatch.web.forms import FormsContext, form_routes
 from syncwatch.web.pages import (
     OVERVIEW_ALERTS,
     OVERVIEW_TENANTS,
     PAGE_SIZE,
+    Indexed,
     PagesContext,
     overview_page,
     page_routes,
@@ -221,3 +223,56 @@ def test_each_page_reads_the_latest_snapshot(pages: Pages) -> None:
     listed, _ = pages.get("/tenants")
     assert listed.texts["tenants"].startswith("301 tenants")
     pages.get("/tenants/timbal/org_nobody", 404)
+
+
+def test_the_alerts_pages_hold_every_alert_once_firing_then_suppressed_then_pending(
+    pages: Pages,
+) -> None:
+    # Tenants 0-9 pending, 10-14 silenced: 570 firing, then 10 suppressed, then 20 pending,
+    # on 6 pages of 100: page 6 starts in the firing ones and ends in the pending ones.
+    pending = {f"org_{t:05}" for t in range(10)}
+    pages.snapshot = replace(
+        pages.snapshot,
+        alerts=tuple(
+            replace(a, status=None, fired_at=None) if a.tenant in pending else a
+            for a in pages.snapshot.alerts
+        ),
+    )
+    now = datetime.now(UTC)  # the forms' clock: the silence is active now
+    for t in range(10, 15):
+        pages.silences.set(
+            Silence("", (Matcher("tenant", f"org_{t:05}"),), now - timedelta(minutes=1),
+                    now + timedelta(hours=1), "ops", "migration", now),
+            now,
+        )  # fmt: skip
+    seen = []
+    for n in range(1, 7):
+        shown, _ = pages.get(f"/alerts?page={n}")
+        assert shown.texts["alerts"].startswith(f"600 alerts, firing first; page {n} of 6")
+        seen += [(r[0].split()[-1], r[4], r[5]) for r in shown.body("alerts") if len(r) > 1]
+    states = [state for state, _, _ in seen]
+    assert states == ["firing"] * 570 + ["suppressed"] * 10 + ["pending"] * 20
+    assert len(set(seen)) == 600  # each alert once, across the pages' boundaries
+    assert {t for state, t, _ in seen if state == "suppressed"} == {
+        f"org_{t:05}" for t in range(10, 15)
+    }
+    muted, _ = pages.get("/alerts?state=suppressed")
+    assert [r[0].split()[-1] for r in muted.body("alerts")] == ["suppressed"] * 10
+    assert all(r[7] for r in muted.body("alerts"))  # named by the silence that mutes it
+
+
+def test_a_new_snapshot_is_indexed_after_its_cycle_only_while_someone_reads_the_pages() -> None:
+    clock = [1000.0]
+    indexed = Indexed(clock=lambda: clock[0])
+    first, second, third = fleet(3), fleet(4), fleet(5)
+    assert indexed.prepare(first) is None  # no page read yet: no work for nobody
+    shown = indexed(first)
+    assert shown.snapshot is first
+    assert indexed(first) is shown  # one index per snapshot, shared by every page
+    clock[0] += Indexed.WATCHED
+    ready = indexed.prepare(second)  # the daemon, after the next cycle
+    assert ready is not None
+    assert ready.snapshot is second
+    assert indexed(second) is ready  # the first view after the cycle finds it built
+    clock[0] += Indexed.WATCHED + 1
+    assert indexed.prepare(third) is None  # nobody has read a page for a while

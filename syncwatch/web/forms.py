@@ -138,24 +138,25 @@ def _page_param(request: Request) -> int | None:
 class Forms:
     def __init__(self, ctx: FormsContext) -> None:
         self.ctx = ctx
-        # The alerts by urgency, sorted once per snapshot (its alerts tuple), not per request.
-        self._ordered: tuple[Sequence[Alert] | None, list[Alert]] = (None, [])
+        # The alerts by urgency and their sources, once per snapshot (its alerts tuple).
+        self._ordered: tuple[Sequence[Alert] | None, list[Alert], list[str]] = (None, [], [])
 
-    def _by_urgency(self) -> list[Alert]:
-        alerts, ordered = self._ordered
+    def _by_urgency(self) -> tuple[list[Alert], list[str]]:
+        alerts, ordered, sources = self._ordered
         current = self.ctx.api.alerts()
         if alerts is not current:
-            ordered = lists.by_urgency(current)
-            self._ordered = (current, ordered)
-        return ordered
+            ordered, sources = lists.by_urgency(current), sorted({a.source for a in current})
+            self._ordered = (current, ordered, sources)
+        return ordered, sources
 
-    def _rows(self, wanted: lists.AlertFilter) -> list[lists.AlertRow]:
-        """The alerts `wanted` admits, in page order; only those are asked of the silences."""
+    def _states(self, wanted: lists.AlertFilter) -> lists.AlertStates:
+        """The alerts `wanted` admits by state; only those are asked of the silences."""
         api = self.ctx.api
         muter = any_of([api.silences.muter(), *api.muters()])
-        admitted = [a for a in self._by_urgency() if wanted.admits_alert(a)]
-        rows = lists.alert_rows(admitted, muter, api.now())
-        return [r for r in rows if not wanted.state or r.state == wanted.state]
+        ordered, _ = self._by_urgency()
+        if wanted.source or wanted.tenant or wanted.severity:
+            ordered = [a for a in ordered if wanted.admits_alert(a)]
+        return lists.alert_states(ordered, muter, api.now())
 
     async def alerts(self, request: Request) -> Response:
         q = request.query_params
@@ -173,17 +174,18 @@ class Forms:
             return render(
                 "error.html", 400, message="severity, state, page or refresh: not a known value"
             )
-        rows = self._rows(wanted)
-        pages = max(1, -(-len(rows) // PAGE_SIZE))
+        states = self._states(wanted)
+        total = states.count(wanted.state)
+        pages = max(1, -(-total // PAGE_SIZE))
         kept = {k: v for k, v in vars_of(wanted).items() if v}
         return render(
             "alerts.html",
             token=self.ctx.csrf.token(_user(request)),
             user=_user(request),
-            rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
-            total=len(rows),
+            rows=states.rows(wanted.state, (page - 1) * PAGE_SIZE, page * PAGE_SIZE),
+            total=total,
             f=wanted,
-            sources=sorted({a.source for a in self._by_urgency()}),
+            sources=self._by_urgency()[1],
             severities=lists.SEVERITIES,
             states=lists.ALERT_STATES,
             page=page,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,24 +42,59 @@ class AlertFilter:
 
 def by_urgency(alerts: Iterable[Alert]) -> list[Alert]:
     """Critical before warning, then by source, tenant, sync and alert name: the order
-    within each state of `alert_rows` (it changes only with the snapshot)."""
+    within each state of `alert_states` (it changes only with the snapshot)."""
     return sorted(
         alerts, key=lambda a: (-a.severity.rank, a.source, a.tenant, a.sync_id, a.alertname)
     )
 
 
-def alert_rows(ordered: Iterable[Alert], muter: Muter, now: datetime) -> list[AlertRow]:
+@dataclass(frozen=True, slots=True)
+class AlertStates:
+    """Alerts by their state now, each state's in `by_urgency` order. A page makes rows only
+    for those it shows: at 20,000 alerts, no object per alert per request."""
+
+    firing: Sequence[Alert]
+    suppressed: Sequence[Alert]
+    muted_by: Sequence[tuple[str, ...]]  # what mutes each of `suppressed`
+    pending: Sequence[Alert]
+
+    def _groups(self, state: str) -> list[tuple[str, Sequence[Alert]]]:
+        groups = {"firing": self.firing, "suppressed": self.suppressed, "pending": self.pending}
+        return [(s, groups[s]) for s in ALERT_STATES if not state or s == state]
+
+    def count(self, state: str = "") -> int:
+        return sum(len(alerts) for _, alerts in self._groups(state))
+
+    def rows(self, state: str, start: int, stop: int) -> list[AlertRow]:
+        """Rows `start` to `stop` of `state`'s alerts; of every state, firing first, for ""."""
+        out: list[AlertRow] = []
+        offset = 0
+        for s, alerts in self._groups(state):
+            lo, hi = max(start - offset, 0), min(stop - offset, len(alerts))
+            muted = s == "suppressed"
+            out += (
+                AlertRow(alerts[i], s, self.muted_by[i] if muted else ()) for i in range(lo, hi)
+            )
+            offset += len(alerts)
+        return out
+
+
+def alert_states(ordered: Iterable[Alert], muter: Muter, now: datetime) -> AlertStates:
     """Every alert with its state now: a silence made a moment ago shows at once. Firing
     first, then suppressed, then pending; within each, in `ordered`'s order (`by_urgency`)."""
-    states: dict[str, list[AlertRow]] = {s: [] for s in ALERT_STATES}
+    firing: list[Alert] = []
+    suppressed: list[Alert] = []
+    muted_by: list[tuple[str, ...]] = []
+    pending: list[Alert] = []
     for a in ordered:
         if not a.firing:
-            states["pending"].append(AlertRow(a, "pending", ()))
+            pending.append(a)
         elif muted := muter(a.labels, now):
-            states["suppressed"].append(AlertRow(a, "suppressed", muted))
+            suppressed.append(a)
+            muted_by.append(muted)
         else:
-            states["firing"].append(AlertRow(a, "firing", ()))
-    return [row for s in ALERT_STATES for row in states[s]]
+            firing.append(a)
+    return AlertStates(firing, suppressed, muted_by, pending)
 
 
 def silences_by_state(
