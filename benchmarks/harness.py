@@ -470,7 +470,7 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
                 )
                 detection.append(capture.first_seen[sync_id] - flipped)
             # After detection: the flipped syncs' alerts are on the overview too.
-            results["page_load"] = pages.load_run(d, size.page_pairs, timeout)
+            results["page_load"] = pages.load_run(d, size.page_pairs, timeout, size.poll_interval)
     finally:
         capture.close()
 
