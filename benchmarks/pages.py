@@ -149,7 +149,7 @@ def load_run(d: Daemon, pairs: int, timeout: float, poll_interval: float) -> dic
     """
     quiet: list[Cycle] = []
     loaded: list[Cycle] = []
-    ok, errors, seconds, first = 0, [], [], []
+    ok, errors, seconds, first, during = 0, [], [], [], []
     n = len(d.wait_cycles(len(d.cycles) + 1, timeout))
     for _ in range(pairs):
         with Scrapers(d.url, ["/"] * CLIENTS, PAUSE, headers=BROWSER) as clients:
@@ -161,9 +161,12 @@ def load_run(d: Daemon, pairs: int, timeout: float, poll_interval: float) -> dic
         # No page was read in the quiet cycle: the first view of its snapshot, a moment
         # after it (the daemon indexes it then, as pages were read a cycle ago).
         time.sleep(min(FIRST_VIEW_AFTER, poll_interval / 4))  # a view then: not a wait for it
+        # The next cycle starts poll_interval after this one started, or at once if this
+        # one overran: a view then waits for the cycle too (only an overloaded machine).
+        between = time.monotonic() < quiet[-1].at - quiet[-1].duration + poll_interval
         started = time.perf_counter()
         httpx.get(f"{d.url}/", headers=BROWSER, timeout=60).raise_for_status()
-        first.append(time.perf_counter() - started)
+        (first if between else during).append(time.perf_counter() - started)
         d.poll_log()
         n = len(d.cycles)  # the next pair starts at the next cycle
     ratios = [lo.duration / q.duration for lo, q in zip(loaded, quiet, strict=True)]
@@ -187,7 +190,8 @@ def load_run(d: Daemon, pairs: int, timeout: float, poll_interval: float) -> dic
         "error_count": len(errors),
         # The overview as the clients saw it, cycle running or not: informative.
         "overview_median": statistics.median(seconds) if seconds else None,
-        "first_views": first,
+        "first_views": first,  # between cycles, as meant
+        "first_views_in_a_cycle": during,  # the cycles overran: not a first view's own time
         "overview_p95": p95(seconds),
     }
 
@@ -206,15 +210,16 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             )
         )
     load = r["page_load"]
-    first = max(load["first_views"])
+    views, overran = load["first_views"], len(load["first_views_in_a_cycle"])
     cold = r["pages"]["pages"]["page: overview /"]["first"]
     rows.append(
         (
             "page: first view after a cycle",
-            f"max {first * 1000:.0f} ms of {len(load['first_views'])} (nobody reading"
-            f" before: {cold * 1000:.0f} ms)",
+            (f"max {max(views) * 1000:.0f} ms of {len(views)}" if views else "none between cycles")
+            + (f", {overran} in a cycle that overran" if overran else "")
+            + f" (nobody reading before: {cold * 1000:.0f} ms)",
             "<= 200 ms",
-            first <= LIMIT_SECONDS,
+            bool(views) and max(views) <= LIMIT_SECONDS,
         )
     )
     rows.append(
