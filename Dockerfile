@@ -17,13 +17,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 RUN python -m venv /opt/syncwatch
 # Runtime dependencies exactly as locked, every file checked against its hash.
-COPY requirements.lock ./
+COPY requirements.lock requirements-build.lock ./
 RUN /opt/syncwatch/bin/pip install --require-hashes --no-deps -r requirements.lock
+# The build backend (hatchling and its dependencies) as locked and hashed too, in a venv of
+# its own that the image does not ship; requirements-build.lock is [build-system] requires
+# of pyproject.toml, compiled as its first lines say (tests/test_release.py checks it).
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock
 COPY pyproject.toml README.md LICENSE hatch_build.py ./
 COPY syncwatch ./syncwatch
-# Byte-compiled here: the running container has a read-only root filesystem. No
-# dependency is resolved at this step: they all came from the lock.
-RUN /opt/syncwatch/bin/pip install --no-deps ./
+# No isolation: the wheel is built by the locked backend, nothing is fetched for it. Then
+# installed alone, byte-compiled here (the running container has a read-only root
+# filesystem); no dependency is resolved at this step: they all came from the lock.
+RUN /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /tmp/wheels . \
+    && /opt/syncwatch/bin/pip install --no-deps /tmp/wheels/syncwatch-*.whl
 
 
 FROM python:3.11.13-slim-bookworm

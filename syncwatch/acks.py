@@ -37,8 +37,8 @@ def ack_silence(
 ) -> Silence:
     """The silence acknowledging `alert` as it fires now (id "" : the store gives one)."""
     labels = {
-        "alertname": alert.alertname,
-        "source": alert.source,
+        "alertname": str(alert.alertname),
+        "source": str(alert.source),
         "tenant": alert.tenant,
         "sync_id": alert.sync_id,
         "severity": str(alert.severity),

@@ -11,13 +11,15 @@ import orjson
 from syncwatch.lifecycle import Alert
 from syncwatch.models import Severity
 from syncwatch.outbox import AlertStatus
+from syncwatch.sqldb import upsert
 
 COLUMNS = (
     "alertname, source, tenant, sync_id, severity, status, labels, annotations,"
     " active_since, fired_at, last_notified_at, cleared_since, told"
 )
 SELECT = f"SELECT {COLUMNS} FROM alerts"  # noqa: S608 - a constant
-UPSERT = f"INSERT OR REPLACE INTO alerts ({COLUMNS}) VALUES ({','.join('?' * 13)})"  # noqa: S608
+KEY = ("alertname", "source", "tenant", "sync_id")
+UPSERT = upsert("alerts", tuple(c.strip() for c in COLUMNS.split(",")), KEY)
 
 
 def _ts(value: datetime | None) -> float | None:

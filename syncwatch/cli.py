@@ -130,10 +130,10 @@ def _check_muter(config: Config) -> Muter:
     from syncwatch.silences import any_of
 
     muters = [maintenance_muter(config)]
-    path = config.daemon.resolved_state_path()
-    if path.exists():
+    target = config.daemon.state_target()
+    if not isinstance(target, Path) or target.exists():
         try:
-            store = SilenceStore(path)
+            store = SilenceStore(target)
         except StartupError as exc:
             print(f"syncwatch: silences not read: {exc}", file=sys.stderr)
         else:

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,8 @@ from syncwatch.config import ConfigError, DaemonConfig, secrets_of
 from syncwatch.dispatch import Dispatcher
 from syncwatch.engine import Engine
 from syncwatch.evaluate import evaluate_listings
+from syncwatch.freshness_api import freshness_routes
+from syncwatch.freshness_store import FreshnessLedger, max_gap
 from syncwatch.history import ended_between, silence_entry
 from syncwatch.history_api import history_routes
 from syncwatch.history_store import HistoryCollector, HistoryStore
@@ -49,10 +50,10 @@ from syncwatch.silences import Muter, any_of
 from syncwatch.sources import Poller
 from syncwatch.sources.registry import rules_of
 from syncwatch.startup import raise_fd_limit
-from syncwatch.state import StateStore, WalLoss, state_error
+from syncwatch.state import StateStore, WalLoss
 from syncwatch.store import Store
 from syncwatch.web.forms import FormsContext, form_routes
-from syncwatch.web.pages import PagesContext, overview_page, page_routes
+from syncwatch.web.pages import Indexed, PagesContext, overview_page, page_routes
 from syncwatch.webauth import Authenticator, AuthMiddleware, may_write
 from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
 
@@ -154,25 +155,27 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         # Bound by run_daemon before anything else, so a taken port is one line and exit 69.
         self.sockets = sockets
-        self.pages: PagesContext | None = None  # the status page's, once the server is up
         self.limits = limits or ListenerLimits.for_fd_limit(
             raise_fd_limit(), config.daemon.concurrency
         )
-        self.store = StateStore(config.daemon.resolved_state_path())
+        target = config.daemon.state_target()  # a SQLite file or a PostgreSQL DSN
+        self.store = StateStore(target)
         if self.store.wal_loss is not None:
             _log_wal_loss(self.store.path, self.store.wal_loss)
-        # Silences live in the same file; their writes are rare and committed on return.
-        self.silences = SilenceStore(
-            self.store.path, timedelta(seconds=config.alerting.silence_retention)
-        )
+        # Silences live in the same database; their writes are rare and committed on return.
+        self.silences = SilenceStore(target, timedelta(seconds=config.alerting.silence_retention))
         # History too; written behind the cycle by its own thread (history_store).
         self.history = HistoryStore(
-            self.store.path,
+            target,
             config.alerting.history_retention,
             config.alerting.history_max_rows,
             wall=clock.wall,
         )
         self.history.set_secrets(secrets_of(config))
+        # Per-tenant freshness: written by the history writer, in memory for the pages.
+        self.freshness = FreshnessLedger(max_gap(config.daemon.poll_interval))
+        self.history.attach(self.freshness)
+        self.indexed = Indexed()  # the status pages' index of each cycle's snapshot
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -182,7 +185,7 @@ class Daemon:
             max_connections=config.daemon.concurrency,
             transport=self.transport,
         )
-        # Every SQLite call from here on runs on the state store's own thread.
+        # Every state database call from here on runs on the state store's own thread.
         self.state = Store(self.store)
         self.engine = Engine(config, self.state)
         # What mutes alerts (silences, maintenance windows): each asked once per cycle.
@@ -199,6 +202,7 @@ class Daemon:
             outbox_pending=lambda: self.dispatcher.pending_counts,
             notifier_names=lambda: list(self.dispatcher.notifiers),
             state_up=lambda: self.state.up,
+            per_sync_series=config.metrics.per_sync_series,
         )
         wall = clock.wall
         self.telemetry.registry.register(
@@ -264,6 +268,8 @@ class Daemon:
         result = self.engine.apply(report, now, created_mono=mono, muter=self._muter())
         # Committed before anything is sent; a sick store keeps it in memory and goes on.
         committed = await self.state.flush()
+        self.freshness.observe_report(report, [m.window() for m in self.config.maintenance], now)
+        self.history.wake()
         await self._end_acks(now)
         self._record_ended_silences(now)
         if self.silences.collectable(now):
@@ -285,8 +291,7 @@ class Daemon:
             rows_written=result.rows_written,
             committed=committed,
         )
-        if self.pages is not None:  # after the cycle's time: the status page's index of it
-            await asyncio.to_thread(self.pages.fleet.prepare, self.telemetry.snapshot)
+        await asyncio.to_thread(self.indexed.prepare, self.telemetry.snapshot)  # if pages read
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -313,7 +318,7 @@ class Daemon:
             "started",
             version=__version__,
             listen=bound_address(self.sockets or []),  # where it really listens: port 0 resolved
-            state_path=str(self.store.path),
+            **self.store.names,
             notifiers=sorted(self.dispatcher.notifiers),
             alerts_restored=len(self.engine.alerts),
         )
@@ -394,9 +399,8 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         context = self._api_context()
-        pages = self.pages = PagesContext(
-            lambda: self.telemetry.snapshot, self.history, context.now
-        )
+        figures, indexed, now = self.freshness.figures, self.indexed, context.now
+        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, now, figures, indexed)
         app = AuthMiddleware(
             build_app(
                 self.telemetry,
@@ -405,6 +409,7 @@ class Daemon:
                     *api_routes(context),
                     *ack_routes(context),
                     *history_routes(self.history),
+                    *freshness_routes(figures),
                     *page_routes(pages),
                     *form_routes(FormsContext(context)),
                 ],
@@ -467,8 +472,8 @@ class Daemon:
         try:
             if await asyncio.to_thread(self.silences.collect, now):
                 log.info("silences_collected", retention=self.config.alerting.silence_retention)
-        except sqlite3.Error as exc:
-            log.warning("silences_collect_failed", error=f"{type(exc).__name__}: {exc}")
+        except self.silences.errors as exc:
+            log.warning("silences_collect_failed", error=self.silences.error_text(exc))
 
     def _server_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self.stop.is_set():
@@ -519,18 +524,20 @@ class Daemon:
         self.silences.retention = timedelta(seconds=config.alerting.silence_retention)
         self.history.retention = config.alerting.history_retention
         self.history.max_rows = config.alerting.history_max_rows
+        self.freshness.max_gap = max_gap(config.daemon.poll_interval)
         self.history.set_secrets(secrets_of(config))
         self.dispatcher.notifiers = self._notifiers(config)
         self.liveness.poll_interval = config.daemon.poll_interval
+        self.telemetry.per_sync_series = config.metrics.per_sync_series
         log.info("reloaded", notifiers=sorted(self.dispatcher.notifiers))
         sd_notify("READY=1")
 
 
 def _state_problem(store: StateStore, exc: BaseException) -> dict[str, str]:
-    """A SQLite error names the file and what to do (disk full: free space; we keep going)."""
-    if not isinstance(exc, sqlite3.Error):
+    """A database error names the database and what to do (disk full: free space…)."""
+    if not isinstance(exc, store.errors):
         return {}
-    return {"state_path": str(store.path), "state_problem": str(state_error(store.path, exc))}
+    return {**store.names, "state_problem": str(store.describe(exc))}
 
 
 def _log_wal_loss(path: Path | str, loss: WalLoss) -> None:

@@ -113,7 +113,7 @@ class Dispatcher:
             if name not in self._notifiers:
                 self._loops.pop(name).cancel()
                 self._wakes.pop(name, None)
-        self._drop_unconfigured()
+        self.drop_unconfigured()
         for name in self._notifiers:
             if name not in self._loops:
                 self._wakes[name] = asyncio.Event()
@@ -126,7 +126,7 @@ class Dispatcher:
             # Cleared before the queue is read: a wake that comes during the drain is kept.
             wake.clear()
             try:
-                delay = await self._drain(notifier)
+                delay = await self.drain(notifier)
             except Exception as exc:  # nobody awaits this task until shutdown
                 # A dead loop would silently stop this notifier's deliveries; log, retry later.
                 log.error(
@@ -140,16 +140,8 @@ class Dispatcher:
                 return
             await wait_for_event(self.clock, wake, delay)
 
-    async def deliver_due(self) -> float | None:
-        """One pass over every notifier, then a flush (tests and tools; the daemon runs a loop
-        per notifier); seconds until the next retry is due (None: idle)."""
-        self._drop_unconfigured()
-        results = await asyncio.gather(*(self._drain(n) for n in self.store.notifiers()))
-        await self.store.flush()
-        waits = [r for r in results if r is not None]
-        return min(waits) if waits else None
-
-    def _drop_unconfigured(self) -> None:
+    def drop_unconfigured(self) -> None:
+        """Drop the rows of notifiers no longer configured (at start and on SIGHUP)."""
         for name in self.store.notifiers():
             if name not in self._notifiers:
                 # Even a row waiting for its retry: nothing will ever deliver it.
@@ -171,8 +163,9 @@ class Dispatcher:
             timing = self._timing[row.delivery_id] = _Timing(due, expires)
         return timing
 
-    async def _drain(self, notifier: str) -> float | None:
-        """Deliver this notifier's rows in order until one is not yet due or the queue is empty."""
+    async def drain(self, notifier: str) -> float | None:
+        """One pass of a notifier's loop: deliver its rows in order until one is not yet due
+        (returns the seconds until it is) or the queue is empty (None)."""
         while self._stop is None or not self._stop.is_set():
             row = self.store.head(notifier)
             if row is None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
 from syncwatch import logs
 from syncwatch.clock import StepDetector
+from syncwatch.config import AlertingConfig, NotifierConfig
 from syncwatch.evaluate import Report
 from syncwatch.history import HistorySink, transition_entries
 from syncwatch.lifecycle import (
@@ -26,7 +28,6 @@ from syncwatch.lifecycle import (
 from syncwatch.models import AlertName
 from syncwatch.outbox import Batch, EventKind
 from syncwatch.routing import plan
-from syncwatch.settings import Config
 from syncwatch.silences import Muter
 from syncwatch.store import Store
 
@@ -54,12 +55,23 @@ def outcomes_of(report: Report) -> list[TenantOutcome]:
     ]
 
 
+class EngineConfig(Protocol):
+    """What the engine reads of the whole config (`settings.Config` is one): the engine
+    sits below the registries, so it names the core's section types, not `Config`."""
+
+    @property
+    def alerting(self) -> AlertingConfig: ...
+
+    @property
+    def notifiers(self) -> Sequence[NotifierConfig]: ...
+
+
 class Engine:
     """Holds the current alerts in memory and the durable copy in the store."""
 
     def __init__(
         self,
-        config: Config,
+        config: EngineConfig,
         store: Store,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         muter: Muter | None = None,
@@ -75,7 +87,7 @@ class Engine:
         self.failures: dict[TenantKey, int]
         self.alerts, self.failures = store.load()
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: EngineConfig) -> None:
         self.config = config
 
     def observe_clock(self, wall: float, monotonic: float) -> float:

@@ -8,7 +8,7 @@ holds what every source shares.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -146,6 +146,22 @@ class Report:
     listings: list[Listing]
     # The rules each source was judged by: metrics, `check` and resolutions ask them too.
     rules: Mapping[Source, SourceRules] = field(default_factory=dict)
+    # How many of `evaluations` each of `listings` holds, in order (empty when not known).
+    sizes: Sequence[int] = ()
+
+    def by_listing(self) -> Iterator[tuple[Listing, Sequence[Evaluation]]]:
+        """Each listing with its evaluations (none for a failed listing)."""
+        if len(self.sizes) == len(self.listings):
+            at = 0
+            for listing, size in zip(self.listings, self.sizes, strict=True):
+                yield listing, self.evaluations[at : at + size]
+                at += size
+            return
+        groups: dict[tuple[str, str], list[Evaluation]] = {}
+        for e in self.evaluations:
+            groups.setdefault((e.sync.source, e.sync.tenant), []).append(e)
+        for listing in self.listings:
+            yield listing, groups.get((listing.source, listing.tenant), [])
 
     def describe(self, e: Evaluation) -> str:
         """What `e`'s sync looks like now, in its source's words."""
@@ -176,16 +192,20 @@ def evaluate_listings(
     """
     evaluations: list[Evaluation] = []
     failures: list[Listing] = []
+    sizes: list[int] = []
     listings = list(listings)
     for listing in listings:
         if listing.error is not None:
             failures.append(listing)
+            sizes.append(0)
             continue
         judge = rules[listing.source].evaluate
         moment = listing.upstream_now or now
         found = [judge(sync, moment) for sync in listing.syncs]
-        evaluations.extend(_worst_per_sync(found) if listing.duplicates else found)
-    return Report(evaluations, failures, listings, rules)
+        found = _worst_per_sync(found) if listing.duplicates else found
+        evaluations.extend(found)
+        sizes.append(len(found))
+    return Report(evaluations, failures, listings, rules, sizes)
 
 
 def _badness(evaluation: Evaluation) -> tuple[int, float]:

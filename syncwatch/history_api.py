@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,10 +19,10 @@ def history_routes(store: HistoryStore) -> list[Route]:
         except BadQueryError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
-            # SQLite off the event loop: a long scan must not stall the cycle or /metrics.
+            # The database off the event loop: a long scan must not stall the cycle or /metrics.
             page, after = await run_in_threadpool(store.query, query)
-        except sqlite3.Error as exc:
-            error = f"state database: {type(exc).__name__}: {exc}; try again"
+        except store.errors as exc:
+            error = f"state database: {store.error_text(exc)}; try again"
             return JSONResponse({"error": error}, status_code=503)
         body = {
             "entries": [entry_json(e) for _, e in page],

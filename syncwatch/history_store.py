@@ -5,17 +5,18 @@ never wait for a history write. The writer commits whatever has accumulated in o
 transaction, deleting in it what is past the retention and, beyond the row cap, the oldest
 rows (counted). While the disk is sick the entries wait in memory, bounded by the same
 cap (the oldest dropped first, counted), and are written once it recovers. The table is
-versioned on its own (`schema_parts`), like the silences.
+versioned on its own (`schema_parts`), like the silences. Other parts of the database that
+are written behind the cycle (the freshness ledger) `attach` to the same writer and write
+in the same transactions.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from typing import Protocol
 
 import orjson
 import structlog
@@ -23,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syncwatch.history import Entry, Kind, Query
-from syncwatch.state import migrate_part, state_error
+from syncwatch.sqldb import Db, Target, open_db
 
 log = structlog.get_logger("syncwatch.history")
 
@@ -50,7 +51,43 @@ _MIGRATIONS: Sequence[str] = (
     """,
 )
 
+# The same part on PostgreSQL; append, never edit.
+_PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE history (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        event TEXT NOT NULL,
+        alertname TEXT NOT NULL,
+        source TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        sync_id TEXT NOT NULL,
+        detail BYTEA NOT NULL
+    );
+    CREATE INDEX history_by_at ON history (at);
+    CREATE INDEX history_by_tenant ON history (tenant, sync_id, id);
+    """,
+)
+
 _COLUMNS = "id, at, kind, event, alertname, source, tenant, sync_id, detail"
+
+
+class Attached(Protocol):
+    """A part of the state database written by the history writer, in its transactions."""
+
+    def open(self, db: Db) -> None:
+        """Migrate its tables and read what it needs (at attach, on the writer's connection)."""
+
+    def prepare(self, cutoff: float, final: bool = False) -> bool:
+        """Before each write, even one the database will refuse: apply the retention
+        (`cutoff`: its start) to what it holds; whether it has something to write
+        (`final`: the last flush before closing)."""
+        ...
+
+    def write(self, db: Db) -> Callable[[], None]:
+        """Write inside the open transaction; returns what to do once it is committed."""
+        ...
 
 
 class HistoryStore:
@@ -58,7 +95,7 @@ class HistoryStore:
 
     def __init__(
         self,
-        path: Path | str,
+        path: Target,
         retention: float = DEFAULT_RETENTION,
         max_rows: int = DEFAULT_MAX_ROWS,
         wall: Callable[[], float] = time.time,
@@ -79,26 +116,42 @@ class HistoryStore:
         self._error = ""
         self._secrets: list[str] = []
         self._pruned = float("-inf")  # monotonic time of the last write (retention applied)
+        self._parts: list[Attached] = []
+        # Not durable: a power cut may lose the last history rows, never the alert state.
+        self._db: Db = open_db(path, durable=False, busy_ms=1000)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise state_error(path, exc) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a power cut may lose the last history rows, never the alert state.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=1000")
             self._migrate()
             self.rows = int(self._db.execute("SELECT count(*) FROM history").fetchone()[0])
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             self._db.close()
-            raise state_error(path, exc) from None
+            raise self._db.describe(exc) from None
         except BaseException:
             self._db.close()
             raise
 
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        return self._db.errors
+
+    def error_text(self, exc: BaseException) -> str:
+        return self._db.error_text(exc)
+
     def _migrate(self) -> None:
-        migrate_part(self._db, self.path, PART, _MIGRATIONS)
+        pg = self._db.dialect == "postgresql"
+        self._db.migrate(PART, _PG_MIGRATIONS if pg else _MIGRATIONS)
+
+    def attach(self, part: Attached) -> None:
+        """Write `part` with the history from now on; it is opened on this connection."""
+        try:
+            with self._db_lock:
+                part.open(self._db)
+        except self._db.errors as exc:
+            raise self._db.describe(exc) from None
+        self._parts.append(part)
+
+    def wake(self) -> None:
+        """Something attached has rows to write: write them soon."""
+        self._wake.set()
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         """Configured secrets are blanked in what is stored (a last guard, as in the logs)."""
@@ -157,7 +210,7 @@ class HistoryStore:
             except Exception as exc:  # a bug here must not end history for good
                 log.error("history_write_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def flush(self) -> bool:
+    def flush(self, final: bool = False) -> bool:
         """Write what is pending and apply retention and cap, in one transaction."""
         self._build()
         with self._lock:
@@ -167,42 +220,39 @@ class HistoryStore:
              self._scrub(orjson.dumps(e.detail)))
             for e in batch
         ]  # fmt: skip
-        if not rows and time.monotonic() - self._pruned < PRUNE_EVERY:
-            return True  # nothing to write, retention applied lately: leave the lock alone
         cutoff = self._wall() - self.retention
+        due = [part.prepare(cutoff, final) for part in self._parts]
+        if not rows and not any(due) and time.monotonic() - self._pruned < PRUNE_EVERY:
+            return True  # nothing to write, retention applied lately: leave the lock alone
         try:
-            with self._db_lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
-                        "INSERT INTO history (at, kind, event, alertname, source, tenant, "
-                        "sync_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
+            with self._db_lock, self._db.transaction():
+                self._db.executemany(
+                    "INSERT INTO history (at, kind, event, alertname, source, tenant, "
+                    "sync_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                aged = self._db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
+                count = self.rows + len(rows) - aged.rowcount
+                over = count - self.max_rows
+                if over > 0:
+                    self._db.execute(
+                        "DELETE FROM history WHERE id IN "
+                        "(SELECT id FROM history ORDER BY id LIMIT ?)",
+                        (over,),
                     )
-                    aged = self._db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
-                    count = self.rows + len(rows) - aged.rowcount
-                    over = count - self.max_rows
-                    if over > 0:
-                        self._db.execute(
-                            "DELETE FROM history WHERE id IN "
-                            "(SELECT id FROM history ORDER BY id LIMIT ?)",
-                            (over,),
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
+                after = [part.write(self._db) for part in self._parts]
+        except self._db.errors as exc:
             if not self._error:
                 log.warning(
                     "history_write_failed",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=self._db.error_text(exc),
                     entries_in_memory=len(batch),
-                    hint="kept in memory and written when the state file works again",
+                    hint="kept in memory and written when the state database works again",
                 )
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._error = self._db.error_text(exc)
             return False
+        for done in after:
+            done()
         self.rows = count - max(over, 0)
         self._pruned = time.monotonic()
         if over > 0:
@@ -223,7 +273,7 @@ class HistoryStore:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self.unwritten() and not self.flush():
+        if (self.unwritten() or self._parts) and not self.flush(final=True):
             log.error("history_unwritten_at_exit", entries=self.unwritten())
         with self._db_lock:
             self._db.close()

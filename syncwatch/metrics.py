@@ -7,13 +7,20 @@ The fleet's part of the page (every per-sync, per-tenant and per-alert series: h
 thousands for a large fleet) changes only when a cycle replaces the snapshot, so it is
 rendered once per snapshot and format, and every other scrape reuses those bytes. The rest
 (counters, histograms, outbox, process) is rendered fresh on each scrape.
+
+`metrics.per_sync_series` chooses which syncs get per-sync series (every one, only those
+with an alert, or none); the per-tenant aggregates (syncs by state, worst staleness ratio,
+invalid records) are exported whatever it says, so a fleet's cost to Prometheus can be
+bounded by its tenants rather than its syncs.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import zlib
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +37,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from syncwatch import __version__
+from syncwatch.config import PerSyncSeries
 from syncwatch.evaluate import Evaluation, Report, SourceRules
 from syncwatch.exposition import Family, escape, lines, value
 from syncwatch.lifecycle import Alert
@@ -51,6 +59,8 @@ class Snapshot:
     last_cycle_timestamp: float | None = None
     clock_skew: Mapping[tuple[str, str], float] = field(default_factory=dict)
     rules: Mapping[Source, SourceRules] = field(default_factory=dict)  # who writes its syncs
+    # Records skipped as invalid in each tenant's last listing (only tenants with some).
+    invalid_records: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Telemetry:
@@ -62,11 +72,14 @@ class Telemetry:
         outbox_pending: Callable[[], Mapping[str, int]] = dict,
         notifier_names: Callable[[], Iterable[str]] = tuple,
         state_up: Callable[[], bool] = lambda: True,
+        per_sync_series: PerSyncSeries = "all",
     ) -> None:
         # `*_created` series double the counters' cardinality for no alerting value.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = CollectorRegistry(auto_describe=True)
         self.snapshot = Snapshot()
+        # Which syncs get per-sync series; set again on reload, read by the next render.
+        self.per_sync_series: PerSyncSeries = per_sync_series
         self.last_success: dict[tuple[str, str], float] = {}
         self.poll_duration = Histogram(
             "syncwatch_poll_duration_seconds",
@@ -120,16 +133,21 @@ class Telemetry:
         PlatformCollector(registry=self.registry)
         self._fleet_lock = threading.Lock()  # one render per snapshot, however many scrapers
         self._fleet_page: tuple[Snapshot | None, FleetPage] = (None, FleetPage([]))
+        self._fleet_mode = per_sync_series  # the mode _fleet_page was rendered in
 
     def record(self, report: Report, alerts: Iterable[Alert], finished_at: float) -> None:
         """Fold one finished cycle in: counters grow, the snapshot is replaced."""
         up: dict[tuple[str, str], bool] = {}
         skew: dict[tuple[str, str], float] = {}
+        invalid: dict[tuple[str, str], int] = {}
         for listing in report.listings:
             self._record_listing(listing, finished_at)
-            up[(str(listing.source), listing.tenant)] = listing.ok
+            tenant = (str(listing.source), listing.tenant)
+            up[tenant] = listing.ok
             if listing.clock_skew is not None:
-                skew[(str(listing.source), listing.tenant)] = listing.clock_skew
+                skew[tenant] = listing.clock_skew
+            if listing.invalid_records:
+                invalid[tenant] = listing.invalid_records
         with self._fleet_lock:
             # The previous cycle's page is not served again: free it now, not at the next scrape.
             self._fleet_page = (None, FleetPage([]))
@@ -141,6 +159,7 @@ class Telemetry:
             last_cycle_timestamp=finished_at,
             clock_skew=skew,
             rules=report.rules,
+            invalid_records=invalid,
         )
 
     def _record_listing(self, listing: Listing, finished_at: float) -> None:
@@ -186,9 +205,9 @@ class Telemetry:
 
     def _current_page(self) -> FleetPage:
         snapshot, page = self._fleet_page
-        if snapshot is not self.snapshot:
-            snapshot = self.snapshot
-            page = FleetPage(fleet_families(snapshot))
+        if snapshot is not self.snapshot or self._fleet_mode != self.per_sync_series:
+            snapshot, self._fleet_mode = self.snapshot, self.per_sync_series
+            page = FleetPage(fleet_families(snapshot, self._fleet_mode))
             self._fleet_page = (snapshot, page)
         return page
 
@@ -232,22 +251,97 @@ class FleetPage:
         return self._gzip[openmetrics]
 
 
-def fleet_families(snap: Snapshot) -> list[Family]:
-    """Every per-sync, per-tenant and per-alert family of one snapshot."""
+def fleet_families(snap: Snapshot, per_sync: PerSyncSeries = "all") -> list[Family]:
+    """Every per-sync, per-tenant and per-alert family of one snapshot.
+
+    `per_sync` picks the syncs whose own series are written: `all`, `alerting` (those with
+    an alert: pending, firing or suppressed) or `none`, where no series names a sync (the
+    alerts of a whole tenant, with no sync_id, stay). Every family is written, samples or not.
+    """
     # Each source writes its own families, from its records alone, in the registry's order.
     mine: dict[Source, list[Evaluation]] = {source: [] for source in snap.rules}
-    for e in snap.evaluations:
+    for e in per_sync_evaluations(snap, per_sync):
         mine[e.sync.source].append(e)
     per_source = [f for source, rules in snap.rules.items() for f in rules.families(mine[source])]
-    return [*per_source, *_tenant_families(snap)]
+    alerts = snap.alerts if per_sync != "none" else [a for a in snap.alerts if not a.sync_id]
+    return [*per_source, *_tenant_families(snap, alerts), *aggregate_families(snap)]
 
 
-def _tenant_families(snap: Snapshot) -> list[Family]:
+def per_sync_evaluations(snap: Snapshot, per_sync: PerSyncSeries) -> Iterable[Evaluation]:
+    """The evaluations whose syncs get their own series under `per_sync`."""
+    if per_sync == "all":
+        return snap.evaluations
+    if per_sync == "none":
+        return ()
+    alerting = {(a.source, a.tenant, a.sync_id) for a in snap.alerts if a.sync_id}
+    return [
+        e
+        for e in snap.evaluations
+        if e.condition is not None or (str(e.sync.source), e.sync.tenant, e.sync.id) in alerting
+    ]
+
+
+def aggregate_families(snap: Snapshot) -> list[Family]:
+    """The per-tenant aggregates, written in every per_sync_series mode.
+
+    Syncs by state and the invalid records count only what is there (a state no sync is in,
+    a tenant with no invalid record, has no series); the worst ratio is that of the syncs
+    judged by one (Timbal's enabled, not ignored syncs), NaN left out.
+    """
+    states: Tally[tuple[str, str, str]] = Tally()
+    worst: dict[tuple[str, str], float] = {}
+    for e in snap.evaluations:
+        tenant = (str(e.sync.source), e.sync.tenant)
+        states[(*tenant, str(e.state))] += 1
+        ratio = e.ratio
+        if ratio is None or math.isnan(ratio):
+            continue
+        if tenant not in worst or ratio > worst[tenant]:
+            worst[tenant] = ratio
+    syncs = lines(
+        f'syncwatch_tenant_syncs{{source="{escape(source)}",state="{escape(state)}",'
+        f'tenant="{escape(tenant)}"}} {value(count)}\n'
+        for (source, tenant, state), count in sorted(states.items())
+    )
+    ratios = lines(
+        f'syncwatch_tenant_worst_staleness_ratio{{source="{escape(source)}",'
+        f'tenant="{escape(tenant)}"}} {value(ratio)}\n'
+        for (source, tenant), ratio in sorted(worst.items())
+    )
+    invalid = lines(
+        f'syncwatch_tenant_invalid_records{{source="{escape(source)}",'
+        f'tenant="{escape(tenant)}"}} {value(count)}\n'
+        for (source, tenant), count in sorted(snap.invalid_records.items())
+        if count
+    )
+    return [
+        Family(
+            "syncwatch_tenant_syncs",
+            "Syncs of the tenant's last listing in each state (a state without syncs is absent).",
+            "gauge",
+            syncs,
+        ),
+        Family(
+            "syncwatch_tenant_worst_staleness_ratio",
+            "The highest staleness ratio among the tenant's syncs judged by one.",
+            "gauge",
+            ratios,
+        ),
+        Family(
+            "syncwatch_tenant_invalid_records",
+            "Records skipped as invalid in the tenant's last listing (absent when none).",
+            "gauge",
+            invalid,
+        ),
+    ]
+
+
+def _tenant_families(snap: Snapshot, shown: Iterable[Alert]) -> list[Family]:
     alerts = lines(
         f'syncwatch_alert{{alertname="{escape(a.alertname)}",severity="{escape(a.severity)}",'
         f'source="{escape(a.source)}",state="{escape(a.state)}",'
         f'sync_id="{escape(a.sync_id)}",tenant="{escape(a.tenant)}"}} 1.0\n'
-        for a in snap.alerts
+        for a in shown
     )
     up = lines(
         f'syncwatch_source_up{{source="{escape(source)}",tenant="{escape(tenant)}"}} '
@@ -330,6 +424,14 @@ class DaemonCollector(Collector):
         for name in sorted({*names, *counts}):
             pending.add_metric([name], counts.get(name, 0))
         yield pending
+
+        mode = GaugeMetricFamily(
+            "syncwatch_per_sync_series",
+            "1, with mode = metrics.per_sync_series: which syncs have per-sync series.",
+            labels=["mode"],
+        )
+        mode.add_metric([self.telemetry.per_sync_series], 1.0)
+        yield mode
 
         yield GaugeMetricFamily(
             "syncwatch_state_up",

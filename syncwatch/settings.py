@@ -29,6 +29,7 @@ from syncwatch.config.maintenance import MaintenanceConfig
 from syncwatch.config.sections import (
     AlertingConfig,
     DaemonConfig,
+    MetricsConfig,
     ParagonConfig,
     TimbalConfig,
     _loc_path,
@@ -53,6 +54,7 @@ class Config(BaseSettings):
     timbal: TimbalConfig | None = None
     paragon: ParagonConfig | None = None
     alerting: AlertingConfig = AlertingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     notifiers: list[AnyNotifierConfig] = []
     maintenance: list[MaintenanceConfig] = []
 

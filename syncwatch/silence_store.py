@@ -8,13 +8,11 @@ from the in-memory copy and never touch the disk. The table is versioned on its 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import orjson
 import structlog
@@ -31,7 +29,7 @@ from syncwatch.silences import (
     collectable,
     muted_by,
 )
-from syncwatch.state import migrate_part, state_error
+from syncwatch.sqldb import Db, Target, open_db, upsert
 
 log = structlog.get_logger("syncwatch.silence_store")
 
@@ -53,6 +51,23 @@ _MIGRATIONS: Sequence[str] = (
     # An acknowledgement's marker: {"fingerprint", "severity"} as JSON; NULL for a silence.
     "ALTER TABLE silences ADD COLUMN ack BLOB",
 )
+# The same part on PostgreSQL; append, never edit.
+_PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        matchers BYTEA NOT NULL,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        ack BYTEA
+    );
+    """,
+)
+_COLUMNS = ("id", "matchers", "starts_at", "ends_at", "created_by", "comment", "updated_at", "ack")
+_UPSERT = upsert("silences", _COLUMNS, ("id",))
 
 
 class SilenceNotFoundError(KeyError):
@@ -103,7 +118,7 @@ class SilenceStore:
 
     def __init__(
         self,
-        path: Path | str,
+        path: Target,
         retention: timedelta = DEFAULT_RETENTION,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -113,26 +128,23 @@ class SilenceStore:
         self._lock = threading.Lock()
         # Told of each committed write: ("created" | "updated" | "expired", silence, when).
         self.on_change: Callable[[str, Silence, datetime], None] | None = None
+        # durable: an acknowledged silence survives power loss too, not only kill -9.
+        self._db: Db = open_db(path, durable=True, busy_ms=5000)
+        self.errors = self._db.errors
+        self.error_text = self._db.error_text
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise state_error(path, exc) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged silence survives power loss too, not only kill -9.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._migrate()
             self._silences = {s.id: s for s in self._load()}
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             self._db.close()
-            raise state_error(path, exc) from None
+            raise self._db.describe(exc) from None
         except BaseException:
             self._db.close()
             raise
 
     def _migrate(self) -> None:
-        migrate_part(self._db, self.path, PART, _MIGRATIONS)
+        pg = self._db.dialect == "postgresql"
+        self._db.migrate(PART, _PG_MIGRATIONS if pg else _MIGRATIONS)
 
     def _load(self) -> list[Silence]:
         rows = self._db.execute(
@@ -224,18 +236,9 @@ class SilenceStore:
 
     def _write(self, saved: Sequence[Silence], deleted: Sequence[str]) -> None:
         # Disk first: memory changes only once the transaction is committed.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_row(s) for s in saved],
-            )
+        with self._db.transaction():
+            self._db.executemany(_UPSERT, [_row(s) for s in saved])
             self._db.executemany("DELETE FROM silences WHERE id = ?", [(i,) for i in deleted])
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
         for s in saved:
             self._silences[s.id] = s
         for i in deleted:

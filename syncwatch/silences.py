@@ -8,6 +8,7 @@ label the alert lacks matches it as the empty string; a regex is anchored at bot
 from __future__ import annotations
 
 import enum
+import json
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,9 +50,12 @@ class Matcher:
         return _OPERATORS[(self.is_regex, self.is_equal)]
 
     def __str__(self) -> str:
-        return f"{self.name}{self.operator}{self.value!r}"
+        """`name="value"` (or `!=`, `=~`, `!~`), JSON-quoted as the silence form reads it back."""
+        name = self.name if _PLAIN_NAME.fullmatch(self.name) else json.dumps(self.name)
+        return f"{name}{self.operator}{json.dumps(self.value, ensure_ascii=False)}"
 
 
+_PLAIN_NAME = re.compile(r'[^=!~"\s]+')  # a label name that needs no quotes in a matcher
 _OPERATORS = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}
 
 

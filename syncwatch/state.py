@@ -1,34 +1,38 @@
-"""Durable state: alerts, tenant failure counts and the outbox, in one SQLite database.
+"""Durable state: alerts, tenant failure counts and the outbox, in one database.
 
 A cycle's transitions and the notifications they cause are written in one transaction, so
-a crash either keeps both or neither. Only what changed is written.
+a crash either keeps both or neither. Only what changed is written. The database is a
+SQLite file (`daemon.state_path`) or PostgreSQL (`daemon.state_url`), behind `sqldb.Db`:
+the statements below are the same for both; each dialect has its own DDL.
+
+State is keyed by what it is about — (alertname, source, tenant, sync_id), (source,
+tenant), a delivery id — never by the replica that wrote it, so whoever owns a tenant
+carries on its alerts.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
-import sqlite3
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from syncwatch import alert_rows, wal
+from syncwatch import alert_rows
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.failures import redact_urls
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
 from syncwatch.outbox import Batch
-from syncwatch.startup import (
-    EX_CANTCREAT,
-    EX_DATAERR,
-    EX_IOERR,
-    EX_NOPERM,
-    EX_TEMPFAIL,
-    StartupError,
-    os_exit_code,
-)
+from syncwatch.sqldb import Db, upsert
+from syncwatch.sqlite_db import SqliteDb, WalLoss, migrate_part, open_checked, state_error
+from syncwatch.startup import StartupError
+
+__all__ = [  # the SQLite helpers the other parts of the state database use
+    "SCHEMA_VERSION",
+    "StateStore",
+    "WalLoss",
+    "migrate_part",
+    "state_error",
+]
 
 SCHEMA_VERSION = 2
 
@@ -72,152 +76,46 @@ _MIGRATIONS: Sequence[str] = (
     "ALTER TABLE alerts ADD COLUMN told BLOB",
 )
 
-
-# --- opening: every way the file can be unusable is one line and a sysexits code ---------
-
-_CORRUPT_HINT = (
-    "move it (and its -wal and -shm files) aside to start with empty state (alerts are "
-    "re-derived from the next poll; firing ones are notified again), or restore a backup"
+# The same part on PostgreSQL, versioned in `schema_parts` as "state"; append, never edit.
+PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE alerts (
+        alertname TEXT NOT NULL,
+        source TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        sync_id TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT,
+        labels BYTEA NOT NULL,
+        annotations BYTEA NOT NULL,
+        active_since DOUBLE PRECISION NOT NULL,
+        fired_at DOUBLE PRECISION,
+        last_notified_at DOUBLE PRECISION,
+        cleared_since DOUBLE PRECISION,
+        told BYTEA,
+        PRIMARY KEY (alertname, source, tenant, sync_id)
+    );
+    CREATE TABLE tenants (
+        source TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (source, tenant)
+    );
+    CREATE TABLE outbox (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        delivery_id TEXT NOT NULL UNIQUE,
+        notifier TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        payload BYTEA NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_by_notifier ON outbox (notifier, seq);
+    """,
 )
-_ACCESS_HINT = (
-    "give the syncwatch user read and write access to it and its directory "
-    "(under systemd, keep state_path inside StateDirectory=, /var/lib/syncwatch)"
-)
 
-
-_NEARLY_FULL = 1 << 20  # bytes: below this an I/O error at start is reported as a full disk
-
-
-@dataclass(frozen=True, slots=True)
-class WalLoss:
-    """Commits in the WAL that SQLite's recovery ignored (bad checksum, torn or bad header)."""
-
-    wal: Path
-    frames: int
-    recovered: int
-    lost_commits: int
-    header_ok: bool
-    copy: Path | None
-    copy_error: str | None
-
-
-def _free_bytes(path: Path) -> int | None:
-    try:
-        st = os.statvfs(path.parent)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def _access_error(path: Path, exc: OSError, what: str) -> StartupError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return _full_error(path, exc.strerror or str(exc))
-    hint = _ACCESS_HINT if os_exit_code(exc) == EX_NOPERM else "point state_path at a file"
-    return StartupError(
-        f"daemon.state_path {path}: {what} ({exc.strerror or exc}); {hint}", os_exit_code(exc)
-    )
-
-
-def _full_error(path: Path, detail: str) -> StartupError:
-    free = _free_bytes(path)
-    room = "" if free is None else f"{free} bytes free on its file system; "
-    return StartupError(
-        f"daemon.state_path {path}: the disk is full ({detail}); {room}free some space",
-        EX_IOERR,
-    )
-
-
-def _preflight(path: Path) -> wal.WalFrames | None:
-    """Check what SQLite will need, to name the exact problem; returns the WAL's frames."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _access_error(path, exc, f"cannot create its directory {path.parent}") from None
-    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if not file.exists():
-            continue
-        if file.is_dir():
-            raise StartupError(
-                f"daemon.state_path {path}: {file} is a directory; point state_path at a file",
-                EX_CANTCREAT,
-            )
-        try:
-            os.close(os.open(file, os.O_RDWR))
-        except OSError as exc:
-            readable = os.access(file, os.R_OK)
-            what = f"{file} is read-only" if readable else f"cannot read {file}"
-            raise _access_error(path, exc, what) from None
-    try:
-        # SQLite creates the -wal and -shm files beside the database.
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
-        raise _access_error(path, exc, f"cannot create files in {path.parent}") from None
-    wal_path = Path(f"{path}-wal")
-    try:
-        with wal_path.open("rb") as wal_file:
-            return wal.scan(wal_file, os.fstat(wal_file.fileno()).st_size)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _access_error(path, exc, f"cannot read {wal_path}") from None
-
-
-def migrate_part(
-    db: sqlite3.Connection, path: Path | str, part: str, migrations: Sequence[str]
-) -> None:
-    """Bring one part of the state database (its own tables, versioned in `schema_parts`)
-    to `len(migrations)`; a part newer than this syncwatch stops the start."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_parts (part TEXT PRIMARY KEY, version INTEGER "
-        "NOT NULL) WITHOUT ROWID"
-    )
-    row = db.execute("SELECT version FROM schema_parts WHERE part = ?", (part,)).fetchone()
-    version, latest = (0 if row is None else int(row[0])), len(migrations)
-    if version > latest:
-        raise StartupError(
-            f"daemon.state_path {path}: its {part} table has schema {version}, "
-            f"newer than this syncwatch ({latest}); upgrade syncwatch or point "
-            "state_path elsewhere",
-            EX_DATAERR,
-        )
-    for target in range(version, latest):
-        # executescript commits anything open first, so the script carries its own BEGIN.
-        script = f"BEGIN IMMEDIATE; {migrations[target]}; INSERT OR REPLACE INTO "
-        script += f"schema_parts VALUES ('{part}', {target + 1}); COMMIT;"
-        db.executescript(script)
-
-
-def state_error(path: Path | str, exc: sqlite3.Error) -> StartupError:
-    """The one line, and exit code, for a SQLite error on the state database."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    path = Path(path)
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return StartupError(
-            f"daemon.state_path {path}: not a usable SQLite database ({exc}); {_CORRUPT_HINT}",
-            EX_DATAERR,
-        )
-    if code == sqlite3.SQLITE_FULL:
-        return _full_error(path, str(exc))
-    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
-        return StartupError(
-            f"daemon.state_path {path}: cannot open it read-write ({exc}); {_ACCESS_HINT}",
-            EX_NOPERM if path.exists() else EX_CANTCREAT,
-        )
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StartupError(
-            f"daemon.state_path {path}: locked by another process ({exc}); is another "
-            "syncwatch using the same state_path?",
-            EX_TEMPFAIL,
-        )
-    free = _free_bytes(path)
-    if free is not None and free < _NEARLY_FULL:
-        # SQLite reports a full disk as an I/O error when it cannot grow its -shm file.
-        return _full_error(path, str(exc))
-    return StartupError(
-        f"daemon.state_path {path}: I/O error ({exc}); check the disk and its free space",
-        EX_IOERR,
-    )
+_TENANT_UPSERT = upsert("tenants", ("source", "tenant", "failures"), ("source", "tenant"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,94 +210,69 @@ class QueuedRow:
 
 
 class StateStore:
-    """SQLite in WAL mode; every public method is one short transaction."""
+    """The alert state on SQLite (a path) or PostgreSQL; every public method is one short
+    transaction. Raises StartupError when the database cannot be used."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = path
+    def __init__(self, target: Path | str | PostgresTarget) -> None:
         # Set when the WAL held commits that SQLite's recovery dropped (see `wal.py`).
         self.wal_loss: WalLoss | None = None
-        on_disk = str(path) != ":memory:"
-        frames = _preflight(Path(path)) if on_disk else None
+        self._db: Db
+        if isinstance(target, PostgresTarget):
+            from syncwatch.pgdb import PgDb  # noqa: PLC0415 - psycopg only when configured
+
+            self._db = PgDb(target, exclusive=True)
+        else:
+            sqlite, self.wal_loss = open_checked(target)
+            self._db = sqlite
+        self.target = target
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise state_error(path, exc) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged transaction survives power loss too, not only kill -9.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            if on_disk:
-                self._quick_check()
-            if frames is not None:
-                self.wal_loss = self._wal_loss(Path(path), frames)
             self._migrate()
-        except sqlite3.Error as exc:
+        except self._db.errors as exc:
             self._db.close()
-            raise state_error(path, exc) from None
+            raise self._db.describe(exc) from None
         except BaseException:
             # Refused (newer schema…): do not leak the open connection.
             self._db.close()
             raise
 
-    def _quick_check(self) -> None:
-        """A truncated or damaged file is refused now, not in the middle of a cycle."""
-        problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(3)")]
-        if problems != ["ok"]:
-            raise StartupError(
-                f"daemon.state_path {self.path}: the database is corrupt "
-                f"({'; '.join(problems)}); {_CORRUPT_HINT}",
-                EX_DATAERR,
-            )
+    @property
+    def path(self) -> str:
+        """How logs name the database (the file, or "postgresql")."""
+        return next(iter(self._db.names.values()))
 
-    def _wal_loss(self, path: Path, frames: wal.WalFrames) -> WalLoss | None:
-        """The WAL's commits beyond the frames SQLite recovered; a copy of the WAL kept if any."""
-        recovered = int(self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
-        lost = frames.lost_commits(max(recovered, 0))
-        if not lost:
-            return None
-        wal_path = Path(f"{path}-wal")
-        target = Path(f"{wal_path}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-        copy: Path | None = target
-        copy_error = None
-        try:
-            # Now, before the first write: that restarts the WAL over the evidence.
-            shutil.copyfile(wal_path, target)
-        except OSError as exc:
-            copy, copy_error = None, f"{exc.strerror or exc}"
-        return WalLoss(
-            wal=wal_path,
-            frames=frames.frames,
-            recovered=max(recovered, 0),
-            lost_commits=len(lost),
-            header_ok=frames.header_ok,
-            copy=copy,
-            copy_error=copy_error,
-        )
+    @property
+    def names(self) -> dict[str, str]:
+        return self._db.names
+
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        return self._db.errors
+
+    @property
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        return self._db.integrity_errors
+
+    @property
+    def degraded_hint(self) -> str:
+        return self._db.degraded_hint
+
+    def describe(self, exc: Exception) -> StartupError:
+        return self._db.describe(exc)
+
+    def error_text(self, exc: BaseException) -> str:
+        return self._db.error_text(exc)
 
     def _migrate(self) -> None:
-        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StartupError(
-                f"daemon.state_path {self.path}: the database has schema {version}, newer "
-                f"than this syncwatch ({SCHEMA_VERSION}); upgrade syncwatch or point "
-                "state_path elsewhere",
-                EX_DATAERR,
-            )
-        for target in range(version, SCHEMA_VERSION):
-            # executescript commits anything open first, so the script carries its own BEGIN.
-            self._db.executescript(
-                f"BEGIN IMMEDIATE; {_MIGRATIONS[target]}; PRAGMA user_version={target + 1}; COMMIT;"
-            )
-
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        if isinstance(self._db, SqliteDb):
+            self._db.migrate_user_version(_MIGRATIONS)
+        else:
+            self._db.migrate("state", PG_MIGRATIONS)
 
     def close(self) -> None:
         self._db.close()
 
     def integrity_check(self) -> str:
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        return self._db.integrity_check()
 
     # --- alerts and tenants -------------------------------------------------------------
 
@@ -423,7 +296,7 @@ class StateStore:
 
     def write(self, writes: Sequence[Write]) -> int:
         """Apply `writes` in order in one transaction (all or none); returns rows written."""
-        with self._tx():
+        with self._db.transaction():
             return sum(self._apply(w) for w in writes)
 
     def _apply(self, w: Write) -> int:
@@ -440,8 +313,8 @@ class StateStore:
             return 1
         if isinstance(w, ShiftOutbox):
             self._db.execute(
-                "UPDATE outbox SET created_at=created_at+?1, next_attempt_at=next_attempt_at+?1",
-                (w.offset,),
+                "UPDATE outbox SET created_at=created_at+?, next_attempt_at=next_attempt_at+?",
+                (w.offset, w.offset),
             )
             return 0
         if w.changed:
@@ -453,9 +326,7 @@ class StateStore:
             )
         for (source, tenant), count in w.failures_changed.items():
             if count:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (source, tenant, count)
-                )
+                self._db.execute(_TENANT_UPSERT, (source, tenant, count))
             else:
                 self._db.execute(
                     "DELETE FROM tenants WHERE source=? AND tenant=?", (source, tenant)
@@ -473,7 +344,7 @@ class StateStore:
 
     def set_busy_timeout(self, milliseconds: int) -> None:
         """How long a write waits for another connection's lock before failing."""
-        self._db.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
+        self._db.set_lock_timeout(milliseconds)
 
     # --- outbox -------------------------------------------------------------------------
 
@@ -542,31 +413,5 @@ def _outbox_row(r: tuple[int, str, str, float, int, float, bytes]) -> OutboxRow:
         created_at=datetime.fromtimestamp(r[3], UTC),
         attempts=r[4],
         next_attempt_at=datetime.fromtimestamp(r[5], UTC),
-        payload=r[6],
+        payload=bytes(r[6]),
     )
-
-
-class _Transaction:
-    """`with store._tx():` BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            # SQLite may have rolled back already (SQLITE_FULL, I/O errors): a second
-            # ROLLBACK would fail and hide the real error.
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            # A failed COMMIT (busy, disk full) can leave the transaction open, and every
-            # later BEGIN would fail; roll back so the next cycle starts clean.
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise

@@ -1,11 +1,12 @@
-"""The state store at run time: SQLite on one worker thread, the outbox mirrored in memory.
+"""The state store at run time: its database on one worker thread, the outbox mirrored in memory.
 
-Every SQLite call runs on one dedicated thread (one connection, serialised), so a locked or
-slow database never blocks the event loop. Writes are journalled: each operation is
-appended to an in-memory journal and the worker writes the whole journal in one
-transaction. When that fails (database locked by another process, disk full, I/O error)
-the journal is kept and written again at the next operation, so cycles and deliveries go
-on from memory while the disk is sick, and everything is committed once it recovers.
+Every database call runs on one dedicated thread (one connection, serialised), so a locked,
+slow or unreachable database never blocks the event loop. Writes are journalled: each
+operation is appended to an in-memory journal and the worker writes the whole journal in
+one transaction. When that fails (SQLite locked by another process, disk full, I/O error;
+PostgreSQL down or unreachable) the journal is kept and written again at the next
+operation, so cycles and deliveries go on from memory while the database is sick, and
+everything is committed once it recovers.
 
 The outbox's order, attempts and due times are mirrored in memory (read by the dispatcher
 and the metrics without touching the disk); payloads stay in memory only until written,
@@ -16,7 +17,6 @@ once, so it is never sent again by this process, whether or not its deletion is 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +36,6 @@ from syncwatch.state import (
     ShiftOutbox,
     StateStore,
     Write,
-    state_error,
 )
 
 log = structlog.get_logger("syncwatch.store")
@@ -49,7 +48,7 @@ BUSY_TIMEOUT_MS = 1000
 
 
 class StoreUnavailableError(Exception):
-    """A read from the state database failed; the caller retries later."""
+    """A read from the state database failed; the caller retries later (safe to log)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +79,7 @@ class Store:
         self._error = ""  # the last failure; "" while the store works
         self._scheduled: Future[bool] | None = None
         self._closed = False
-        for r in self._on_worker(db.queued):
+        for r in self._starting(db.queued):
             self._add(Row(r.delivery_id, r.notifier, r.created_at, r.attempts, r.next_attempt_at))
 
     # --- state of the store ---------------------------------------------------------------
@@ -107,7 +106,7 @@ class Store:
 
     def load(self) -> tuple[dict[Identity, Alert], dict[TenantKey, int]]:
         """Alerts and failure counts as the last committed cycle left them (at start)."""
-        return self._on_worker(self.db.load)
+        return self._starting(self.db.load)
 
     def commit_cycle(
         self, transition: Transition, batches: Iterable[Batch], created_mono: float | None = None
@@ -184,9 +183,9 @@ class Store:
             return payload
         try:
             found = await asyncio.wrap_future(self._worker.submit(self.db.payload, delivery_id))
-        except sqlite3.Error as exc:
+        except self.db.errors as exc:
             self._failed(exc)
-            raise StoreUnavailableError(f"state store: {type(exc).__name__}: {exc}") from None
+            raise StoreUnavailableError(f"state store: {self.db.error_text(exc)}") from None
         return b"" if found is None else found  # gone from the database: unreadable
 
     # --- writing --------------------------------------------------------------------------
@@ -276,12 +275,12 @@ class Store:
             # Sick: a retry must not wait out another process's lock on every operation.
             self.db.set_busy_timeout(0 if self._error else BUSY_TIMEOUT_MS)
             self.db.write(writes)
-        except sqlite3.IntegrityError as exc:
+        except self.db.integrity_errors as exc:
             # Can never succeed (a duplicate delivery id): write the rest one by one.
             written = self._write_one_by_one(writes, exc)
             if written is None:
                 return False
-        except sqlite3.Error as exc:
+        except self.db.errors as exc:
             self._failed(exc)
             return False
         with self._lock:
@@ -292,31 +291,30 @@ class Store:
                         self._payloads.pop(r.delivery_id, None)
         return not self._error or self._recovered(len(writes))
 
-    def _write_one_by_one(self, writes: list[Write], first: sqlite3.Error) -> int | None:
+    def _write_one_by_one(self, writes: list[Write], first: Exception) -> int | None:
         for w in writes:
             try:
                 self.db.write([w])
-            except sqlite3.IntegrityError as exc:
-                log.error("state_write_rejected", error=f"{type(exc).__name__}: {exc}")
-            except sqlite3.Error as exc:
+            except self.db.integrity_errors as exc:
+                log.error("state_write_rejected", error=self.db.error_text(exc))
+            except self.db.errors as exc:
                 self._failed(exc)
                 return None
-        log.error("state_write_split", error=f"{type(first).__name__}: {first}")
+        log.error("state_write_split", error=self.db.error_text(first))
         return len(writes)
 
-    def _failed(self, exc: sqlite3.Error) -> None:
+    def _failed(self, exc: Exception) -> None:
         was_up = not self._error
-        self._error = f"{type(exc).__name__}: {exc}"
+        self._error = self.db.error_text(exc)
         if was_up:
             log.error(
                 "state_degraded",
                 error=self._error,
-                state_path=str(self.db.path),
-                # What is wrong with the file and what to do, as at start (e.g. disk full).
-                state_problem=str(state_error(self.db.path, exc)),
+                **self.db.names,
+                # What is wrong with the database and what to do, as at start (disk full…).
+                state_problem=str(self.db.describe(exc)),
                 writes_in_memory=self.unflushed(),
-                hint="polling and delivery go on from memory; check the state file's "
-                "disk, permissions and any other process holding it",
+                hint=self.db.degraded_hint,
             )
 
     def _recovered(self, writes: int) -> bool:
@@ -326,3 +324,10 @@ class Store:
 
     def _on_worker(self, call: Callable[[], T]) -> T:
         return self._worker.submit(call).result()
+
+    def _starting(self, call: Callable[[], T]) -> T:
+        """A read at start: a database that fails it stops the start with one line."""
+        try:
+            return self._on_worker(call)
+        except self.db.errors as exc:
+            raise self.db.describe(exc) from None

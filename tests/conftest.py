@@ -15,13 +15,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.simulator import rsa_keypair
+from tests.postgres import PostgresServer, postgres_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +69,49 @@ def require_tool(name: str, install: str) -> str:
             pytest.fail(f"{message}; CI must install it (.ci/run)")
         pytest.skip(message)
     return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium under Playwright (no Playwright browser download).
+
+    Outside CI a missing browser or Playwright skips; under CI=true it fails. The pages are
+    opened with `tests/browsing.py`'s `open_page`.
+    """
+    executable = require_tool("chromium", "apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        message = "playwright is not installed (pip install playwright) - NOT TESTED"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install it (the test extra)")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server per test process (xdist worker); skipped without the package."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL (with its password) of an empty database of this test's own."""
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | PostgresTarget:
+    """The state database, once per backend: a SQLite file not yet made
+    and an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return PostgresTarget(SecretStr(request.getfixturevalue("pg_url")))
 
 
 _REFUSING: list[socket.socket] = []  # held until the test process exits
@@ -260,17 +309,24 @@ def sim_config_toml(
     daemon_extra: str = "",
     orgs: list[str] | None = None,
     users: list[str] | None = None,
+    state_url: str | None = None,
 ) -> str:
-    """A config watching the simulated fleet; `extra` appends tables (e.g. notifiers)."""
+    """A config watching the simulated fleet; `extra` appends tables (e.g. notifiers).
+    `state_url` (a PostgreSQL URL) replaces `state_path`."""
     fleet = sim.fleet()
     orgs = orgs if orgs is not None else sorted({s["org_id"] for s in fleet["timbal"]})
     users = users if users is not None else sorted({s["user_id"] for s in fleet["paragon"]})
     org_tables = "\n".join(f"[[timbal.orgs]]\nid = {toml_value(o)}" for o in orgs)
+    state_line = (
+        f"state_url = {toml_value(state_url)}"
+        if state_url
+        else f"state_path = {toml_value(str(state_path))}"
+    )
     return f"""
 [daemon]
 poll_interval = {toml_value(poll_interval)}
 listen = {toml_value(listen)}
-state_path = {toml_value(str(state_path))}
+{state_line}
 request_timeout = {toml_value(request_timeout)}
 retries = 0
 log_format = "json"

@@ -5,6 +5,7 @@ are driven through `syncwatch run`; the decision of which acks end is a pure tab
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sqlite3
 from collections.abc import Iterator
@@ -404,3 +405,12 @@ def test_an_ack_ends_after_a_restart_when_its_alert_escalated_meanwhile(
         wait_until(lambda: silence_state(second, silence_id) == "expired")
     finally:
         second.proc.stop()
+
+
+def test_an_acknowledgement_s_matchers_read_as_the_silence_form_writes_them() -> None:
+    made = ack_silence(alert(), "ops", "on it", NOW)
+    shown = [str(m) for m in made.matchers]
+    # Plain label values (no enum reprs), quoted as amtool and the form read them back.
+    assert shown[0].startswith('alertname="')
+    assert all(re.fullmatch(r'[a-z_]+="[^"<>]*"', line) for line in shown), shown
+    assert {type(m.value) for m in made.matchers} == {str}

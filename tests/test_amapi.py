@@ -214,6 +214,48 @@ def test_silences_survive_kill_9_of_the_daemon(
         second.proc.stop()
 
 
+def test_a_maintenance_window_mutes_but_is_not_listed_as_a_silence(
+    amtool_path: str, tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    """Windows are config, listed at /api/v1/maintenance: amtool and /api/v2/silences show
+    the silences alone, while the window mutes its alerts (`mutedBy`)."""
+    tenants = sorted({s["org_id"] for s in sim.fleet()["timbal"] if s["alertname"]})
+    assert len(tenants) >= 2, "two orgs with alerts: one under the window, one silenced"
+    muted, silenced = tenants[:2]
+    window = f'[[maintenance]]\nname = "migration"\nmatch = {{ tenant = "{muted}" }}\n'
+    daemon = launch(tmp_path, sim, rsa_keys, extra=window + 'time = "00:00-24:00"\n')
+    try:
+        (listed,) = daemon.get("/api/v1/maintenance").raise_for_status().json()
+        assert (listed["name"], listed["state"]) == ("migration", "active")
+        silence_id = add(amtool_path, daemon, f"tenant={silenced}")
+
+        def by_tenant() -> dict[str, list[dict[str, Any]]]:
+            out: dict[str, list[dict[str, Any]]] = {}
+            for a in firing(daemon):
+                out.setdefault(a["labels"]["tenant"], []).append(a["status"])
+            return out if {muted, silenced} <= set(out) else {}
+
+        alerts = wait_until(by_tenant)
+        assert alerts[muted]
+        assert all(a["mutedBy"] == ["maintenance:migration"] for a in alerts[muted]), alerts
+        assert all(a["state"] == "suppressed" and a["silencedBy"] == [] for a in alerts[muted])
+        assert all(a["silencedBy"] == [silence_id] for a in alerts[silenced])
+
+        silences = daemon.get("/api/v2/silences").raise_for_status().json()
+        conforms(silences, "gettableSilences")
+        assert [s["id"] for s in silences] == [silence_id]
+        assert amtool(amtool_path, daemon, "silence", "query", "-q").split() == [silence_id]
+        assert amtool(amtool_path, daemon, "silence", "query", "--expired", "-q").split() == []
+        as_json = json.loads(amtool(amtool_path, daemon, "silence", "query", "-o", "json"))
+        assert [s["matchers"] for s in as_json] == [
+            [{"name": "tenant", "value": silenced, "isRegex": False, "isEqual": True}]
+        ]
+        for name in ("migration", "maintenance:migration"):
+            assert daemon.get(f"/api/v2/silence/{name}").status_code in (400, 404)
+    finally:
+        daemon.proc.stop()
+
+
 def test_amtool_reads_the_status(amtool_path: str, daemon: Daemon) -> None:
     amtool(amtool_path, daemon, "config", "show")
     conforms(daemon.get("/api/v2/status").json(), "alertmanagerStatus")

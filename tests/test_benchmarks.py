@@ -114,3 +114,26 @@ def test_quick_run_measured_a_real_fleet(quick: tuple[dict[str, object], str]) -
     assert page_load["error_count"] == 0
     assert len(page_load["pair_ratios"]) == 2
     assert len(page_load["first_views"]) + len(page_load["first_views_in_a_cycle"]) == 2
+
+
+def test_cardinality_quick_run_counts_each_mode(tmp_path: Path) -> None:
+    out = tmp_path / "cardinality.json"
+    args = ["--quick", "--repeat", "1", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cardinality", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert results["syncs"] == 20 * 100 + 40 * 3
+    modes = {m["mode"]: m for m in results["modes"]}
+    assert list(modes) == ["all", "alerting", "none"]
+    for mode in modes:
+        assert f"| `{mode}` |" in done.stdout
+    assert modes["all"]["series"] > modes["alerting"]["series"] > modes["none"]["series"]
+    assert modes["none"]["kinds"].get("per-sync", 0) == 0
+    assert modes["none"]["kinds"]["aggregates"] == modes["all"]["kinds"]["aggregates"] > 0

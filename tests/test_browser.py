@@ -19,31 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.browsing import cells, open_page
 from tests.conftest import Daemon, Keys, SimProcess, launch, require_tool, wait_until
 from tests.test_amapi import amtool
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, ViewportSize
+    from playwright.sync_api import Browser, Page
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "img"
-VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 MAX_TABS = 400  # more Tab presses than any page here has stops: a bound, not a measure
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = require_tool("chromium", "apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        message = "playwright is not installed (pip install playwright) - NOT TESTED"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must install it (the test extra)")
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -60,41 +44,6 @@ def daemon(
 @pytest.fixture
 def page(browser: Browser, daemon: Daemon) -> Iterator[Page]:
     yield from open_page(browser, daemon, javascript=True)
-
-
-def open_page(browser: Browser, daemon: Daemon, *, javascript: bool) -> Iterator[Page]:
-    """A fresh context whose every request must go to the daemon: no external resource."""
-    context = browser.new_context(
-        viewport=VIEWPORT,
-        java_script_enabled=javascript,
-        color_scheme="light",
-        base_url=daemon.url,
-    )
-    elsewhere: list[str] = []
-    context.on(
-        "request",
-        lambda r: None if r.url.startswith(daemon.url + "/") else elsewhere.append(r.url),
-    )
-    errors: list[str] = []
-    missing: list[str] = []  # every answer below 400, /favicon.ico included
-    context.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
-    tab = context.new_page()
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield tab
-    context.close()
-    assert not elsewhere, elsewhere
-    assert not errors, errors
-    assert not missing, missing
-
-
-def cells(page: Page, table: str) -> list[list[str]]:
-    """The body rows of a table by id, as the cell texts a reader sees."""
-    rows: list[list[str]] = page.eval_on_selector_all(
-        f"#{table} tbody tr",
-        "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))",
-    )
-    return rows
 
 
 def worst_critical_tenant(page: Page) -> tuple[str, str, int]:
@@ -190,7 +139,10 @@ def assert_every_control_reached_with_focus_shown(page: Page) -> list[dict[str, 
     stops = tab_through(page)
     links = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
     assert [s["href"] for s in stops if s["tag"] == "a"] == links
-    controls = page.locator("select, button, textarea, input:not([type=hidden])").count()
+    # Controls, and each wide table's scroll region (focusable, so keys can scroll it).
+    controls = page.locator(
+        "select, button, textarea, input:not([type=hidden]), [tabindex='0']"
+    ).count()
     assert len([s for s in stops if s["tag"] != "a"]) == controls
     for stop in stops:
         # Focus is shown: :focus-visible matches and draws an outline (or a ring).

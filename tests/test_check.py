@@ -103,6 +103,48 @@ def test_exit_code_is_unknown_when_a_tenant_is_unreachable(
     assert "http_5xx" in result.stdout
 
 
+def test_a_critical_sync_outranks_an_unreachable_tenant_and_unreachable_outranks_a_warning(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    """The README's order, as Icinga reads it: CRITICAL (2) > UNKNOWN (3) > WARNING (1)."""
+    fleet = sim.fleet()
+    states: dict[str, set[str]] = {}
+    for s in fleet["timbal"]:
+        states.setdefault(s["org_id"], set()).add(s["intended"])
+    stale = next(o for o in fleet["orgs"] if {"critical", "warning"} <= states[o])
+    down = next(o for o in fleet["orgs"] if o != stale)
+    with sim.control() as control:
+        control.post(
+            "/_sim/faults", json={"source": "timbal", "tenant": down, "kind": "http_503"}
+        ).raise_for_status()
+    config = write_config(tmp_path, sim, rsa_keys, orgs=[stale, down], users=[])
+
+    both = check(config, "--format", "json")
+    report = json.loads(both.stdout)
+    assert both.returncode == 2, both.stdout + both.stderr
+    assert report["status"] == "CRITICAL"
+    assert {(s["tenant"], s["up"]) for s in report["sources"]} == {(stale, True), (down, False)}
+    unreachable = [a for a in report["alerts"] if a["labels"]["alertname"] == "SourceUnreachable"]
+    assert [(a["labels"]["tenant"], a["severity"]) for a in unreachable] == [(down, "critical")]
+    table = check(config)
+    assert table.returncode == 2
+    assert "UNREACHABLE" in table.stdout
+    assert table.stdout.splitlines()[-1].startswith("CRITICAL: ")
+
+    # The critical syncs gone, the warnings stay: now the unreachable tenant decides (3).
+    with sim.control() as control:
+        for s in fleet["timbal"]:
+            if s["org_id"] == stale and s["intended"] == "critical":
+                delete_sync(control, stale, s["sync_id"])
+    warned = check(config, "--format", "json")
+    report = json.loads(warned.stdout)
+    assert warned.returncode == 3, warned.stdout + warned.stderr
+    assert report["status"] == "UNKNOWN"
+    assert {a["severity"] for a in report["alerts"] if a["labels"]["tenant"] == stale} == {
+        "warning"
+    }
+
+
 def test_table_has_a_row_per_sync_and_a_summary(
     tmp_path: Path, sim: SimProcess, rsa_keys: Keys
 ) -> None:

@@ -395,6 +395,11 @@ BROKEN = [
         "nothing to watch",
     ),
     Broken(
+        "bad_per_sync_series",
+        MINIMAL + '[metrics]\nper_sync_series = "some"\n',
+        "metrics.per_sync_series: input should be 'all', 'alerting' or 'none'",
+    ),
+    Broken(
         "bad_log_level",
         MINIMAL + '[daemon]\nlog_level = "verbose"\n',
         "daemon.log_level: input should be 'debug', 'info', 'warning' or 'error'",

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from syncwatch.lifecycle import fingerprint
@@ -69,10 +70,15 @@ def _events(
     return ids, order
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_kill_9_loses_nothing_and_duplicates_only_under_the_same_id(
-    tmp_path: Path, sim: SimProcess, rsa_keys: Keys, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, sim: SimProcess, rsa_keys: Keys, request: pytest.FixtureRequest
 ) -> None:
     kills = FULL_KILLS if request.config.getoption("--run-slow") else QUICK_KILLS
+    # PostgreSQL: daemon.state_url, a database of this test's own on the suite's server.
+    state: dict[str, Any] = {}
+    if backend == "postgresql":
+        state["state_url"] = request.getfixturevalue("pg_url")
     rng = random.Random(20261123)
     fleet = sim.fleet()
     flipped = next(s for s in fleet["paragon"] if s["intended"] == "ok")
@@ -85,7 +91,9 @@ def test_kill_9_loses_nothing_and_duplicates_only_under_the_same_id(
             errored = not errored
             _flip(sim, flipped, errored)
             if config_path is None:
-                daemon = launch(tmp_path, sim, rsa_keys, extra=notifier, poll_interval="0.3s")
+                daemon = launch(
+                    tmp_path, sim, rsa_keys, extra=notifier, poll_interval="0.3s", **state
+                )
                 config_path = daemon.config_path
             else:
                 proc = start_syncwatch(["run", "-c", str(config_path)], tmp_path / f"run{i}.log")
@@ -96,7 +104,7 @@ def test_kill_9_loses_nothing_and_duplicates_only_under_the_same_id(
 
         # Settle: one clean run until everything stored has been delivered.
         assert config_path is not None
-        final = launch(tmp_path, sim, rsa_keys, extra=notifier, poll_interval="0.3s")
+        final = launch(tmp_path, sim, rsa_keys, extra=notifier, poll_interval="0.3s", **state)
         try:
             final.wait_cycles(3)
 
@@ -122,6 +130,11 @@ def test_kill_9_loses_nothing_and_duplicates_only_under_the_same_id(
     assert flips, "the flipped sync was never notified"
     assert all(a != b for a, b in itertools.pairwise(flips)), flips
     assert flips[-1] == ("firing" if errored else "resolved")
+    if backend == "postgresql":
+        with psycopg.connect(state["state_url"]) as pg:
+            assert pg.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+        assert not (tmp_path / "state.db").exists()  # nothing went to a SQLite file
+        return
     db = sqlite3.connect(tmp_path / "state.db")
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.browsing import cells
 from tests.conftest import wait_until
-from tests.test_browser import browser, cells
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
-
-__all__ = ["browser"]  # the fixture, shared with tests/test_browser.py
 
 STORY_DEADLINE = 55.0  # real seconds; the demo's escalations and recoveries fall in its first 30
 

@@ -32,6 +32,7 @@ from syncwatch.routing import route
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.clock import FakeClock
+from tests.delivery import deliver_due
 from tests.test_runtime import eventually
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -410,7 +411,7 @@ async def test_success_acks_the_row(store: Store) -> None:
     ops = RecordingNotifier("ops")
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock_at(), ops)
-    assert await d.deliver_due() is None
+    assert await deliver_due(d) is None
     assert ops.delivered_ids == ["d1"]
     assert store.head("ops") is None
     assert d.outcomes == {("ops", "sent"): 1}
@@ -420,7 +421,7 @@ async def test_success_acks_the_row(store: Store) -> None:
 async def test_delivered_batch_is_the_stored_one(store: Store) -> None:
     ops = RecordingNotifier("ops")
     store.enqueue([queued("d1")])
-    await dispatcher(store, clock_at(), ops).deliver_due()
+    await deliver_due(dispatcher(store, clock_at(), ops))
     assert ops.delivered == [queued("d1")]
 
 
@@ -433,7 +434,7 @@ async def test_retryable_failure_backs_off_exponentially_within_half_to_full_cei
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops, seed=seed, backoff_initial=5, backoff_max=600)
     for attempt in range(10):
-        wait = await d.deliver_due()
+        wait = await deliver_due(d)
         row = store.head("ops")
         assert row is not None
         delay = row.next_attempt_at.timestamp() - clock.now
@@ -451,16 +452,16 @@ async def test_retry_after_is_honoured_exactly(retry_after: float, store: Store)
     ops = RecordingNotifier("ops", [retryable(retry_after)])
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops)
-    assert await d.deliver_due() == pytest.approx(retry_after)
+    assert await deliver_due(d) == pytest.approx(retry_after)
     row = store.head("ops")
     assert row is not None
     assert row.next_attempt_at == T0 + timedelta(seconds=retry_after)
 
     clock.now += retry_after - 0.01
-    await d.deliver_due()
+    await deliver_due(d)
     assert ops.attempts == ["d1"]  # not before
     clock.set(row.next_attempt_at)
-    await d.deliver_due()
+    await deliver_due(d)
     assert ops.delivered_ids == ["d1"]
 
 
@@ -468,7 +469,7 @@ async def test_retry_after_zero_makes_one_attempt_per_pass(store: Store) -> None
     ops = RecordingNotifier("ops", [retryable(0)], forever=True)
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock_at(), ops)
-    assert await d.deliver_due() == 0
+    assert await deliver_due(d) == 0
     assert ops.attempts == ["d1"]
 
 
@@ -478,7 +479,7 @@ async def test_per_notifier_fifo_order_is_kept_through_failures(store: Store) ->
     store.enqueue([queued("d1"), queued("d2"), queued("d3")])
     d = dispatcher(store, clock, ops)
     for _ in range(10):
-        await d.deliver_due()
+        await deliver_due(d)
         clock.now += 60
     assert ops.attempts == ["d1", "d1", "d1", "d1", "d2", "d3"]
     assert ops.delivered_ids == ["d1", "d2", "d3"]
@@ -489,9 +490,9 @@ async def test_later_rows_wait_while_the_head_is_backing_off(store: Store) -> No
     ops = RecordingNotifier("ops", [retryable(300)])
     store.enqueue([queued("d1"), queued("d2")])
     d = dispatcher(store, clock, ops)
-    await d.deliver_due()
+    await deliver_due(d)
     clock.now += 299
-    await d.deliver_due()
+    await deliver_due(d)
     assert ops.attempts == ["d1"]
     assert ops.delivered == []
 
@@ -509,7 +510,7 @@ async def test_non_retryable_failure_drops_the_row_at_once(
     ops = RecordingNotifier("ops", [error])
     store.enqueue([queued("d1"), queued("d2")])
     d = dispatcher(store, clock_at(), ops)
-    await d.deliver_due()
+    await deliver_due(d)
     assert ops.attempts == ["d1", "d2"]
     assert ops.delivered_ids == ["d2"]
     assert store.pending() == {}
@@ -537,7 +538,7 @@ async def test_row_older_than_max_age_is_dropped(
     ops = RecordingNotifier("ops", script)
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops, max_age=24 * HOUR)
-    await d.deliver_due()
+    await deliver_due(d)
     assert bool(ops.delivered) is delivered
     assert d.outcomes[("ops", "dropped")] == int(dropped)
     assert (store.head("ops") is None) is (delivered or dropped)
@@ -549,12 +550,12 @@ async def test_the_last_retry_is_made_at_the_end_of_the_window(store: Store) -> 
     ops = RecordingNotifier("ops", [retryable(2 * HOUR), retryable(2 * HOUR)])
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops, max_age=24 * HOUR)
-    assert await d.deliver_due() == pytest.approx(HOUR)
+    assert await deliver_due(d) == pytest.approx(HOUR)
     head = store.head("ops")
     assert head is not None
     assert head.next_attempt_at == at(24 * HOUR)
     clock.set(at(24 * HOUR))
-    await d.deliver_due()  # the final attempt fails too: now it is dropped
+    await deliver_due(d)  # the final attempt fails too: now it is dropped
     assert d.outcomes[("ops", "failed")] == 2
     assert not ops.delivered
     assert d.outcomes[("ops", "dropped")] == 1
@@ -570,7 +571,7 @@ async def test_rows_of_a_notifier_removed_from_config_are_dropped(
     if waiting_for_retry:
         store.reschedule("g1", at(HOUR), "HTTP 503")
     d = dispatcher(store, clock_at(), ops)
-    await d.deliver_due()
+    await deliver_due(d)
     assert store.pending() == {}
     assert ops.delivered_ids == ["d1"]
     assert d.outcomes == {("gone", "dropped"): 2, ("ops", "sent"): 1}
@@ -581,7 +582,7 @@ async def test_a_failing_notifier_does_not_block_another(store: Store) -> None:
     fast = RecordingNotifier("fast")
     store.enqueue([queued("s1", "slow"), queued("f1", "fast"), queued("f2", "fast")])
     d = dispatcher(store, clock_at(), slow, fast)
-    await d.deliver_due()
+    await deliver_due(d)
     assert fast.delivered_ids == ["f1", "f2"]
     assert store.pending() == {"slow": 1}
 
@@ -592,7 +593,7 @@ async def test_a_hanging_notifier_does_not_block_another(store: Store) -> None:
     fast = RecordingNotifier("fast")
     store.enqueue([queued("h1", "hung"), queued("f1", "fast"), queued("f2", "fast")])
     d = dispatcher(store, clock_at(), hung, fast)
-    delivering = asyncio.create_task(d.deliver_due())
+    delivering = asyncio.create_task(deliver_due(d))
     # A payload may be read back on the store's thread: poll with a deadline.
     await eventually(lambda: len(fast.delivered) == 2)
     assert fast.delivered_ids == ["f1", "f2"]
@@ -610,11 +611,11 @@ async def test_an_unexpected_notifier_exception_is_a_retryable_failure(
     ops = RecordingNotifier("ops", [RuntimeError("bug in a notifier")])
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock, ops)
-    wait = await d.deliver_due()
+    wait = await deliver_due(d)
     assert wait is not None
     assert d.outcomes == {("ops", "failed"): 1}
     clock.now += wait
-    await d.deliver_due()
+    await deliver_due(d)
     assert ops.delivered_ids == ["d1"]
 
 
@@ -633,7 +634,7 @@ async def test_backoff_stays_capped_after_thousands_of_attempts(
     store.enqueue([queued("d1")])
     store = reopened(store, tmp_path, "UPDATE outbox SET attempts = 5000")
     d = dispatcher(store, clock, RecordingNotifier("ops", [retryable()]), backoff_max=600)
-    wait = await d.deliver_due()
+    wait = await deliver_due(d)
     store.close()
     assert wait is not None
     assert 300 <= wait <= 600
@@ -647,7 +648,7 @@ async def test_an_unreadable_payload_is_dropped_without_blocking_the_queue(
     sql = "UPDATE outbox SET payload = ? WHERE delivery_id = 'd1'"
     store = reopened(store, tmp_path, sql, b"{not json")
     d = dispatcher(store, clock_at(), ops)
-    await d.deliver_due()
+    await deliver_due(d)
     store.close()
     assert ops.delivered_ids == ["d2"]
     assert d.outcomes == {("ops", "dropped"): 1, ("ops", "sent"): 1}

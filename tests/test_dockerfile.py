@@ -125,17 +125,54 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     }
     assert {".git", "tests", "**/__pycache__"} <= ignored
     # What the builder COPYs must not be ignored.
-    for needed in ("pyproject.toml", "README.md", "syncwatch", "requirements.lock", "LICENSE"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "syncwatch",
+        "requirements.lock",
+        "requirements-build.lock",
+        "LICENSE",
+    ):
         assert needed not in ignored
+
+
+def _pip_runs(stage: list[tuple[str, str]]) -> list[str]:
+    """Each pip command of a stage's RUNs (`a && b` split), as written."""
+    commands = [c.strip() for k, args in stage if k == "RUN" for c in args.split("&&")]
+    return [c for c in commands if re.search(r"\bpip (install|wheel)\b", c)]
 
 
 def test_builder_installs_only_the_hash_pinned_lock_and_syncwatch_without_resolving() -> None:
     builder, _ = stages()
-    runs = [args for keyword, args in builder if keyword == "RUN"]
-    assert any("--require-hashes" in r and "-r requirements.lock" in r for r in runs), runs
-    # syncwatch itself goes in after the lock, without pulling any dependency of its own.
-    installs = [r for r in runs if "pip install" in r]
-    assert installs[-1].endswith("--no-deps ./"), installs
+    pips = _pip_runs(builder)
+    assert any("--require-hashes" in r and "-r requirements.lock" in r for r in pips), pips
+    # syncwatch itself goes in after the lock, as the one wheel just built, without pulling
+    # any dependency of its own.
+    assert re.fullmatch(r"\S+/bin/pip install --no-deps /tmp/wheels/syncwatch-\*\.whl", pips[-1])
     copied = " ".join(args for keyword, args in builder if keyword == "COPY")
-    for needed in ("requirements.lock", "LICENSE", "hatch_build.py"):
+    for needed in ("requirements.lock", "requirements-build.lock", "LICENSE", "hatch_build.py"):
         assert needed in copied
+
+
+def test_the_build_backend_comes_from_its_hash_pinned_lock_never_from_build_isolation() -> None:
+    """pip builds a source tree in an isolated env whose backend it resolves unpinned and
+    unhashed, unless told not to: every build is --no-build-isolation, by a pip whose venv
+    got the backend from requirements-build.lock, and that venv is not in the image."""
+    builder, final = stages()
+    pips = _pip_runs(builder)
+    (backend,) = [r for r in pips if "requirements-build.lock" in r]
+    assert "--require-hashes" in backend
+    assert "--no-deps" in backend
+    build_pip = backend.split()[0]
+    builds = [r for r in pips if re.search(r" (\.|\./|/src/?)( |$)", r)]
+    assert builds, "the builder builds syncwatch from its source tree"
+    for command in builds:
+        assert "--no-build-isolation" in command, command
+        assert command.split()[0] == build_pip, f"{command} (the backend is in {build_pip})"
+    # Every other pip command installs hashed locks or an already-built wheel: no sdist.
+    for command in pips:
+        if command not in builds:
+            assert "--require-hashes" in command or command.endswith(".whl"), command
+    venv = build_pip.removesuffix("/bin/pip")
+    assert venv != "/opt/syncwatch"
+    assert all(venv not in args for keyword, args in final if keyword in {"COPY", "ADD"})

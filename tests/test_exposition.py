@@ -22,7 +22,7 @@ from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector
 
-from syncwatch.config import ParagonConfig, TimbalConfig
+from syncwatch.config import ParagonConfig, PerSyncSeries, TimbalConfig
 from syncwatch.evaluate import Evaluation, SourceRules, SyncState
 from syncwatch.exposition import Family
 from syncwatch.lifecycle import Alert
@@ -60,8 +60,11 @@ class Fixed(Collector):
         yield from self.families
 
 
-def reference_families(snap: Snapshot, docs: dict[str, str]) -> list[Metric]:
-    """The contract's fleet families (PRODUCT.md section 5), built with prometheus_client."""
+def reference_families(snap: Snapshot, docs: dict[str, str], mode: str = "all") -> list[Metric]:
+    """The contract's fleet families (PRODUCT.md section 5), built with prometheus_client.
+
+    `mode` is metrics.per_sync_series: which syncs get their own series (docs/metrics.md).
+    """
 
     def gauge(name: str, labels: list[str]) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, docs[name], labels=labels)
@@ -76,8 +79,15 @@ def reference_families(snap: Snapshot, docs: dict[str, str]) -> list[Metric]:
     pl = ["user_id", "sync_id", "integration", "pipeline"]
     status = gauge("syncwatch_paragon_sync_status", [*pl, "status"])
     pinfo = InfoMetricFamily("syncwatch_paragon_sync", docs["syncwatch_paragon_sync"], labels=pl)
+    alerting = {(a.source, a.tenant, a.sync_id) for a in snap.alerts if a.sync_id}
     for e in snap.evaluations:
         s = e.sync
+        if mode == "none" or (
+            mode == "alerting"
+            and e.condition is None
+            and (s.source.value, s.tenant, s.id) not in alerting
+        ):
+            continue
         if isinstance(s, TimbalSync):
             key = [s.org_id, s.connector_id, s.id, s.name or ""]
             interval.add_metric(key, s.interval_secs)
@@ -117,7 +127,8 @@ def reference_families(snap: Snapshot, docs: dict[str, str]) -> list[Metric]:
         "syncwatch_alert", ["alertname", "severity", "source", "state", "sync_id", "tenant"]
     )
     for a in snap.alerts:
-        alert.add_metric([a.alertname, a.severity, a.source, a.state, a.sync_id, a.tenant], 1.0)
+        if mode != "none" or not a.sync_id:
+            alert.add_metric([a.alertname, a.severity, a.source, a.state, a.sync_id, a.tenant], 1.0)
     up = gauge("syncwatch_source_up", ["source", "tenant"])
     for (source, tenant), ok in sorted(snap.source_up.items()):
         up.add_metric([source, tenant], 1.0 if ok else 0.0)
@@ -128,7 +139,29 @@ def reference_families(snap: Snapshot, docs: dict[str, str]) -> list[Metric]:
     skew = gauge("syncwatch_source_clock_skew_seconds", ["source", "tenant"])
     for (source, tenant), seconds in sorted(snap.clock_skew.items()):
         skew.add_metric([source, tenant], seconds)
-    return [sss, interval, ratio, enabled, last, tinfo, status, pinfo, alert, up, tenant_last, skew]
+    by_state: dict[tuple[str, str, str], int] = {}
+    worst: dict[tuple[str, str], float] = {}
+    for e in snap.evaluations:
+        of = (e.sync.source.value, e.sync.tenant)
+        counted = (*of, e.state.value)
+        by_state[counted] = by_state.get(counted, 0) + 1
+        if e.ratio is not None and not math.isnan(e.ratio):
+            worst[of] = max(worst.get(of, -math.inf), e.ratio)
+    syncs = gauge("syncwatch_tenant_syncs", ["source", "state", "tenant"])
+    for (source, tenant, state), count in sorted(by_state.items()):
+        syncs.add_metric([source, state, tenant], count)
+    worst_ratio = gauge("syncwatch_tenant_worst_staleness_ratio", ["source", "tenant"])
+    for (source, tenant), value in sorted(worst.items()):
+        worst_ratio.add_metric([source, tenant], value)
+    invalid = gauge("syncwatch_tenant_invalid_records", ["source", "tenant"])
+    for (source, tenant), count in sorted(snap.invalid_records.items()):
+        if count:
+            invalid.add_metric([source, tenant], count)
+    return [
+        *(sss, interval, ratio, enabled, last, tinfo, status, pinfo),
+        *(alert, up, tenant_last, skew),
+        *(syncs, worst_ratio, invalid),
+    ]
 
 
 def encode(families: list[Metric], *, openmetrics: bool, escaping: str = "underscores") -> bytes:
@@ -142,13 +175,16 @@ def encode(families: list[Metric], *, openmetrics: bool, escaping: str = "unders
     return text_latest(collector, escaping=escaping)
 
 
-def reference(snap: Snapshot, *, openmetrics: bool, escaping: str = "underscores") -> bytes:
+def reference(
+    snap: Snapshot, *, openmetrics: bool, escaping: str = "underscores", mode: str = "all"
+) -> bytes:
     docs = {f.name: f.documentation for f in fleet_families(snap)}
-    return encode(reference_families(snap, docs), openmetrics=openmetrics, escaping=escaping)
+    families = reference_families(snap, docs, mode)
+    return encode(families, openmetrics=openmetrics, escaping=escaping)
 
 
-def ours(snap: Snapshot, *, openmetrics: bool) -> bytes:
-    page = b"".join(fleet_chunks(fleet_families(snap), openmetrics=openmetrics))
+def ours(snap: Snapshot, *, openmetrics: bool, mode: PerSyncSeries = "all") -> bytes:
+    page = b"".join(fleet_chunks(fleet_families(snap, mode), openmetrics=openmetrics))
     return page + b"# EOF\n" if openmetrics else page
 
 
@@ -214,7 +250,7 @@ def timbal_evaluations(draw: st.DrawFn) -> Evaluation:
         created_at=EPOCH,
         updated_at=None,
     )
-    return Evaluation(sync, SyncState.OK, ratio=draw(st.none() | FLOAT))
+    return Evaluation(sync, draw(st.sampled_from(SyncState)), ratio=draw(st.none() | FLOAT))
 
 
 @st.composite
@@ -228,16 +264,17 @@ def paragon_evaluations(draw: st.DrawFn) -> Evaluation:
         configuration_name=draw(st.none() | TEXT),
         credential_id=draw(st.none() | TEXT),
     )
-    return Evaluation(sync, SyncState.OK)
+    return Evaluation(sync, draw(st.sampled_from(SyncState)))
 
 
 @st.composite
-def alerts(draw: st.DrawFn) -> Alert:
+def alerts(draw: st.DrawFn, of: Evaluation | None = None) -> Alert:
+    """An alert; with `of`, on that evaluation's sync (as the engine raises them)."""
     return Alert(
         alertname=draw(TEXT),
-        source=draw(TEXT),
-        tenant=draw(TEXT),
-        sync_id=draw(TEXT),
+        source=draw(TEXT) if of is None else of.sync.source.value,
+        tenant=draw(TEXT) if of is None else of.sync.tenant,
+        sync_id=draw(TEXT) if of is None else of.sync.id,
         severity=draw(st.sampled_from(Severity)),
         status=draw(st.sampled_from([None, AlertStatus.FIRING])),
         labels={},
@@ -254,15 +291,17 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     tenants = draw(st.lists(TENANTS, max_size=4, unique=True))
     # Tenants with a last success that are no longer listed: not shown.
     gone = draw(st.lists(TENANTS, max_size=2))
+    evaluations = draw(st.lists(st.one_of(timbal_evaluations(), paragon_evaluations()), max_size=6))
+    # Some syncs alerting (metrics.per_sync_series = "alerting" shows only theirs).
+    alerting = [alerts(of=e) for e in evaluations if draw(st.booleans())]
     return Snapshot(
         rules=RULES,
-        evaluations=tuple(
-            draw(st.lists(st.one_of(timbal_evaluations(), paragon_evaluations()), max_size=6))
-        ),
-        alerts=tuple(draw(st.lists(alerts(), max_size=3))),
+        evaluations=tuple(evaluations),
+        alerts=tuple(draw(st.lists(alerts(), max_size=3)) + [draw(a) for a in alerting]),
         source_up={t: draw(st.booleans()) for t in tenants},
         last_success={t: draw(FLOAT) for t in [*tenants, *gone] if draw(st.booleans())},
         clock_skew={t: draw(FLOAT) for t in tenants if draw(st.booleans())},
+        invalid_records={t: draw(st.integers(0, 2**40)) for t in tenants if draw(st.booleans())},
     )
 
 
@@ -305,10 +344,14 @@ SIGNED_ZERO = Snapshot(clock_skew={("timbal", "org"): -0.0}, rules=RULES)
 @example(snap=one_sync(name='a "q" \\ \n é', ratio=-0.0, seconds_since_success=2**63 - 1))
 @example(snap=one_sync(ratio=math.nan, last_success_at=datetime(1, 1, 1, tzinfo=UTC)))
 def test_fleet_page_is_byte_for_byte_prometheus_clients(snap: Snapshot) -> None:
-    """Text and OpenMetrics, and `escaping=allow-utf-8` (Prometheus 3): no legacy name changes."""
+    """Text and OpenMetrics, and `escaping=allow-utf-8` (Prometheus 3): no legacy name changes;
+    in each metrics.per_sync_series mode."""
+    modes: tuple[PerSyncSeries, ...] = ("all", "alerting", "none")
     for openmetrics in (False, True):
+        for mode in modes:
+            page = ours(snap, openmetrics=openmetrics, mode=mode)
+            assert page == reference(snap, openmetrics=openmetrics, mode=mode)
         page = ours(snap, openmetrics=openmetrics)
-        assert page == reference(snap, openmetrics=openmetrics)
         assert page == reference(snap, openmetrics=openmetrics, escaping="allow-utf-8")
 
 

@@ -16,6 +16,7 @@ from tests.conftest import (
     SIM_BANNER,
     Keys,
     SimProcess,
+    launch,
     sim_config_toml,
     start_syncwatch,
     wait_until,
@@ -67,6 +68,34 @@ def test_test_notify_with_no_notifiers_says_so(tmp_path: Path) -> None:
     result = run_cli("test-notify", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == "syncwatch: no notifiers configured: add a [[notifiers]] table"
+
+
+def _logged(output: str, event: str) -> list[dict[str, object]]:
+    lines = (json.loads(line) for line in output.splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
+def test_run_without_notifiers_warns_at_start_and_with_one_does_not(
+    tmp_path: Path, sim: SimProcess, rsa_keys: Keys
+) -> None:
+    """Alerts that go nowhere are worth one warning at start, naming the fix."""
+    for name in ("bare", "wired"):
+        (tmp_path / name).mkdir()
+    bare = launch(tmp_path / "bare", sim, rsa_keys)
+    try:
+        warned = wait_until(lambda: _logged(bare.proc.output, "no_notifiers"))
+        assert warned[0]["level"] == "warning"
+        assert "add a [[notifiers]] table" in str(warned[0]["hint"])
+    finally:
+        bare.proc.stop()
+    console = '[[notifiers]]\nname = "console"\ntype = "console"\n'
+    wired = launch(tmp_path / "wired", sim, rsa_keys, extra=console)
+    try:
+        wired.wait_cycles(1)  # well past the start: the warning would have been logged
+    finally:
+        wired.proc.stop()
+    assert _logged(wired.proc.output, "started")
+    assert not _logged(wired.proc.output, "no_notifiers")
 
 
 def test_config_keys_are_case_sensitive_at_every_level(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.history import (
     MAX_ERROR,
     Attempt,
@@ -37,9 +38,11 @@ def entry(at: float, tenant: str = "org_1", sync_id: str = "s1", event: str = "f
     return Entry(at, Kind.TRANSITION, event, "SyncStale", "timbal", tenant, sync_id)
 
 
-def store(tmp_path: Path, **kw: float) -> HistoryStore:
+def store(where: Path | PostgresTarget, **kw: float) -> HistoryStore:
+    """The history of `where`: a directory's state.db, a SQLite file, or PostgreSQL."""
     now = kw.pop("now", T0.timestamp())
-    return HistoryStore(tmp_path / "state.db", wall=lambda: now, **kw)  # type: ignore[arg-type]
+    target = where / "state.db" if isinstance(where, Path) and where.is_dir() else where
+    return HistoryStore(target, wall=lambda: now, **kw)  # type: ignore[arg-type]
 
 
 # --- pure -------------------------------------------------------------------------------
@@ -111,7 +114,7 @@ def silence(ends: datetime, updated: datetime) -> Silence:
 def test_a_silence_entry_takes_its_labels_from_equality_matchers() -> None:
     e = silence_entry("created", silence(T0 + timedelta(hours=1), T0), T0)
     assert (e.tenant, e.sync_id, e.alertname) == ("org_1", "", "")
-    assert e.detail["matchers"] == ["tenant='org_1'", "sync_id=~'s.*'"]
+    assert e.detail["matchers"] == ['tenant="org_1"', 'sync_id=~"s.*"']
     assert entry_json(e)["labels"] == {"tenant": "org_1"}
 
 
@@ -126,8 +129,10 @@ def test_a_silence_ending_by_its_own_time_is_found_once_and_a_delete_is_not() ->
 # --- the store ----------------------------------------------------------------------------
 
 
-def test_entries_are_written_and_read_back_newest_first_with_a_cursor(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_entries_are_written_and_read_back_newest_first_with_a_cursor(
+    state_target: Path | PostgresTarget,
+) -> None:
+    h = store(state_target)
     h.record([entry(T0.timestamp() + i, sync_id=f"s{i}") for i in range(5)])
     assert h.unwritten() == 5
     assert h.flush()
@@ -142,8 +147,10 @@ def test_entries_are_written_and_read_back_newest_first_with_a_cursor(tmp_path: 
     assert after is None
 
 
-def test_queries_filter_by_tenant_sync_alertname_and_time(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_queries_filter_by_tenant_sync_alertname_and_time(
+    state_target: Path | PostgresTarget,
+) -> None:
+    h = store(state_target)
     t = T0.timestamp()
     h.record([entry(t, "org_1", "a"), entry(t + 10, "org_1", "b"), entry(t + 20, "org_2", "a")])
     h.flush()
@@ -172,9 +179,11 @@ def test_configured_secrets_never_reach_the_table(tmp_path: Path) -> None:
     }
 
 
-def test_entries_older_than_the_retention_are_deleted_at_the_next_write(tmp_path: Path) -> None:
+def test_entries_older_than_the_retention_are_deleted_at_the_next_write(
+    state_target: Path | PostgresTarget,
+) -> None:
     now = T0.timestamp()
-    h = store(tmp_path, retention=3600.0, now=now)
+    h = store(state_target, retention=3600.0, now=now)
     h.record([entry(now - 7200), entry(now - 60)])
     h.flush()
     assert [e.at for _, e in h.query(Query())[0]] == [now - 60]
@@ -182,8 +191,10 @@ def test_entries_older_than_the_retention_are_deleted_at_the_next_write(tmp_path
     assert not h.dropped  # ageing out is not a drop
 
 
-def test_over_the_row_cap_the_oldest_are_dropped_and_counted(tmp_path: Path) -> None:
-    h = store(tmp_path, max_rows=3)
+def test_over_the_row_cap_the_oldest_are_dropped_and_counted(
+    state_target: Path | PostgresTarget,
+) -> None:
+    h = store(state_target, max_rows=3)
     t = T0.timestamp()
     h.record([entry(t + i, sync_id=f"s{i}") for i in range(2)])
     h.flush()
@@ -192,7 +203,7 @@ def test_over_the_row_cap_the_oldest_are_dropped_and_counted(tmp_path: Path) -> 
     assert [e.sync_id for _, e in h.query(Query())[0]] == ["s4", "s3", "s2"]
     assert (h.rows, h.dropped["cap"]) == (3, 2)
     h.close()
-    reopened = store(tmp_path, max_rows=3)
+    reopened = store(state_target, max_rows=3)
     assert reopened.rows == 3  # counted again at start
 
 
@@ -227,12 +238,14 @@ def test_entries_waiting_for_a_sick_disk_are_bounded_by_the_cap(tmp_path: Path) 
     assert (h.unwritten(), h.dropped["unwritten"]) == (2, 3)
 
 
-def test_the_writer_thread_writes_what_is_recorded_and_close_flushes(tmp_path: Path) -> None:
-    h = store(tmp_path)
+def test_the_writer_thread_writes_what_is_recorded_and_close_flushes(
+    state_target: Path | PostgresTarget,
+) -> None:
+    h = store(state_target)
     h.start()
     h.record([entry(T0.timestamp())])
     h.close()
-    assert store(tmp_path).rows == 1
+    assert store(state_target).rows == 1
 
 
 def test_the_history_table_lives_beside_the_alert_state(tmp_path: Path) -> None:

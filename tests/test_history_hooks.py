@@ -21,6 +21,7 @@ from syncwatch.silences import Matcher, Silence
 from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.state import StateStore
 from syncwatch.store import Store
+from tests.delivery import deliver_due
 from tests.test_dispatch import RecordingNotifier, clock_at, dispatcher, queued, retryable
 from tests.test_state import T0, at, stale_report, timbal_config
 
@@ -92,9 +93,9 @@ async def test_a_failed_then_successful_delivery_is_two_attempts(
     clock = clock_at()
     d = dispatcher(store, clock, ops)
     d.history = history
-    await d.deliver_due()
+    await deliver_due(d)
     clock.now += 5.0
-    await d.deliver_due()
+    await deliver_due(d)
     got = [
         (e.event, e.sync_id, e.detail["attempt"], e.detail.get("statusCode"))
         for e in recorded(history, Kind.DELIVERY)
@@ -111,7 +112,7 @@ async def test_a_permanent_failure_is_recorded_failed_then_dropped(
     store.enqueue([queued("d1")])
     d = dispatcher(store, clock_at(), ops)
     d.history = history
-    await d.deliver_due()
+    await deliver_due(d)
     assert [e.event for e in recorded(history)] == ["failed", "dropped"]
     assert recorded(history)[1].detail["error"] == "permanent failure: HTTP 400"
 
@@ -122,7 +123,7 @@ async def test_a_row_of_a_removed_notifier_is_recorded_dropped(
     store.enqueue([queued("d1", notifier="gone")])
     d = dispatcher(store, clock_at(), RecordingNotifier("ops"))
     d.history = history
-    await d.deliver_due()
+    await deliver_due(d)
     (dropped,) = recorded(history)
     assert (dropped.event, dropped.detail["notifier"]) == ("dropped", "gone")
 

@@ -52,6 +52,7 @@ from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer, Reply
 from tests.clock import FakeClock
+from tests.delivery import deliver_due
 from tests.test_config import MINIMAL, problem_lines, validate, write
 from tests.test_notifiers import (
     EXTERNAL_URL,
@@ -622,13 +623,13 @@ async def test_the_url_never_appears_in_logs_or_the_outbox(
         store.enqueue([batch(errored(), notifier="teams", delivery_id="d-1")])
         store.enqueue([batch(stale(), notifier="teams", delivery_id="d-2")])
         with structlog.testing.capture_logs() as logs:
-            await dispatcher.deliver_due()  # 503: kept for a retry
+            await deliver_due(dispatcher)  # 503: kept for a retry
             with closing(sqlite3.connect(db)) as conn:
                 stored = conn.execute("SELECT last_error FROM outbox").fetchall()
             row = store.head("teams")
             assert row is not None
             clock.now = row.next_attempt_at.timestamp()
-            await dispatcher.deliver_due()  # 401: dropped; then d-2 is delivered (202)
+            await deliver_due(dispatcher)  # 401: dropped; then d-2 is delivered (202)
     finally:
         store.close()
     assert dispatcher.outcomes[("teams", "dropped")] == dispatcher.outcomes[("teams", "sent")] == 1

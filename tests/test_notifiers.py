@@ -52,6 +52,7 @@ from syncwatch.store import Store
 from tests.capture import CaptureServer
 from tests.clock import FakeClock
 from tests.conftest import refused_port
+from tests.delivery import deliver_due
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -844,7 +845,7 @@ async def test_dispatcher_redelivers_after_a_500_with_the_same_delivery_id(
     capture.reply(200, "ok")
     store.enqueue([golden_batch()])
 
-    retry_in = await dispatcher.deliver_due()
+    retry_in = await deliver_due(dispatcher)
     assert retry_in is not None
     assert len(capture.wait_for(1)) == 1
     row = store.head("pager-bridge")
@@ -852,14 +853,14 @@ async def test_dispatcher_redelivers_after_a_500_with_the_same_delivery_id(
     assert row.attempts == 1
 
     clock.now = row.next_attempt_at.timestamp()
-    assert await dispatcher.deliver_due() is None
+    assert await deliver_due(dispatcher) is None
     first, second = capture.wait_for(2)
     assert first.header(DELIVERY_ID_HEADER) == second.header(DELIVERY_ID_HEADER) == "delivery-0001"
     assert first.body == second.body
     assert store.head("pager-bridge") is None
 
     clock.advance(3600)
-    assert await dispatcher.deliver_due() is None
+    assert await deliver_due(dispatcher) is None
     assert len(capture.requests) == 2  # delivered exactly once more, never again
     assert dispatcher.outcomes[("pager-bridge", "failed")] == 1
     assert dispatcher.outcomes[("pager-bridge", "sent")] == 1
@@ -874,16 +875,16 @@ async def test_dispatcher_honours_a_429_retry_after_exactly(
     store.enqueue([golden_batch()])
 
     failed_at = clock()
-    assert await dispatcher.deliver_due() == 7.0
+    assert await deliver_due(dispatcher) == 7.0
     row = store.head("pager-bridge")
     assert row is not None
     assert row.next_attempt_at.timestamp() == failed_at + 7
 
     clock.now = failed_at + 6.9
-    await dispatcher.deliver_due()
+    await deliver_due(dispatcher)
     assert len(capture.requests) == 1  # not before Retry-After
     clock.now = failed_at + 7
-    assert await dispatcher.deliver_due() is None
+    assert await deliver_due(dispatcher) is None
     assert len(capture.wait_for(2)) == 2
     assert store.head("pager-bridge") is None
 
@@ -896,12 +897,12 @@ async def test_dispatcher_drops_a_permanent_400_and_counts_it(
     capture.reply(400, "bad payload")
     store.enqueue([golden_batch()])
 
-    assert await dispatcher.deliver_due() is None
+    assert await deliver_due(dispatcher) is None
     assert store.head("pager-bridge") is None
     assert dispatcher.outcomes[("pager-bridge", "dropped")] == 1
     assert dispatcher.outcomes[("pager-bridge", "sent")] == 0
     clock.advance(3600)
-    await dispatcher.deliver_due()
+    await deliver_due(dispatcher)
     assert len(capture.requests) == 1
 
 

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,10 @@ LOCK = ROOT / "requirements.lock"
 # The command written at the top of requirements.lock; the test re-runs it.
 LOCK_ARGS = ["--generate-hashes", "--python-version", "3.11", "--universal"]
 LOCK_COMMAND = "uv pip compile pyproject.toml " + " ".join(LOCK_ARGS) + " -o requirements.lock"
+# The build backend, locked and hashed as well (the Dockerfile builds with it, unisolated):
+# [build-system] requires of pyproject.toml on stdin.
+BUILD_LOCK = ROOT / "requirements-build.lock"
+BUILD_LOCK_COMMAND = "uv pip compile - " + " ".join(LOCK_ARGS) + " -o requirements-build.lock"
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,9 @@ class Built:
         )
 
 
-def _run(*cmd: str, cwd: Path, timeout: float = 600) -> str:
+def _run(*cmd: str, cwd: Path, timeout: float = 600, stdin: str | None = None) -> str:
     done = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        cmd, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -89,7 +94,13 @@ def test_the_wheel_holds_the_package_and_its_license_and_nothing_else(built: Bui
 def test_the_sdist_carries_what_a_rebuild_and_the_tests_need(built: Built) -> None:
     with tarfile.open(built.sdist) as sdist:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
-    for needed in ("LICENSE", "CHANGELOG.md", "requirements.lock", "hatch_build.py"):
+    for needed in (
+        "LICENSE",
+        "CHANGELOG.md",
+        "requirements.lock",
+        "requirements-build.lock",
+        "hatch_build.py",
+    ):
         assert needed in names
     assert "syncwatch/_commit.py" in names
     assert "tests/conftest.py" in names
@@ -181,6 +192,56 @@ def test_the_lock_is_current(tmp_path: Path) -> None:
         timeout=300,
     )
     assert fresh.read_text() == LOCK.read_text(), f"stale lock: run `{LOCK_COMMAND}`"
+
+
+def _build_requires() -> list[str]:
+    requires: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"][
+        "requires"
+    ]
+    return requires
+
+
+def test_the_build_lock_pins_the_build_backend_within_its_range_with_hashes() -> None:
+    text = BUILD_LOCK.read_text()
+    pins = {_normal(n): v for n, v in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, flags=re.M)}
+    requires = _build_requires()
+    assert [Requirement(r).name for r in requires] == ["hatchling"]
+    for line in requires:
+        requirement = Requirement(line)
+        version = pins.get(_normal(requirement.name))
+        assert version is not None, f"{requirement.name} is not in requirements-build.lock"
+        assert requirement.specifier.contains(version), f"{requirement} vs {version}"
+    entries = re.split(r"^(?=[A-Za-z0-9])", text, flags=re.M)[1:]
+    assert len(entries) == len(pins) > 1  # the backend and what it needs, all pinned
+    assert all("--hash=sha256:" in entry for entry in entries)
+
+
+def test_the_build_lock_is_current(tmp_path: Path) -> None:
+    """Re-resolving [build-system] requires, keeping the locked pins, reproduces the lock."""
+    uv = require_tool("uv", "pip install uv")
+    assert f"#    {BUILD_LOCK_COMMAND}\n" in BUILD_LOCK.read_text()
+    fresh = tmp_path / "requirements-build.lock"
+    fresh.write_text(BUILD_LOCK.read_text())
+    _run(
+        uv,
+        "pip",
+        "compile",
+        "-",
+        *LOCK_ARGS,
+        "--quiet",
+        "--custom-compile-command",
+        BUILD_LOCK_COMMAND,
+        "-o",
+        str(fresh),
+        cwd=ROOT,
+        timeout=300,
+        stdin="\n".join(_build_requires()) + "\n",
+    )
+    regenerate = (
+        "python3 -c \"import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))"
+        f"['build-system']['requires'], sep=chr(10))\" | {BUILD_LOCK_COMMAND}"
+    )
+    assert fresh.read_text() == BUILD_LOCK.read_text(), f"stale build lock: run `{regenerate}`"
 
 
 def _normal(name: str) -> str:

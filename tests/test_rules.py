@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,20 @@ def test_rule_groups_and_names() -> None:
             "SyncwatchStateDown",
         ],
         "syncwatch-syncs": ["SyncStale", "SyncStale", "SyncErrored", "SyncDisabled"],
+        "syncwatch-tenants": ["TenantSyncsCritical", "TenantSyncsWarning"],
     }
+
+
+def test_unit_tests_run_the_rules_in_every_per_sync_series_mode() -> None:
+    """Each metrics.per_sync_series mode has its own cases (docs/metrics.md)."""
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    modes = set()
+    for case in tests:
+        for series in case["input_series"]:
+            found = re.search(r'syncwatch_per_sync_series\{.*mode="(\w+)"', series["series"])
+            if found:
+                modes.add(found[1])
+    assert modes == {"all", "alerting", "none"}
 
 
 @pytest.mark.parametrize("rule", _rules(), ids=lambda r: f"{r['alert']}-{r['labels']['severity']}")

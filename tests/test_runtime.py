@@ -40,6 +40,7 @@ from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import CaptureServer
 from tests.clock import FakeClock
+from tests.delivery import deliver_due
 from tests.test_sink_faults import poll_report
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -228,11 +229,11 @@ async def test_a_backward_step_does_not_stall_slack_spacing(
     clock = FakeClock(T0, autojump=True)
     d = Dispatcher(store, {"ops-slack": slack(slack_sink, client, clock)}, clock=clock)
     store.enqueue([queued("slack-1", "ops-slack")])
-    await d.deliver_due()
+    await deliver_due(d)
     clock.step(-HOUR)
     store.enqueue([queued("slack-2", "ops-slack", T0 - timedelta(hours=1))])
     store.enqueue([queued("slack-3", "ops-slack", T0 - timedelta(hours=1))])
-    await d.deliver_due()
+    await deliver_due(d)
     assert ids(slack_sink) == ["slack-1", "slack-2", "slack-3"]
     # Two spacing waits of at most Slack's one second, not the hour the wall clock lost.
     assert max(clock.slept) <= 1.0
@@ -247,13 +248,13 @@ async def test_a_row_waiting_for_retry_is_retried_on_time_across_a_step(
     hook_sink.reply(429, "slow down", headers={"Retry-After": "300"})
     d = Dispatcher(store, {"hook": hook(hook_sink, client, clock)}, clock=clock)
     store.enqueue([queued("hook-1", "hook")])
-    assert await d.deliver_due() == pytest.approx(300)
+    assert await deliver_due(d) == pytest.approx(300)
     clock.step(step)
     clock.advance(299)
-    await d.deliver_due()
+    await deliver_due(d)
     assert len(hook_sink.requests) == 1  # not early (a +1 day step is no reason)
     clock.advance(1)
-    assert await d.deliver_due() is None
+    assert await deliver_due(d) is None
     # Retried exactly 300 s later, not dropped as "older than 24h", not an hour late.
     assert ids(hook_sink) == ["hook-1", "hook-1"]
     assert d.outcomes == {("hook", "failed"): 1, ("hook", "sent"): 1}
@@ -269,7 +270,7 @@ async def test_the_24h_window_is_measured_on_the_monotonic_clock(
     clock.step(-2 * DAY)  # the wall clock says the row is from the future
     elapsed = 0.0
     while store.pending():
-        wait = await d.deliver_due()
+        wait = await deliver_due(d)
         if wait is None:
             break
         clock.advance(wait)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.silence_store import SilenceNotFoundError, SilenceStore, plan_set
 from syncwatch.silences import Matcher, Silence, SilenceState
 from syncwatch.startup import EX_DATAERR, StartupError
@@ -40,15 +41,18 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> SilenceStore:
+def store(state_target: Path | PostgresTarget) -> SilenceStore:
+    """On both backends (a SQLite file, a PostgreSQL database)."""
     ids = count(1)
-    return SilenceStore(db_path, new_id=lambda: f"id-{next(ids)}")
+    return SilenceStore(state_target, new_id=lambda: f"id-{next(ids)}")
 
 
-def test_a_silence_survives_reopening_exactly(store: SilenceStore, db_path: Path) -> None:
+def test_a_silence_survives_reopening_exactly(
+    store: SilenceStore, state_target: Path | PostgresTarget
+) -> None:
     made = store.set(silence(matchers=(*MATCHERS, Matcher("x", "y", is_equal=False))), NOW)
     store.close()
-    again = SilenceStore(db_path)
+    again = SilenceStore(state_target)
     assert again.all(NOW) == [made.stored]
     assert again.get(made.stored.id, NOW) == made.stored
 
@@ -63,10 +67,12 @@ def test_shares_the_state_database_without_touching_its_schema(db_path: Path) ->
     reopened.close()
 
 
-def test_reopening_does_not_migrate_again(store: SilenceStore, db_path: Path) -> None:
+def test_reopening_does_not_migrate_again(
+    store: SilenceStore, state_target: Path | PostgresTarget
+) -> None:
     store.set(silence(), NOW)
     store.close()
-    assert len(SilenceStore(db_path).all(NOW)) == 1
+    assert len(SilenceStore(state_target).all(NOW)) == 1
 
 
 def test_a_newer_silences_schema_is_refused_with_a_clear_error(db_path: Path) -> None:
@@ -158,8 +164,10 @@ def test_expiring_an_unknown_id_is_not_found(store: SilenceStore) -> None:
         store.expire("nope", NOW)
 
 
-def test_expired_silences_are_kept_for_the_retention_then_collected(db_path: Path) -> None:
-    store = SilenceStore(db_path, retention=timedelta(days=5))
+def test_expired_silences_are_kept_for_the_retention_then_collected(
+    state_target: Path | PostgresTarget,
+) -> None:
+    store = SilenceStore(state_target, retention=timedelta(days=5))
     made = store.set(silence(), NOW).stored
     ended = made.ends_at
     just_before = ended + timedelta(days=5) - timedelta(seconds=1)
@@ -169,7 +177,7 @@ def test_expired_silences_are_kept_for_the_retention_then_collected(db_path: Pat
     assert store.get(made.id, at_retention) is None  # hidden at once, before any collection
     assert store.collect(at_retention) == 1
     store.close()
-    assert SilenceStore(db_path).all(NOW) == []
+    assert SilenceStore(state_target).all(NOW) == []
 
 
 def test_counts_give_every_state(store: SilenceStore) -> None:
@@ -190,7 +198,8 @@ def test_the_muter_names_the_silences_that_mute_an_alert(store: SilenceStore) ->
     assert muter({"tenant": "org_2", "alertname": "SyncStale"}, NOW) == ()
 
 
-def test_a_failed_write_changes_nothing_in_memory(store: SilenceStore, db_path: Path) -> None:
+def test_a_failed_write_changes_nothing_in_memory(db_path: Path) -> None:
+    store = SilenceStore(db_path)
     made = store.set(silence(), NOW).stored
     with sqlite3.connect(db_path, isolation_level=None) as other:
         other.execute("BEGIN EXCLUSIVE")

@@ -14,6 +14,7 @@ window and drops after it are counted.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import random
 import re
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
 from syncwatch.dispatch import BACKOFF_MAX, MAX_AGE, Dispatcher
@@ -50,14 +52,25 @@ from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import Captured, CaptureServer
 from tests.clock import FakeClock
+from tests.delivery import deliver_due
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 MINUTE = 60.0
 HOUR = 3600.0
 POLL = 60.0
 KINDS = ["webhook", "slack", "alertmanager"]
-NAMES = {"webhook": "hook", "slack": "ops-slack", "alertmanager": "am"}
-PATHS = {"webhook": "/hook", "slack": "/services/T000/B000/XXXX", "alertmanager": "/api/v2/alerts"}
+# The webhook with `signing = "standard-webhooks"`: the outage, 429 storm and slow sink run
+# with it too (each request's signature checked with the `standardwebhooks` library).
+SIGNED = "webhook-standard-webhooks"
+WEBHOOKS = ("webhook", SIGNED)
+NAMES = {"webhook": "hook", SIGNED: "signed-hook", "slack": "ops-slack", "alertmanager": "am"}
+PATHS = {
+    "webhook": "/hook",
+    SIGNED: "/hook",
+    "slack": "/services/T000/B000/XXXX",
+    "alertmanager": "/api/v2/alerts",
+}
+WHSEC = "whsec_" + base64.b64encode(b"sink-faults-test-key-32-bytes!!!").decode()
 
 # (status, sync_id) of every alert in a batch, sorted: what a receiver is told.
 Signature = tuple[tuple[str, str], ...]
@@ -209,8 +222,11 @@ class Sim:
         url = f"{sink.url}{PATHS[kind]}" if kind != "alertmanager" else sink.url
         notifier: Notifier
         entry: WebhookConfig | SlackConfig | AlertmanagerConfig
-        if kind == "webhook":
-            hook = WebhookConfig(name=self.name, type="webhook", url=url)
+        if kind in WEBHOOKS:
+            signing: dict[str, Any] = (
+                {"signing": "standard-webhooks", "secret": WHSEC} if kind == SIGNED else {}
+            )
+            hook = WebhookConfig(name=self.name, type="webhook", url=url, **signing)
             notifier, entry = WebhookNotifier(hook, client, self.clock), hook
         elif kind == "slack":
             slack_entry = SlackConfig(name=self.name, type="slack", webhook_url=url)
@@ -278,7 +294,7 @@ class Sim:
         """One dispatcher pass at the current time; records what the receiver saw."""
         seen = len(self.sink.requests)
         failed, dropped = self.outcome("failed"), self.outcome("dropped")
-        wait = await self.dispatcher.deliver_due()
+        wait = await deliver_due(self.dispatcher)
         now = self.clock.now
         self.sent.extend(Sent(r, now) for r in self.sink.requests[seen:])
         head = self.store.head(self.name)
@@ -341,7 +357,7 @@ def check_body(sim: Sim, sent: Sent, batch: Batch) -> None:
     assert request.method == "POST"
     assert request.path == PATHS[sim.kind]
     body = request.json()
-    if sim.kind == "webhook":
+    if sim.kind in WEBHOOKS:
         assert body == webhook_payload(batch)
         got = tuple(sorted((a["status"], a["labels"]["sync_id"]) for a in body["alerts"]))
     elif sim.kind == "slack":
@@ -360,6 +376,30 @@ def check_body(sim: Sim, sent: Sent, batch: Batch) -> None:
             statuses.append(("resolved" if resolved else "firing", a["labels"]["sync_id"]))
         got = tuple(sorted(statuses))
     assert got == sim.expected[batch.delivery_id], batch.delivery_id
+    if sim.kind == SIGNED:
+        check_standard_webhooks(sent)
+
+
+def check_standard_webhooks(sent: Sent) -> None:
+    """What a Standard Webhooks receiver checks, with the spec's `standardwebhooks` library.
+
+    The receiver lives on the simulated clock (these runs span hours), and the library's
+    `verify` reads the real one; so its own `sign` recomputes the v1 signature over
+    "{id}.{timestamp}.{body}" and the timestamp is held to the library's 5-minute tolerance
+    on the receiver's clock: it is the attempt's own time, a retry is re-signed."""
+    request = sent.request
+    msg_id = request.header("webhook-id")
+    stamp = request.header("webhook-timestamp")
+    signature = request.header("webhook-signature")
+    assert msg_id is not None
+    assert stamp is not None
+    assert signature is not None
+    assert msg_id == sent.delivery_id  # stable across retries: receivers de-duplicate on it
+    assert abs(int(stamp) - sent.at) <= 5 * MINUTE
+    assert int(stamp) == int(sent.at)
+    expected = Webhook(WHSEC).sign(msg_id, dt(int(stamp)), request.body.decode())
+    assert expected in signature.split(" ")
+    assert request.header("X-Syncwatch-Signature") is None
 
 
 def check_drained_in_order(sim: Sim, accepted: list[Sent], batches: list[Batch]) -> None:
@@ -373,6 +413,9 @@ def check_drained_in_order(sim: Sim, accepted: list[Sent], batches: list[Batch])
 
 def check_same_content_per_delivery_id(sim: Sim) -> None:
     """A retried notification is the same notification: receivers can de-duplicate by id."""
+    if sim.kind == SIGNED:
+        for sent in sim.sent:  # every attempt, the failed ones too, is signed for its time
+            check_standard_webhooks(sent)
     for delivery_id, group in itertools.groupby(
         sorted(sim.sent, key=lambda s: s.delivery_id), key=lambda s: s.delivery_id
     ):
@@ -385,7 +428,7 @@ def check_same_content_per_delivery_id(sim: Sim) -> None:
 # --- (a) a long outage --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, SIGNED])
 async def test_six_hour_outage_queues_everything_and_drains_it_in_order(
     kind: str, store: Store, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
@@ -551,7 +594,7 @@ async def test_flapping_sink_gets_everything_exactly_once_in_order(
 RETRY_AFTER = [1, 30, 120, 7, 600, 45, 3600, 90, 15, 300]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, SIGNED])
 async def test_429_storm_honours_retry_after_exactly_then_drains(
     kind: str, store: Store, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:
@@ -604,7 +647,7 @@ async def test_retry_after_zero_means_retry_now(
 # --- (e) answers slower than the send timeout -----------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, SIGNED])
 async def test_sink_slower_than_the_send_timeout_is_retried_with_the_same_delivery_id(
     kind: str, store: Store, db: Path, sink: CaptureServer, client: httpx.AsyncClient
 ) -> None:

@@ -316,6 +316,37 @@ def test_unknown_last_state_is_carried_not_rejected(
     assert got.last_state == "quantum_superposition"
 
 
+def test_label_strings_are_one_copy_across_syncs_and_polls(
+    thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any], control: httpx.Client
+) -> None:
+    """The next snapshot shares its label strings with the one being served (issue 18).
+    Longer than 64 characters, so no JSON parser's own string cache can be what shares them."""
+    org = fleet["orgs"][0]
+    first, second = [s for s in fleet["timbal"] if s["org_id"] == org][:2]
+    labels = {
+        "connector_id": "conn-" + "c" * 80,
+        "name": "Orders " + "n" * 80,
+        "source_table": "orders_" + "s" * 80,
+        "dest_table": "raw_orders_" + "d" * 80,
+    }
+    for sync in (first, second):
+        mutate(control, "timbal", org, sync["sync_id"], labels)
+    config = make_config(thread_sim, rsa_keys, timbal={"orgs": [{"id": org}]})
+    [earlier] = run(config)
+    [later] = run(config)  # the earlier poll's syncs still held, as a served snapshot is
+    polls = [
+        {s.id: s for s in listing.syncs if s.id in (first["sync_id"], second["sync_id"])}
+        for listing in (earlier, later)
+    ]
+    assert [len(p) for p in polls] == [2, 2]
+    syncs = [sync for poll in polls for sync in poll.values()]
+    for field, text in labels.items():
+        values = [getattr(sync, field) for sync in syncs]
+        assert values == [text] * 4
+        assert all(value is values[0] for value in values), field
+    assert polls[0][first["sync_id"]].id is polls[1][first["sync_id"]].id
+
+
 def test_error_messages_name_source_tenant_status_and_a_hint(
     thread_sim: SimulatorThread, rsa_keys: Keys, fleet: dict[str, Any]
 ) -> None:

@@ -1,4 +1,8 @@
-"""Specs for the SQLite state store: migrations, atomic cycles, restarts and the outbox."""
+"""Specs for the state store: migrations, atomic cycles, restarts and the outbox.
+
+Each test runs on both backends (`state_target`: a SQLite file and a PostgreSQL database)
+unless it is about the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from syncwatch.config import AlertingConfig, TimbalConfig, TimbalOrg
+from syncwatch.config.sections import PostgresTarget
 from syncwatch.engine import Engine
 from syncwatch.evaluate import Report, evaluate_listings
 from syncwatch.lifecycle import Alert, Identity, TenantKey, Transition
@@ -19,8 +25,10 @@ from syncwatch.outbox import AlertPayload, AlertStatus, Batch, EventKind, Notifi
 from syncwatch.settings import Config
 from syncwatch.sources.timbal.rules import TimbalRules
 from syncwatch.startup import EX_DATAERR, StartupError
-from syncwatch.state import SCHEMA_VERSION, StateStore
+from syncwatch.state import PG_MIGRATIONS, SCHEMA_VERSION, StateStore
 from syncwatch.store import Store
+
+Target = Path | PostgresTarget
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -30,13 +38,8 @@ def at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "syncwatch.db"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[StateStore]:
-    s = StateStore(db_path)
+def store(state_target: Target) -> Iterator[StateStore]:
+    s = StateStore(state_target)
     yield s
     s.close()
 
@@ -44,6 +47,24 @@ def store(db_path: Path) -> Iterator[StateStore]:
 def user_version(path: Path) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def schema(target: Target) -> tuple[int, int]:
+    """(the alert state's schema version in the database, this syncwatch's)."""
+    if isinstance(target, Path):
+        return user_version(target), SCHEMA_VERSION
+    with psycopg.connect(target.dsn.get_secret_value()) as db:
+        row = db.execute("SELECT version FROM schema_parts WHERE part = 'state'").fetchone()
+    return (0 if row is None else int(row[0])), len(PG_MIGRATIONS)
+
+
+def set_schema(target: Target, version: int) -> None:
+    if isinstance(target, Path):
+        with sqlite3.connect(target) as db:
+            db.execute(f"PRAGMA user_version={version}")
+        return
+    with psycopg.connect(target.dsn.get_secret_value()) as db:
+        db.execute("UPDATE schema_parts SET version = %s WHERE part = 'state'", (version,))
 
 
 def alert(
@@ -117,18 +138,22 @@ def batch(delivery_id: str, notifier: str = "ops", created_at: datetime = T0) ->
 # --- migrations -------------------------------------------------------------------------
 
 
-def test_fresh_database_migrates_to_the_schema_version(store: StateStore, db_path: Path) -> None:
-    assert user_version(db_path) == SCHEMA_VERSION
+def test_fresh_database_migrates_to_the_schema_version(
+    store: StateStore, state_target: Target
+) -> None:
+    found, latest = schema(state_target)
+    assert found == latest
     assert store.load() == ({}, {})
 
 
-def test_reopening_does_not_migrate_again(db_path: Path) -> None:
-    first = StateStore(db_path)
+def test_reopening_does_not_migrate_again(state_target: Target) -> None:
+    first = StateStore(state_target)
     first.commit_cycle(write([alert()]), [batch("d1")])
     first.close()
-    second = StateStore(db_path)  # a second CREATE TABLE would raise here
+    second = StateStore(state_target)  # a second CREATE TABLE would raise here
     try:
-        assert user_version(db_path) == SCHEMA_VERSION
+        found, latest = schema(state_target)
+        assert found == latest
         alerts, _ = second.load()
         assert list(alerts) == [alert().identity]
         assert second.pending() == {"ops": 1}
@@ -136,14 +161,14 @@ def test_reopening_does_not_migrate_again(db_path: Path) -> None:
         second.close()
 
 
-def test_newer_schema_is_refused_with_a_clear_error(db_path: Path) -> None:
-    StateStore(db_path).close()
-    with sqlite3.connect(db_path) as db:
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+def test_newer_schema_is_refused_with_a_clear_error(state_target: Target) -> None:
+    StateStore(state_target).close()
+    _, latest = schema(state_target)
+    set_schema(state_target, latest + 1)
     with pytest.raises(StartupError, match=r"newer than this syncwatch.*upgrade syncwatch") as err:
-        StateStore(db_path)
+        StateStore(state_target)
     assert err.value.exit_code == EX_DATAERR
-    assert user_version(db_path) == SCHEMA_VERSION + 1
+    assert schema(state_target) == (latest + 1, latest)
 
 
 def test_creates_the_state_directory(tmp_path: Path) -> None:
@@ -189,11 +214,11 @@ def test_integrity_check_is_ok(store: StateStore) -> None:
     ],
 )
 def test_commit_cycle_round_trips_an_alert_exactly(
-    original: Alert, store: StateStore, db_path: Path
+    original: Alert, store: StateStore, state_target: Target
 ) -> None:
     store.commit_cycle(write([original]), [])
     store.close()
-    reopened = StateStore(db_path)
+    reopened = StateStore(state_target)
     try:
         alerts, _ = reopened.load()
     finally:
@@ -254,14 +279,14 @@ def stale_report(config: Config, now: datetime) -> Report:
     )
 
 
-def test_restart_does_not_announce_a_still_firing_alert_again(db_path: Path) -> None:
+def test_restart_does_not_announce_a_still_firing_alert_again(state_target: Target) -> None:
     config = timbal_config()
-    store = Store(StateStore(db_path))
+    store = Store(StateStore(state_target))
     first = Engine(config, store, new_id=lambda: "delivery-1").apply(stale_report(config, T0), T0)
     assert [b.alerts[0].event for b in first.batches] == [EventKind.FIRING]
     store.close()
 
-    store = Store(StateStore(db_path))
+    store = Store(StateStore(state_target))
     try:
         engine = Engine(config, store, new_id=lambda: "delivery-2")
         (restored,) = engine.alerts.values()
@@ -274,13 +299,13 @@ def test_restart_does_not_announce_a_still_firing_alert_again(db_path: Path) -> 
         store.close()
 
 
-def test_restart_keeps_a_pending_alerts_active_since(db_path: Path) -> None:
+def test_restart_keeps_a_pending_alerts_active_since(state_target: Target) -> None:
     config = timbal_config(**{"for": 3600})
-    store = Store(StateStore(db_path))
+    store = Store(StateStore(state_target))
     Engine(config, store).apply(stale_report(config, T0), T0)
     store.close()
 
-    store = Store(StateStore(db_path))
+    store = Store(StateStore(state_target))
     try:
         engine = Engine(config, store)
         (restored,) = engine.alerts.values()
@@ -317,7 +342,7 @@ def test_failed_batch_insert_changes_no_alert_row(
         removed=[alert("s1").identity],
         failures_changed={("timbal", "org_1"): 2},
     )
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.integrity_errors):
         store.commit_cycle(cycle, batches)
 
     assert store.load() == before
@@ -326,7 +351,7 @@ def test_failed_batch_insert_changes_no_alert_row(
 
 def test_store_keeps_working_after_a_rolled_back_cycle(store: StateStore) -> None:
     store.enqueue([batch("d1")])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.integrity_errors):
         store.commit_cycle(write([alert()]), [batch("d1")])
     assert store.commit_cycle(write([alert()]), [batch("d2")]) == 2
     assert list(store.load()[0]) == [alert().identity]

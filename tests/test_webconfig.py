@@ -298,10 +298,16 @@ def test_probes_stay_open(auth_daemon: Daemon) -> None:
     assert auth_daemon.get("/readyz").status_code == 200
 
 
+def _curl() -> str:
+    return require_tool("curl", "apt-get install curl")
+
+
 def test_curl_without_and_with_credentials(auth_daemon: Daemon) -> None:
+    binary = _curl()
+
     def curl(*args: str) -> str:
         out = subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *args],
+            [binary, "-s", "-o", "/dev/null", "-w", "%{http_code}", *args],
             capture_output=True,
             text=True,
             timeout=30,
@@ -424,12 +430,13 @@ def test_client_certificates_are_required_and_verified(
         "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n",
     )
     good = pki.client(pki.client_ca)
+    binary = _curl()
     d = start_daemon(tmp_path, sim, rsa_keys, web, tls=good)
     try:
         assert d.get("/metrics", verify=good).status_code == 200
         assert handshake_fails(d.url, pki.trusting())  # no certificate
         assert handshake_fails(d.url, pki.client(pki.ca))  # a certificate of another CA
-        curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki.ca_pem)]
+        curl = [binary, "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki.ca_pem)]
         assert subprocess.run(
             [*curl, f"{d.url}/metrics"], capture_output=True, text=True, timeout=30, check=False
         ).stdout in ("000", "")

@@ -35,6 +35,7 @@ from syncwatch.state import StateStore
 from syncwatch.store import Store
 from tests.capture import Captured, CaptureServer
 from tests.clock import FakeClock
+from tests.delivery import deliver_due
 from tests.test_config import MINIMAL, problem_lines, run_cli, write
 from tests.test_notifiers import (
     SECRET,
@@ -186,7 +187,7 @@ async def test_a_retry_after_a_restart_keeps_webhook_id_and_signs_a_fresh_timest
     store = Store(StateStore(tmp_path / "state.db"))
     store.enqueue([replace(golden_batch(), created_at=now)])
     notifier = WebhookNotifier(standard_config(f"{capture.url}/hook"), client, clock)
-    assert await Dispatcher(store, {notifier.name: notifier}, clock=clock).deliver_due()
+    assert await deliver_due(Dispatcher(store, {notifier.name: notifier}, clock=clock))
     row = store.head("pager-bridge")
     assert row is not None
     store.close()  # the daemon stops with the delivery still owed
@@ -195,7 +196,7 @@ async def test_a_retry_after_a_restart_keeps_webhook_id_and_signs_a_fresh_timest
     try:
         notifier = WebhookNotifier(standard_config(f"{capture.url}/hook"), client, clock)
         clock.now = row.next_attempt_at.timestamp()
-        assert await Dispatcher(store, {notifier.name: notifier}, clock=clock).deliver_due() is None
+        assert await deliver_due(Dispatcher(store, {notifier.name: notifier}, clock=clock)) is None
         assert store.head("pager-bridge") is None
     finally:
         store.close()

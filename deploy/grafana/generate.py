@@ -6,6 +6,10 @@
 The dashboard is plain dicts so it stays reviewable; tests/test_dashboard.py checks the
 committed JSON equals this output and runs every panel's query against a real Prometheus.
 A tenant is a Timbal org (`org_id`) or a Paragon user (`user_id`), as on syncwatch_source_up.
+
+Every panel but those in PER_SYNC_ONLY reads the per-tenant aggregates, so it works with
+any `metrics.per_sync_series`; a PER_SYNC_ONLY panel says in its description that it needs
+per-sync series (empty with "none", only the syncs with an alert with "alerting").
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ from typing import Any
 OUTPUT = Path(__file__).resolve().parent / "syncwatch.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 TIMBAL = 'org_id=~"$tenant"'
-PARAGON = 'user_id=~"$tenant"'
+TENANT = 'tenant=~"$tenant"'
+PER_SYNC_ONLY = {"Worst staleness ratios"}
+PER_SYNC_NOTE = (
+    " Needs per-sync series: empty with metrics.per_sync_series = none, only the syncs with"
+    " an alert with alerting."
+)
 
 
 def target(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A") -> dict[str, Any]:
@@ -96,12 +105,12 @@ def overview() -> list[dict[str, Any]]:
         row("Fleet overview"),
         stat(
             "Stale Timbal syncs",
-            "Enabled Timbal syncs at least 1.5 schedule intervals (and 5 minutes) late.",
+            "Timbal syncs syncwatch judges warning or critical by its own thresholds and"
+            " overrides: stale or never succeeded (or disabled, with alert_on_disabled).",
             [
                 target(
-                    f"count(syncwatch_timbal_sync_staleness_ratio{{{TIMBAL}}} >= 1.5"
-                    f" and syncwatch_timbal_sync_seconds_since_success{{{TIMBAL}}} >= 300"
-                    f" and syncwatch_timbal_sync_enabled{{{TIMBAL}}} == 1) or vector(0)",
+                    "sum(syncwatch_tenant_syncs"
+                    f'{{source="timbal", state=~"warning|critical", {TENANT}}}) or vector(0)',
                     "stale",
                     instant=True,
                 )
@@ -109,58 +118,91 @@ def overview() -> list[dict[str, Any]]:
             "orange",
         ),
         stat(
-            "Errored Paragon syncs",
-            "Paragon managed syncs whose status is ERRORED.",
+            "Critical Paragon syncs",
+            "Paragon managed syncs syncwatch judges critical: ERRORED (and DISABLED with"
+            ' paragon.disabled_severity = "critical").',
             [
                 target(
-                    f'sum(syncwatch_paragon_sync_status{{status="ERRORED", {PARAGON}}})'
-                    " or vector(0)",
-                    "errored",
+                    "sum(syncwatch_tenant_syncs"
+                    f'{{source="paragon", state="critical", {TENANT}}}) or vector(0)',
+                    "critical",
                     instant=True,
                 )
             ],
             "red",
-        ),
-        stat(
-            "Disabled syncs by source",
-            "Timbal syncs disabled upstream and Paragon syncs in status DISABLED.",
-            [
-                target(
-                    f"count(syncwatch_timbal_sync_enabled{{{TIMBAL}}} == 0) or vector(0)",
-                    "timbal",
-                    instant=True,
-                    ref="A",
-                ),
-                target(
-                    f'sum(syncwatch_paragon_sync_status{{status="DISABLED", {PARAGON}}})'
-                    " or vector(0)",
-                    "paragon",
-                    instant=True,
-                    ref="B",
-                ),
-            ],
-            "blue",
         ),
         stat(
             "Tenants failing to list",
             "Tenants whose last listing failed (syncwatch_source_up == 0).",
             [
                 target(
-                    'count(syncwatch_source_up{tenant=~"$tenant"} == 0) or vector(0)',
+                    f"count(syncwatch_source_up{{{TENANT}}} == 0) or vector(0)",
                     "down",
                     instant=True,
                 )
             ],
             "red",
         ),
+        stat(
+            "Tenants with invalid records",
+            "Tenants whose last listing had records skipped for breaking the upstream API"
+            " schema; their syncs' alerts are held (syncwatch_tenant_invalid_records).",
+            [
+                target(
+                    f"count(syncwatch_tenant_invalid_records{{{TENANT}}} > 0) or vector(0)",
+                    "tenants",
+                    instant=True,
+                )
+            ],
+            "orange",
+        ),
     ]
 
 
 def staleness() -> list[dict[str, Any]]:
+    orgs = {
+        "type": "table",
+        "title": "Worst staleness ratio per org",
+        "description": "The 15 Timbal orgs whose stalest sync is furthest behind schedule"
+        " (1 = exactly one interval; enabled, not ignored syncs).",
+        "datasource": DATASOURCE,
+        "targets": [
+            {
+                **target(
+                    "topk(15, syncwatch_tenant_worst_staleness_ratio"
+                    f'{{source="timbal", {TENANT}}})',
+                    instant=True,
+                ),
+                "format": "table",
+            }
+        ],
+        "fieldConfig": ratio_colours(),
+        "options": {
+            "showHeader": True,
+            "sortBy": [{"desc": True, "displayName": "staleness ratio"}],
+        },
+        "transformations": [
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {
+                        "Time": True,
+                        "__name__": True,
+                        "instance": True,
+                        "job": True,
+                        "source": True,
+                    },
+                    "indexByName": {"tenant": 0},
+                    "renameByName": {"tenant": "org_id"},
+                },
+            }
+        ],
+    }
     table = {
         "type": "table",
         "title": "Worst staleness ratios",
-        "description": "The 15 Timbal syncs furthest behind schedule (1 = exactly one interval).",
+        "description": "The 15 Timbal syncs furthest behind schedule (1 = exactly one interval)."
+        + PER_SYNC_NOTE,
         "datasource": DATASOURCE,
         "targets": [
             {
@@ -170,28 +212,7 @@ def staleness() -> list[dict[str, Any]]:
                 "format": "table",
             }
         ],
-        "fieldConfig": {
-            "defaults": {
-                "decimals": 2,
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [
-                        {"color": "green", "value": None},
-                        {"color": "orange", "value": 1.5},
-                        {"color": "red", "value": 3},
-                    ],
-                },
-            },
-            "overrides": [
-                {
-                    "matcher": {"id": "byName", "options": "Value"},
-                    "properties": [
-                        {"id": "displayName", "value": "staleness ratio"},
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    ],
-                }
-            ],
-        },
+        "fieldConfig": ratio_colours(),
         "options": {
             "showHeader": True,
             "sortBy": [{"desc": True, "displayName": "staleness ratio"}],
@@ -216,7 +237,7 @@ def staleness() -> list[dict[str, Any]]:
         "title": "Source health per tenant",
         "description": "1 = the tenant's last listing succeeded, 0 = it failed.",
         "datasource": DATASOURCE,
-        "targets": [target('syncwatch_source_up{tenant=~"$tenant"}', "{{source}} {{tenant}}")],
+        "targets": [target(f"syncwatch_source_up{{{TENANT}}}", "{{source}} {{tenant}}")],
         "fieldConfig": {
             "defaults": {
                 "color": {"mode": "thresholds"},
@@ -238,7 +259,46 @@ def staleness() -> list[dict[str, Any]]:
         },
         "options": {"showValue": "never", "legend": {"showLegend": False}},
     }
-    return [row("Syncs"), table, health]
+    states = timeseries(
+        "Syncs by state",
+        "Syncs per source and the state syncwatch judges them in: ok, warning, critical,"
+        " disabled (not alerted on), ignored (by an override), unknown (an upstream status it"
+        " does not know).",
+        [
+            target(
+                f"sum by (source, state) (syncwatch_tenant_syncs{{{TENANT}}})",
+                "{{source}} {{state}}",
+            )
+        ],
+        "short",
+    )
+    return [row("Syncs"), orgs, table, states, health]
+
+
+def ratio_colours() -> dict[str, Any]:
+    """A staleness-ratio column: green, orange from 1.5, red from 3 (the default thresholds)."""
+    return {
+        "defaults": {
+            "decimals": 2,
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                    {"color": "green", "value": None},
+                    {"color": "orange", "value": 1.5},
+                    {"color": "red", "value": 3},
+                ],
+            },
+        },
+        "overrides": [
+            {
+                "matcher": {"id": "byName", "options": "Value"},
+                "properties": [
+                    {"id": "displayName", "value": "staleness ratio"},
+                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                ],
+            }
+        ],
+    }
 
 
 def daemon() -> list[dict[str, Any]]:
@@ -283,6 +343,8 @@ def layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     x = y = line = 0
     for number, panel in enumerate(panels, start=1):
         w, h = sizes.get(panel["type"], (8, 8))
+        if panel["title"] == "Syncs by state":
+            w, h = 12, 10  # beside the source health timeline
         if x + w > 24 or panel["type"] == "row":
             x, y = 0, y + line
             line = 0

@@ -8,7 +8,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, SecretStr
 
-from syncwatch.config.sections import NotifierConfig
+from syncwatch.config.sections import _WithSecrets
 
 # --- `validate` output ------------------------------------------------------------------
 
@@ -30,6 +30,6 @@ def secrets_of(model: BaseModel) -> list[str]:
                 found.append(item.get_secret_value())
             elif isinstance(item, BaseModel):
                 found.extend(secrets_of(item))
-    if isinstance(model, NotifierConfig):
+    if isinstance(model, _WithSecrets):
         found.extend(model.plain_secrets())
     return found

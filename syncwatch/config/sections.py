@@ -1,4 +1,4 @@
-"""The config sections: [daemon], [timbal], [paragon], [alerting], [[notifiers]]."""
+"""The config sections: [daemon], [timbal], [paragon], [alerting], [metrics], [[notifiers]]."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import re
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -32,10 +33,14 @@ from syncwatch.config.types import (
     SecretFile,
     SecretFilePath,
     Size,
+    StateUrl,
     _check_listen,
     _check_shard,
     _check_url,
     check_secret_url,
+    check_state_url,
+    sqlite_url_path,
+    state_url_parts,
 )
 from syncwatch.models import Severity
 from syncwatch.outbox import Capabilities
@@ -51,6 +56,11 @@ class _WithSecrets(_Model):
     """Fills each secret in `_secrets` from its `*_file` twin when that is set."""
 
     _secrets: ClassVar[tuple[str, ...]] = ()
+
+    def plain_secrets(self) -> list[str]:
+        """Secret values held in plain fields or inside a secret (a URL's password), for
+        the log scrubber."""
+        return []
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:
@@ -70,10 +80,25 @@ def secret_value(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
 
-class DaemonConfig(_Model):
+DEFAULT_STATE_PATH = Path("syncwatch-state.db")
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresTarget:
+    """Where `daemon.state_url = "postgresql://…"` points; the DSN stays a SecretStr."""
+
+    dsn: SecretStr
+
+
+class DaemonConfig(_WithSecrets):
+    _secrets = ("state_url",)
     poll_interval: Duration = Field(default=60.0, gt=0)
     listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:9875"
-    state_path: Path = Path("syncwatch-state.db")
+    state_path: Path = DEFAULT_STATE_PATH
+    # sqlite:///path or postgresql://user@host:port/db?sslmode=… (a secret: it may hold a
+    # password); unset means state_path.
+    state_url: StateUrl = None
+    state_url_file: SecretFilePath = None
     concurrency: int = Field(default=32, ge=1, le=4096)
     request_timeout: Duration = Field(default=10.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
@@ -94,13 +119,45 @@ class DaemonConfig(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_state_location(self) -> Self:
+        if self.state_url is None:
+            return self
+        key = "state_url_file" if self.state_url_file is not None else "state_url"
+        try:
+            check_state_url(self.state_url)
+        except ValueError as exc:
+            raise KeyProblemError(key, str(exc)) from None
+        if self.state_path != DEFAULT_STATE_PATH:
+            raise KeyProblemError(key, "set either state_path or state_url, not both")
+        return self
+
+    def plain_secrets(self) -> list[str]:
+        if self.state_url is None:
+            return []
+        return list(state_url_parts(self.state_url))
+
+    def state_target(self) -> Path | PostgresTarget:
+        """The state database: a SQLite file (`state_path` or a sqlite:/// URL, resolved
+        like `resolved_state_path`) or a PostgreSQL DSN."""
+        if self.state_url is not None:
+            url = self.state_url.get_secret_value()
+            if not url.startswith("sqlite:"):
+                return PostgresTarget(self.state_url)
+            return _under_state_directory(sqlite_url_path(url))
+        return self.resolved_state_path()
+
     def resolved_state_path(self) -> Path:
         """`state_path`, under `$STATE_DIRECTORY` (systemd StateDirectory=) when relative."""
-        state_dir = os.environ.get("STATE_DIRECTORY")
-        if state_dir and not self.state_path.is_absolute():
-            # systemd may pass several colon-separated directories; the first is ours.
-            return Path(state_dir.split(":")[0]) / self.state_path
-        return self.state_path
+        return _under_state_directory(self.state_path)
+
+
+def _under_state_directory(path: Path) -> Path:
+    state_dir = os.environ.get("STATE_DIRECTORY")
+    if state_dir and not path.is_absolute():
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(state_dir.split(":")[0]) / path
+    return path
 
 
 class Thresholds(_Model):
@@ -293,6 +350,15 @@ class AlertingConfig(_Model):
     history_max_rows: int = Field(default=500_000, ge=1)
 
 
+# Which syncs get per-sync series on /metrics: every one, only those with an alert
+# (pending, firing or suppressed), or none; the per-tenant aggregates are always there.
+PerSyncSeries = Literal["all", "alerting", "none"]
+
+
+class MetricsConfig(_Model):
+    per_sync_series: PerSyncSeries = "all"
+
+
 class NotifierConfig(_WithSecrets):
     """What every [[notifiers]] entry has; each kind's module subclasses it with its `type`."""
 
@@ -317,10 +383,6 @@ class NotifierConfig(_WithSecrets):
                 check_secret_url(url)
             except ValueError as exc:
                 raise KeyProblemError(f"{key}_file", str(exc)) from None
-
-    def plain_secrets(self) -> list[str]:
-        """Secret values held in plain fields (a password inside a URL), for the scrubber."""
-        return []
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")

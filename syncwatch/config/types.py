@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -254,6 +254,54 @@ def check_secret_url(value: SecretStr | None) -> SecretStr | None:
 
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
 SecretUrl = Annotated[OptionalSecret, AfterValidator(check_secret_url)]
+
+_STATE_URL_SHAPE = (
+    "expected sqlite:///path or postgresql://user@host:port/dbname[?sslmode=...] (value not shown)"
+)
+
+
+def check_state_url(value: SecretStr | None) -> SecretStr | None:
+    """`daemon.state_url`'s shape, checked without ever echoing it (it may hold a password)."""
+    if value is None:
+        return value
+    url = value.get_secret_value()
+    scheme, sep, rest = url.partition("://")
+    if scheme == "sqlite" and sep:
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError(f"invalid sqlite URL: {_STATE_URL_SHAPE}")
+        return value
+    if scheme in ("postgresql", "postgres") and sep:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(f"invalid PostgreSQL URL: {_STATE_URL_SHAPE}") from None
+        return value
+    raise ValueError(f"unsupported state_url: {_STATE_URL_SHAPE}")
+
+
+def sqlite_url_path(url: str) -> Path:
+    """The file of `sqlite:///relative.db` or `sqlite:////absolute/path.db` (SQLAlchemy's
+    spelling: the third slash ends the empty host)."""
+    return Path(url.removeprefix("sqlite://").removeprefix("/"))
+
+
+def state_url_parts(value: SecretStr) -> tuple[str, ...]:
+    """The secret pieces of a PostgreSQL URL: itself and its password, wherever they sit."""
+    url = value.get_secret_value()
+    if url.startswith("sqlite:"):
+        return ()
+    found = [url]
+    password = urlsplit(url).password
+    if password:
+        found.append(unquote(password))
+    for key, item in parse_qsl(urlsplit(url).query):
+        if key == "password" and item:
+            found.append(item)
+    return tuple(found)
+
+
+StateUrl = Annotated[OptionalSecret, AfterValidator(check_state_url)]
 
 
 def _check_glob(value: str) -> str:

@@ -13,16 +13,16 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
+import msgspec
 import pydantic_core
 import structlog
-from pydantic import BaseModel, GetCoreSchemaHandler, ValidationError
-from pydantic_core import core_schema
 
 from syncwatch.config import DEFAULT_MAX_BODY_SIZE, format_size
 from syncwatch.evaluate import SourceRules
 from syncwatch.failures import Kind, classify, origin, parse_retry_after
 from syncwatch.http import DEFAULT_HEADERS, BodyTooLargeError, UndecodableBodyError, read_body
 from syncwatch.models import Listing, ParagonSync, Reason, Source, SourceError, TimbalSync
+from syncwatch.sources.records import RecordError, listing_decoder, record_of
 
 log = structlog.get_logger("syncwatch.sources")
 
@@ -243,47 +243,10 @@ def parse_http_date(value: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-# --- record fields: the OpenAPI types exactly ---------------------------------------------
+# --- one listing body to records ------------------------------------------------------------
 
 
-class JsonInt:
-    """An integer as JSON Schema means it: `3600` or `3600.0`, never `3600.5`, `"3600"`, `true`.
-
-    Pure pydantic-core (no Python call per value): the listing is still validated in one pass.
-    """
-
-    def __init__(self, *, ge: int, le: int) -> None:
-        self.ge = ge
-        self.le = le
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        # An int takes the first branch alone; a float is converted by the lax int validator,
-        # which refuses a fraction. Bounds in both branches: one bounds step chained after the
-        # union made a whole listing's validation 5 % slower.
-        exact = core_schema.int_schema(strict=True, ge=self.ge, le=self.le)
-        whole = core_schema.chain_schema(
-            [
-                core_schema.float_schema(strict=True),
-                core_schema.int_schema(strict=False, ge=self.ge, le=self.le),
-            ]
-        )
-        return core_schema.union_schema(
-            [(exact, "integer"), (whole, "whole number")], mode="left_to_right"
-        )
-
-
-class NoneOnError:
-    """A field syncwatch does not rely on: a bad value reads as None, the record is kept."""
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        return core_schema.with_default_schema(handler(source), default=None, on_error="default")
-
-
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,22 +262,27 @@ def parse_listing(
     *,
     source: Source,
     tenant: str,
-    listing_model: type[BaseModel],
+    listing_model: type[Any],
     key: str,
     record_model: type[M],
 ) -> ParsedRecords[M]:
-    """Validate a listing body; a bad record is logged, counted and skipped, never fatal."""
-    try:
-        whole = listing_model.model_validate_json(body)
-    except ValidationError:
-        pass
-    else:
-        return ParsedRecords(list(getattr(whole, key)), 0)
+    """Decode a listing body; a bad record is logged, counted and skipped, never fatal.
 
-    # Slow path, only for a listing with at least one bad record: find which ones. Parsed
-    # with the fast path's parser (jiter), not orjson: orjson rejects numbers beyond a double
-    # (a huge int in one record would have failed the whole listing) and turns ints beyond
-    # 64 bits into floats, so a record's verdict would depend on its neighbours.
+    `listing_model` is a msgspec Struct whose `key` field is a list of `record_model`
+    (see sources/records.py for what makes a record valid).
+    """
+    try:
+        whole = listing_decoder(listing_model).decode(body)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        pass  # not a listing of valid records only: the slow path says which, or why not
+    else:
+        records: list[M] = getattr(whole, key)
+        return ParsedRecords(records, 0)
+
+    # Slow path, only for a body that is not a listing of valid records only. Parsed with
+    # jiter, as it always was: it reads what msgspec refuses (NaN, 1e999) the way the
+    # records' rules expect, and orjson would turn ints beyond 64 bits into floats, so a
+    # record's verdict would depend on its neighbours.
     try:
         data: Any = pydantic_core.from_json(body)
     except ValueError as exc:
@@ -330,13 +298,13 @@ def parse_listing(
             Reason.SCHEMA_MISMATCH,
             f"expected an object with a {key!r} array, got {shape}",
         )
-    records: list[M] = []
+    records = []
     invalid_ids: set[str] = set()
     invalid = 0
     for index, item in enumerate(items):
         try:
-            records.append(record_model.model_validate_json(pydantic_core.to_json(item)))
-        except ValidationError as exc:
+            records.append(record_of(item, record_model))
+        except RecordError as exc:
             invalid += 1
             sync_id = item.get("id") if isinstance(item, dict) else None
             if isinstance(sync_id, str):
@@ -347,7 +315,7 @@ def parse_listing(
                 tenant=tenant,
                 index=index,
                 sync_id=sync_id if isinstance(sync_id, str) else None,
-                errors=_summarise(exc),
+                errors=str(exc),
             )
     return ParsedRecords(records, invalid, frozenset(invalid_ids))
 
@@ -450,29 +418,14 @@ def skew_of(upstream_now: datetime | None, received: datetime | None) -> float |
     return (received - upstream_now).total_seconds()
 
 
-def _id_of(record: BaseModel) -> str:
-    sync_id: str = getattr(record, "id")  # noqa: B009 - every record model has an `id`
+def _id_of(record: object) -> str:
+    sync_id: str = getattr(record, "id")  # noqa: B009 - every record type has an `id`
     return sync_id
-
-
-def _summarise(exc: ValidationError) -> str:
-    # Locations and messages only: upstream values could be anything, keep them out of logs.
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<record>'}: {e['msg']}"
-        for e in exc.errors(include_url=False, include_input=False)
-    )
 
 
 def _peek(body: bytes) -> str:
     text = body[:80].decode("utf-8", "replace").replace("\n", " ")
     return repr(text + ("…" if len(body) > 80 else ""))
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """RFC 3339 says an offset is required; a naive upstream timestamp is taken as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 # --- what a source's package declares -------------------------------------------------------

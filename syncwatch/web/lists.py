@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import orjson
 
 from syncwatch.lifecycle import Alert
 from syncwatch.silences import Matcher, Muter, Silence, SilenceState
@@ -114,7 +111,6 @@ def silences_by_state(
 # descriptive labels, so the silence holds through an escalation or a renamed sync (an
 # acknowledgement, which adds the severity, is the way to let an escalation page).
 SILENCE_LABELS = ("alertname", "source", "tenant", "sync_id")
-_PLAIN_NAME = re.compile(r'[^=!~"\s]+')
 
 
 def alert_matchers(labels: Mapping[str, str]) -> tuple[Matcher, ...]:
@@ -126,9 +122,4 @@ def alert_matchers(labels: Mapping[str, str]) -> tuple[Matcher, ...]:
 def matcher_lines(matchers: Iterable[Matcher]) -> str:
     """Matchers as the silence form shows them, one `name="value"` (or `!=`, `=~`, `!~`) a
     line, the value JSON-quoted, so `amapi.parse_filter` reads each back exactly."""
-    return "\n".join(_line(m) for m in matchers)
-
-
-def _line(m: Matcher) -> str:
-    name = m.name if _PLAIN_NAME.fullmatch(m.name) else orjson.dumps(m.name).decode()
-    return f"{name}{m.operator}{orjson.dumps(m.value).decode()}"
+    return "\n".join(str(m) for m in matchers)

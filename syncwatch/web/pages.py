@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from syncwatch import freshness
+from syncwatch.freshness_store import EMPTY, Freshness
 from syncwatch.history import BadQueryError, Query, decode_cursor, encode_cursor
 from syncwatch.history_store import HistoryStore
 from syncwatch.metrics import Snapshot
@@ -38,6 +40,9 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters["duration"] = view.duration
+_env.filters["freshness"] = freshness.text
+_env.filters["share_percent"] = freshness.share_percent
+_env.globals["windows"] = [(name, f"{name[:-1]} {name[-1]}") for name, _ in freshness.WINDOWS]
 _env.filters["when"] = lambda t: (
     "never" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 )
@@ -84,6 +89,7 @@ class PagesContext:
     snapshot: Callable[[], Snapshot]
     history: HistoryStore
     now: Callable[[], datetime]
+    freshness: Callable[[], Freshness] = lambda: EMPTY  # computed once per cycle
     fleet: Indexed = field(default_factory=Indexed)
 
     def current(self) -> view.Fleet:
@@ -149,7 +155,8 @@ class Pages:
 
     def _overview(self, refresh: int) -> Response:
         data = view.overview(self.ctx.current(), self.ctx.now(), OVERVIEW_TENANTS, OVERVIEW_ALERTS)
-        return _html("overview.html", o=data, states=view.STATES, refresh=refresh)
+        fresh = self.ctx.freshness().tenants
+        return _html("overview.html", o=data, states=view.STATES, refresh=refresh, fresh=fresh)
 
     async def tenants(self, request: Request) -> Response:
         q = request.query_params
@@ -181,6 +188,7 @@ class Pages:
             pages=max(1, -(-len(rows) // PAGE_SIZE)),
             link=lambda n: "?" + urlencode({**kept, "page": n}),
             refresh=refresh,
+            fresh=self.ctx.freshness().tenants,
         )
 
     async def tenant(self, request: Request) -> Response:
@@ -199,6 +207,7 @@ class Pages:
         if not fleet.known(source, tenant):
             return _html("error.html", 404, message=f"no tenant {tenant} of source {source}")
         rows = view.tenant_rows(fleet, source, tenant, self.ctx.now(), state)
+        fresh = self.ctx.freshness().tenants.get((source, tenant))
         pages = max(1, -(-len(rows) // PAGE_SIZE))
         shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         return _html(
@@ -212,6 +221,7 @@ class Pages:
             pages=pages,
             states=view.STATES,
             refresh=refresh,
+            fresh=fresh,
         )
 
     async def sync(self, request: Request) -> Response:

@@ -3,46 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import jwt
+import msgspec
 import orjson
 import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syncwatch.config import ParagonConfig, ParagonUser, secret_value
 from syncwatch.models import Listing, ParagonStatus, ParagonSync, Reason, Source, SourceError
 from syncwatch.sources.base import (
     Collected,
-    NoneOnError,
     Reply,
     Upstream,
-    aware,
     guarded,
     parse_http_date,
     parse_listing,
     skew_of,
 )
+from syncwatch.sources.records import NONE_ON_ERROR, RecordError, Timestamp, record_of
 
 log = structlog.get_logger("syncwatch.sources")
 
-_Date = Annotated[datetime, Field(strict=False)]
+_intern = sys.intern
 
 
-class SyncSummary(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    lastSyncedAt: _Date | None = None  # noqa: N815 - upstream spelling
+class SyncSummary(msgspec.Struct, frozen=True, gc=False):
+    lastSyncedAt: Timestamp | None = None  # noqa: N815 - upstream spelling
 
 
-class ParagonRecord(BaseModel):
+class ParagonRecord(msgspec.Struct, frozen=True, gc=False):
     """One item of `SyncsResponse.data`; unknown fields are ignored."""
-
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     id: str
     integration: str
@@ -50,39 +47,39 @@ class ParagonRecord(BaseModel):
     status: str
     reason: str | None = None
     configurationName: str | None = None  # noqa: N815
-    dateCreated: _Date | None = None  # noqa: N815
+    dateCreated: Timestamp | None = None  # noqa: N815
     credentialId: str | None = None  # noqa: N815
     # Carried, never relied on (and `summary` is not in the listing's spec): a bad value
     # must not cost the record.
-    dateUpdated: Annotated[_Date | None, NoneOnError()] = None  # noqa: N815
-    summary: Annotated[SyncSummary | None, NoneOnError()] = None
+    dateUpdated: Annotated[Timestamp | None, NONE_ON_ERROR] = None  # noqa: N815
+    summary: Annotated[SyncSummary | None, NONE_ON_ERROR] = None
 
-    @field_validator("status")
-    @classmethod
-    def _upper(cls, value: str) -> str:
+    def __post_init__(self) -> None:
         # Older Paragon docs spelled statuses in lower case; both mean the same.
-        return value.strip().upper()
+        msgspec.structs.force_setattr(self, "status", self.status.strip().upper())
 
     def to_sync(self, user_id: str, last_synced_at: datetime | None = None) -> ParagonSync:
         if last_synced_at is None and self.summary is not None:
             last_synced_at = self.summary.lastSyncedAt
+        # One shared copy of each label string: they repeat across syncs (integration,
+        # pipeline, status) and all across cycles, so the next snapshot shares them.
+        name, credential = self.configurationName, self.credentialId
         return ParagonSync(
             user_id=user_id,
-            id=self.id,
-            integration=self.integration,
-            pipeline=self.pipeline,
-            status=self.status,
+            id=_intern(self.id),
+            integration=_intern(self.integration),
+            pipeline=_intern(self.pipeline),
+            status=_intern(self.status),
             reason=self.reason,
-            configuration_name=self.configurationName,
-            credential_id=self.credentialId,
-            date_created=aware(self.dateCreated),
-            date_updated=aware(self.dateUpdated),
-            last_synced_at=aware(last_synced_at),
+            configuration_name=None if name is None else _intern(name),
+            credential_id=None if credential is None else _intern(credential),
+            date_created=self.dateCreated,
+            date_updated=self.dateUpdated,
+            last_synced_at=last_synced_at,
         )
 
 
-class ParagonListing(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+class ParagonListing(msgspec.Struct, gc=False):
     data: list[ParagonRecord]
 
 
@@ -274,8 +271,8 @@ def _last_synced_at(body: bytes, user_id: str) -> datetime | None:
     if summary is None:
         return None
     try:
-        return SyncSummary.model_validate(summary).lastSyncedAt
-    except ValidationError:
+        return record_of(summary, SyncSummary).lastSyncedAt
+    except RecordError:
         raise SourceError(
             Source.PARAGON, user_id, Reason.SCHEMA_MISMATCH, "Get Sync summary is malformed"
         ) from None

@@ -3,83 +3,90 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 from syncwatch.config import TimbalConfig, TimbalOrg, secret_value
 from syncwatch.models import Listing, Source, SourceError, TimbalSync
 from syncwatch.sources.base import (
     Collected,
-    JsonInt,
-    NoneOnError,
     ParsedRecords,
     Upstream,
-    aware,
     guarded,
     parse_http_date,
     parse_listing,
 )
+from syncwatch.sources.records import NONE_ON_ERROR, NOT_ON_THE_WIRE, Timestamp
 
-_Date = Annotated[datetime, Field(strict=False)]
 # The spec's int32/int64 formats, enforced: a bigger int cannot become a float in evaluation.
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
 
-class TimbalRecord(BaseModel):
-    """The fields of the upstream SyncView that syncwatch uses; others are ignored.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimbalRecord(TimbalSync):
+    """A TimbalSync as the upstream's SyncView has it, decoded straight from the body.
 
-    Types follow the OpenAPI document exactly, with one documented rule of our own:
-    `interval_secs` must be positive (a ratio to a zero interval means nothing).
+    The same fields (the SyncView's others are ignored), with what the OpenAPI document says
+    of each, and one documented rule of our own: `interval_secs` must be positive (a ratio to
+    a zero interval means nothing). See sources/records.py for how they are checked.
     """
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    id: str
-    connector_id: str
-    source_kind: str
-    source_table: str
-    dest_table: str
-    interval_secs: Annotated[int, JsonInt(ge=1, le=INT32_MAX)]
-    enabled: bool
-    created_at: _Date
+    org_id: Annotated[str, NOT_ON_THE_WIRE] = ""  # the org it was listed for: see `adopt`
+    interval_secs: Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
+    created_at: Timestamp
     name: str | None = None
     # int64 without a minimum: a negative lag is upstream clock skew, evaluated as lag 0.
-    seconds_since_success: Annotated[int, JsonInt(ge=INT64_MIN, le=INT64_MAX)] | None = None
-    last_success_at: _Date | None = None
+    seconds_since_success: Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)] | None = None
+    last_success_at: Timestamp | None = None
     last_state: str | None = None
     # Carried, never used: a bad value must not cost the record.
-    updated_at: Annotated[_Date | None, NoneOnError()] = None
-    last_run_at: Annotated[_Date | None, NoneOnError()] = None
+    updated_at: Annotated[Timestamp | None, NONE_ON_ERROR] = None
+    last_run_at: Annotated[Timestamp | None, NONE_ON_ERROR] = None
 
     def to_sync(self, org_id: str) -> TimbalSync:
-        return TimbalSync(
-            org_id=org_id,
-            id=self.id,
-            connector_id=self.connector_id,
-            name=self.name,
-            source_kind=self.source_kind,
-            source_table=self.source_table,
-            dest_table=self.dest_table,
-            interval_secs=self.interval_secs,
-            enabled=self.enabled,
-            seconds_since_success=self.seconds_since_success,
-            last_success_at=aware(self.last_success_at),
-            last_run_at=aware(self.last_run_at),
-            last_state=self.last_state,
-            created_at=aware(self.created_at) or self.created_at,
-            updated_at=aware(self.updated_at),
-        )
+        """The sync of `org_id`: the record itself once `adopt` gave it that org."""
+        return self if self.org_id == org_id else replace(self, org_id=org_id)
 
 
-class TimbalListing(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+class TimbalListing(msgspec.Struct, gc=False):
     syncs: list[TimbalRecord]
+
+
+# The slots' own setters: a record is frozen to everyone but `adopt`, which writes them at
+# half the cost of object.__setattr__ (it runs for every record of every cycle).
+_SLOT = {name: TimbalSync.__dict__[name].__set__ for name in TimbalSync.__slots__}
+
+
+def adopt(records: list[TimbalRecord], org_id: str) -> None:
+    """Complete records just decoded, before anything else sees them: the org they were listed
+    for (not in the body), and one shared copy of each label string. Most repeat across an
+    org's syncs (connector, kind, state, tables, names) and all across cycles, so the next
+    snapshot shares them with the one being served; an interned string goes with its last
+    user."""
+    intern = sys.intern
+    set_org_id, set_id = _SLOT["org_id"], _SLOT["id"]
+    set_connector_id, set_source_kind = _SLOT["connector_id"], _SLOT["source_kind"]
+    set_source_table, set_dest_table = _SLOT["source_table"], _SLOT["dest_table"]
+    set_name, set_last_state = _SLOT["name"], _SLOT["last_state"]
+    for record in records:
+        set_org_id(record, org_id)
+        set_id(record, intern(record.id))
+        set_connector_id(record, intern(record.connector_id))
+        set_source_kind(record, intern(record.source_kind))
+        set_source_table(record, intern(record.source_table))
+        set_dest_table(record, intern(record.dest_table))
+        if (name := record.name) is not None:
+            set_name(record, intern(name))
+        if (state := record.last_state) is not None:
+            set_last_state(record, intern(state))
 
 
 def _of_connector(connector_id: str) -> Callable[[TimbalRecord], bool]:
@@ -119,7 +126,7 @@ class TimbalClient:
         return collected.listing(
             Source.TIMBAL,
             org.id,
-            [record.to_sync(org.id) for record in collected.records],
+            collected.records,  # adopted by this org: each record is its sync
             started=started,
             upstream_now=upstream_now,
             received=received,
@@ -147,6 +154,7 @@ class TimbalClient:
             key="syncs",
             record_model=TimbalRecord,
         )
+        adopt(parsed.records, org.id)
         return parsed, parse_http_date(reply.date), received
 
     async def poll(self, owns: Callable[[str, str], bool]) -> list[Listing]:

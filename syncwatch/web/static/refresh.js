@@ -28,8 +28,9 @@
     text.textContent = paused
       ? "Auto-refresh paused."
       : "Auto-refresh every " + every + " s" + (note ? "; " + note : "") + ".";
+    // The label says what a press does; no aria-pressed beside a changing label (it would
+    // announce "Resume, pressed").
     toggle.textContent = paused ? "Resume" : "Pause";
-    toggle.setAttribute("aria-pressed", paused ? "true" : "false");
   }
   toggle.addEventListener("click", function () {
     paused = !paused;
