@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from benchmarks import pages
+from benchmarks.clients import Scrapers
 from benchmarks.floor import Get, run_floor
 from syncwatch.simulator import rsa_keypair
 
@@ -61,6 +63,9 @@ class Size:
     latency_users: int
     concurrency: int = 128
     latency: float = 0.05
+    page_warmup: int = 3  # untimed GETs of each page before the timed ones
+    page_requests: int = 20  # timed GETs of each page
+    page_pairs: int = 4  # loaded + quiet cycle pairs under the overview clients
 
 
 FULL = Size(
@@ -88,6 +93,9 @@ QUICK = Size(
     curve=(0.3, 1.0),
     latency_orgs=20,
     latency_users=40,
+    page_warmup=1,
+    page_requests=5,
+    page_pairs=2,
 )
 
 
@@ -361,53 +369,6 @@ def baseline_registry(series: int) -> CollectorRegistry:
     return registry
 
 
-class Scrapers:
-    """Concurrent scrapers of /metrics and /api/v1/alerts, counting errors, until stopped.
-
-    Each scrapes, waits `pause` seconds, and scrapes again: with 4 clients and a 2 s pause
-    that is about one /metrics scrape a second, 15x what an HA pair of Prometheus servers
-    scraping every 30 s asks for.
-    """
-
-    def __init__(self, url: str, clients: int, pause: float = 2.0) -> None:
-        self.url, self.clients, self.pause = url, clients, pause
-        self.stop = threading.Event()
-        self.ok = 0
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._run, args=(path,), daemon=True)
-            for path in ["/metrics", "/api/v1/alerts"] * (clients // 2)
-        ]
-
-    def _run(self, path: str) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self.stop.is_set():
-                error: str | None
-                try:
-                    status = client.get(f"{self.url}{path}").status_code
-                except httpx.HTTPError as exc:
-                    error = f"{path}: {type(exc).__name__}"
-                else:
-                    error = None if status == 200 else f"{path}: HTTP {status}"
-                with self._lock:
-                    if error is None:
-                        self.ok += 1
-                    else:
-                        self.errors.append(error)
-                self.stop.wait(self.pause)
-
-    def __enter__(self) -> Scrapers:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(60)
-
-
 class Capture:
     """A webhook receiver on 127.0.0.1 that notes when each firing sync_id first arrived."""
 
@@ -487,7 +448,7 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
             metrics_times, metrics_bytes, series = scrape_times(f"{d.url}/metrics", 5)
             alerts_times, alerts_bytes, _ = scrape_times(f"{d.url}/api/v1/alerts", 3)
 
-            with Scrapers(d.url, clients=4) as scrapers:
+            with Scrapers(d.url, ["/metrics", "/api/v1/alerts"] * 2) as scrapers:
                 loaded = d.wait_cycles(size.cycles + size.load_cycles, timeout)[size.cycles :]
 
             flips = healthy_syncs(sim, sim.orgs, size.flips)
@@ -508,6 +469,8 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
                     3 * size.poll_interval + 120,
                 )
                 detection.append(capture.first_seen[sync_id] - flipped)
+            # After detection: the flipped syncs' alerts are on the overview too.
+            results["page_load"] = pages.load_run(d, size.page_pairs, timeout, size.poll_interval)
     finally:
         capture.close()
 
@@ -564,7 +527,7 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
         "alerts_api_bytes": alerts_bytes,
     }
     results["load"] = {
-        "scrapers": 4,
+        "scrapers": scrapers.clients,
         "pause_between_scrapes": scrapers.pause,
         "scrapes_ok": scrapers.ok,
         "errors": scrapers.errors[:20],
@@ -579,6 +542,21 @@ def main_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) ->
         "max": max(detection),
         "bound": size.poll_interval + 2.0,
     }
+
+
+def pages_run(sim: Simulator, work: Path, size: Size, results: dict[str, Any]) -> None:
+    """Every page timed and weighed on a daemon that ran its first cycle and now idles."""
+    config = config_toml(
+        sim,
+        work,
+        orgs=sim.orgs,
+        users=sim.users,
+        poll_interval=3600.0,  # one cycle, then nothing competes with the pages
+        concurrency=size.concurrency,
+    )
+    with daemon(config, work) as d:
+        d.wait_cycles(1, 600)
+        results["pages"] = pages.render_run(d.url, sim.fleet, size.page_warmup, size.page_requests)
 
 
 def curve_run(
@@ -732,6 +710,7 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             "linear or better",
             per_request[-1] <= per_request[0] * 1.25,
         ),
+        *pages.verdicts(r),
     ]
 
 
@@ -786,6 +765,7 @@ def run(size: Size, work: Path) -> dict[str, Any]:
             }
         )
         results["curve"] = curve
+        pages_run(sim, work, size, results)
     latency_run(work, size, private, results)
     results["verdicts"] = [
         {"target": t, "measured": m, "goal": g, "met": ok} for t, m, g, ok in verdicts(results)

@@ -61,7 +61,7 @@ from syncwatch.startup import raise_fd_limit
 from syncwatch.state import StateStore
 from syncwatch.store import Store
 from syncwatch.web.forms import FormsContext, form_routes
-from syncwatch.web.pages import PagesContext, overview_page, page_routes
+from syncwatch.web.pages import Indexed, PagesContext, overview_page, page_routes
 from syncwatch.webauth import Authenticator, AuthMiddleware, may_write
 from syncwatch.webconfig import LiveTls, TlsError, WebConfig, load_web_config
 
@@ -153,6 +153,7 @@ class Daemon:
         # Per-tenant freshness: written by the history writer, in memory for the pages.
         self.freshness = FreshnessLedger(max_gap(config.daemon.poll_interval))
         self.history.attach(self.freshness)
+        self.indexed = Indexed()  # the status pages' index of each cycle's snapshot
         # One connection pool: the poller uses the transport directly, notifiers the client.
         self.transport = make_transport(
             max_connections=config.daemon.concurrency, ca_bundle=config.daemon.ca_bundle
@@ -284,6 +285,7 @@ class Daemon:
             rows_written=result.rows_written,
             committed=committed,
         )
+        await asyncio.to_thread(self.indexed.prepare, self.telemetry.snapshot)  # if pages read
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -405,8 +407,8 @@ class Daemon:
         if self.sockets is None:
             self.sockets = bind_listener(self.config.daemon.listen, self.limits.backlog)
         context = self._api_context()
-        figures = self.freshness.figures
-        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, context.now, figures)
+        figures, indexed, now = self.freshness.figures, self.indexed, context.now
+        pages = PagesContext(lambda: self.telemetry.snapshot, self.history, now, figures, indexed)
         app = AuthMiddleware(
             build_app(
                 self.telemetry,

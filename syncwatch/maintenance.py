@@ -123,6 +123,8 @@ def muter(windows: Iterable[Window]) -> Muter:
         if opened is None:
             memo.clear()
             opened = memo[now] = tuple(w for w in kept if is_open(w, now))
+        if not opened:
+            return ()
         return tuple(MUTER_PREFIX + w.name for w in opened if w.matches(labels))
 
     return mutes

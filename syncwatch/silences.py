@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -140,12 +141,49 @@ def _matches_empty(m: Matcher) -> bool:
 Muter = Callable[[Mapping[str, str], datetime], tuple[str, ...]]
 
 
+class _Active:
+    """The silences active at one time, indexed by one `name="value"` matcher of each:
+    an alert is matched against the silences that can mute it, not against every one."""
+
+    def __init__(self, silences: Sequence[Silence]) -> None:
+        self.by_label: dict[str, dict[str, list[tuple[int, Silence]]]] = {}
+        self.rest: list[tuple[int, Silence]] = []  # no such matcher: asked of every alert
+        for n, s in enumerate(silences):
+            key = next((m for m in s.matchers if m.is_equal and not m.is_regex), None)
+            if key is None:
+                self.rest.append((n, s))
+            else:
+                self.by_label.setdefault(key.name, {}).setdefault(key.value, []).append((n, s))
+
+    def __call__(self, labels: Mapping[str, str]) -> tuple[str, ...]:
+        found: list[tuple[int, Silence]] | None = None  # no list at all for most alerts
+        for name, values in self.by_label.items():
+            if hit := values.get(labels.get(name, "")):  # a missing label is ""
+                found = hit if found is None else found + hit
+        if self.rest:
+            found = self.rest if found is None else found + self.rest
+        if not found:
+            return ()
+        if len(found) > 1:  # in the order given, as one list would be
+            found = sorted(found, key=operator.itemgetter(0))
+        return tuple(s.id for _, s in found if s.matches(labels))
+
+
 def muted_by(silences: Iterable[Silence]) -> Muter:
-    """A Muter over a fixed set of silences (the store hands out a fresh set per cycle)."""
+    """A Muter over a fixed set of silences (the store hands out a fresh set per cycle).
+
+    Which are active is worked out once per `now` (a cycle, or a page, asks about every
+    alert at one time), and only the silences an alert's labels can match are checked.
+    """
     kept: Sequence[Silence] = tuple(silences)
+    memo: dict[datetime, _Active] = {}
 
     def muter(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
-        return tuple(s.id for s in kept if s.mutes(labels, now))
+        active = memo.get(now)
+        if active is None:
+            memo.clear()
+            active = memo[now] = _Active([s for s in kept if s.state(now) is SilenceState.ACTIVE])
+        return active(labels)
 
     return muter
 
@@ -160,6 +198,10 @@ def any_of(muters: Iterable[Muter]) -> Muter:
     kept: Sequence[Muter] = tuple(muters)
 
     def muter(labels: Mapping[str, str], now: datetime) -> tuple[str, ...]:
-        return tuple(name for m in kept for name in m(labels, now))
+        found: tuple[str, ...] = ()
+        for m in kept:  # asked of every alert of a cycle or a page: a loop, no generator
+            if names := m(labels, now):
+                found += names
+        return found
 
     return muter

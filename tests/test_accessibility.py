@@ -125,6 +125,8 @@ def rejected_form(page: Page, _: Fleet) -> None:
 
 VIEWS: dict[str, Callable[[Page, Fleet], object]] = {
     "overview": lambda p, f: p.goto("/"),
+    "tenant list": lambda p, f: p.goto("/tenants"),
+    "tenant list none match": lambda p, f: p.goto("/tenants?q=nobody"),
     "tenant": lambda p, f: p.goto(f.tenant),
     "tenant filtered": lambda p, f: p.goto(f.tenant + "?state=critical"),
     "sync": lambda p, f: p.goto(f.sync),

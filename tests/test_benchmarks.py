@@ -25,6 +25,18 @@ TARGETS = [
     "detection latency",
     "cycle under concurrent scrapes",
     "cost growth (s per 1000 requests)",
+    "page: overview /",
+    "page: tenant list /tenants",
+    "page: tenant (Timbal org)",
+    "page: tenant (Paragon user)",
+    "page: sync",
+    "page: /alerts",
+    "page: /alerts, filtered",
+    "page: /alerts, one tenant",
+    "page: /silences",
+    "page: silence form",
+    "page: first view after a cycle",
+    "cycle under 4 overview clients",
 ]
 
 
@@ -89,6 +101,19 @@ def test_quick_run_measured_a_real_fleet(quick: tuple[dict[str, object], str]) -
     curve = results["curve"]
     assert isinstance(curve, list)
     assert [c["fraction"] for c in curve] == [0.3, 1.0]
+    pages = results["pages"]
+    assert isinstance(pages, dict)
+    assert pages["alerts"] > 0  # the pages were measured with alerts to show
+    for target, page in pages["pages"].items():
+        assert page["status"] == 200, target
+        assert page["bytes"] > 0, target
+        assert page["median"] > 0, target
+    page_load = results["page_load"]
+    assert isinstance(page_load, dict)
+    assert page_load["loads_ok"] > 0
+    assert page_load["error_count"] == 0
+    assert len(page_load["pair_ratios"]) == 2
+    assert len(page_load["first_views"]) + len(page_load["first_views_in_a_cycle"]) == 2
 
 
 def test_cardinality_quick_run_counts_each_mode(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syncwatch.silences import (
     DEFAULT_RETENTION,
@@ -114,3 +116,45 @@ def test_expired_silences_are_collected_after_the_retention() -> None:
     assert not collectable(s, NOW + DEFAULT_RETENTION - timedelta(seconds=1), DEFAULT_RETENTION)
     assert collectable(s, NOW + DEFAULT_RETENTION, DEFAULT_RETENTION)
     assert not collectable(silence(Matcher("tenant", "org_1")), NOW, DEFAULT_RETENTION)
+
+
+def test_muted_by_finds_regex_negative_and_empty_matchers_in_the_order_given() -> None:
+    exact = replace(silence(Matcher("tenant", "org_1")), id="exact")
+    regex = replace(silence(Matcher("tenant", "org_.*", is_regex=True)), id="regex")
+    later = replace(exact, id="later", starts_at=NOW + HOUR, ends_at=NOW + 2 * HOUR)
+    empty = replace(silence(Matcher("pipeline", ""), Matcher("tenant", "org_1")), id="empty")
+    negative = replace(silence(Matcher("tenant", "org_2", is_equal=False)), id="negative")
+    mute = muted_by([exact, regex, later, empty, negative])
+    assert mute(LABELS, NOW) == ("exact", "regex", "empty", "negative")
+    assert mute({**LABELS, "tenant": "org_2"}, NOW) == ("regex",)
+    assert mute({**LABELS, "pipeline": "p"}, NOW) == ("exact", "regex", "negative")
+    assert mute(LABELS, NOW + HOUR) == ("later",)  # another time: other silences active
+
+
+NAMES = st.sampled_from(["tenant", "pipeline"])
+VALUES = st.sampled_from(["", "org_1", "org_2", "org_.*", ".+"])
+MATCHERS = st.builds(Matcher, NAMES, VALUES, st.booleans(), st.booleans())
+SILENCES = st.lists(
+    st.builds(
+        lambda n, matchers, starts, hours: replace(
+            silence(*matchers, starts=NOW + starts * HOUR, ends=NOW + (starts + hours) * HOUR),
+            id=f"sil-{n}",
+        ),
+        st.integers(0, 99),
+        st.lists(MATCHERS, min_size=1, max_size=3),
+        st.integers(-3, 1),
+        st.integers(1, 3),
+    ),
+    max_size=8,
+)
+ALERT_LABELS = st.dictionaries(NAMES, VALUES.filter(lambda v: v not in ("org_.*", ".+")))
+
+
+@given(SILENCES, st.lists(ALERT_LABELS, max_size=5))
+def test_muted_by_names_what_asking_each_silence_names_in_its_order(
+    silences: list[Silence], alerts: list[dict[str, str]]
+) -> None:
+    # The muter indexes the active silences by one exact matcher; the answer is the same.
+    mute = muted_by(silences)
+    for labels in alerts:
+        assert mute(labels, NOW) == tuple(s.id for s in silences if s.mutes(labels, NOW))

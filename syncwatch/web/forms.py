@@ -9,6 +9,7 @@ silence's start do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlencode
@@ -22,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from syncwatch.acks import ack_silence
 from syncwatch.amapi import MAX_BODY, ApiContext, BadRequestError, parse_filter, rfc3339
 from syncwatch.config.types import parse_duration
+from syncwatch.lifecycle import Alert
 from syncwatch.silence_store import SilenceNotFoundError
 from syncwatch.silences import Silence, any_of, problems
 from syncwatch.web import lists, view
@@ -136,11 +138,25 @@ def _page_param(request: Request) -> int | None:
 class Forms:
     def __init__(self, ctx: FormsContext) -> None:
         self.ctx = ctx
+        # The alerts by urgency and their sources, once per snapshot (its alerts tuple).
+        self._ordered: tuple[Sequence[Alert] | None, list[Alert], list[str]] = (None, [], [])
 
-    def _rows(self) -> list[lists.AlertRow]:
+    def _by_urgency(self) -> tuple[list[Alert], list[str]]:
+        alerts, ordered, sources = self._ordered
+        current = self.ctx.api.alerts()
+        if alerts is not current:
+            ordered, sources = lists.by_urgency(current), sorted({a.source for a in current})
+            self._ordered = (current, ordered, sources)
+        return ordered, sources
+
+    def _states(self, wanted: lists.AlertFilter) -> lists.AlertStates:
+        """The alerts `wanted` admits by state; only those are asked of the silences."""
         api = self.ctx.api
         muter = any_of([api.silences.muter(), *api.muters()])
-        return lists.alert_rows(api.alerts(), muter, api.now())
+        ordered, _ = self._by_urgency()
+        if wanted.source or wanted.tenant or wanted.severity:
+            ordered = [a for a in ordered if wanted.admits_alert(a)]
+        return lists.alert_states(ordered, muter, api.now())
 
     async def alerts(self, request: Request) -> Response:
         q = request.query_params
@@ -158,18 +174,18 @@ class Forms:
             return render(
                 "error.html", 400, message="severity, state, page or refresh: not a known value"
             )
-        every = self._rows()
-        rows = [r for r in every if wanted.admits(r)]
-        pages = max(1, -(-len(rows) // PAGE_SIZE))
+        states = self._states(wanted)
+        total = states.count(wanted.state)
+        pages = max(1, -(-total // PAGE_SIZE))
         kept = {k: v for k, v in vars_of(wanted).items() if v}
         return render(
             "alerts.html",
             token=self.ctx.csrf.token(_user(request)),
             user=_user(request),
-            rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
-            total=len(rows),
+            rows=states.rows(wanted.state, (page - 1) * PAGE_SIZE, page * PAGE_SIZE),
+            total=total,
             f=wanted,
-            sources=sorted({r.alert.source for r in every}),
+            sources=self._by_urgency()[1],
             severities=lists.SEVERITIES,
             states=lists.ALERT_STATES,
             page=page,

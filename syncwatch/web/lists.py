@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,36 +28,70 @@ class AlertFilter:
     severity: str = ""
     state: str = ""
 
-    def admits(self, row: AlertRow) -> bool:
-        a = row.alert
+    def admits_alert(self, a: Alert) -> bool:
+        """Whether the filters but the state (known once the silences are asked) admit `a`."""
         return (
             (not self.source or a.source == self.source)
             and (not self.tenant or a.tenant == self.tenant)
             and (not self.severity or str(a.severity) == self.severity)
-            and (not self.state or row.state == self.state)
         )
 
 
-def alert_rows(alerts: Iterable[Alert], muter: Muter, now: datetime) -> list[AlertRow]:
-    """Every alert with its state now: a silence made a moment ago shows at once."""
-    rows = []
-    for a in alerts:
-        muted = muter(a.labels, now) if a.firing else ()
-        state = "pending" if not a.firing else "suppressed" if muted else "firing"
-        rows.append(AlertRow(a, state, muted))
-    # Firing first, then suppressed, then pending; critical before warning within each.
-    rank = {s: i for i, s in enumerate(ALERT_STATES)}
-    rows.sort(
-        key=lambda r: (
-            rank[r.state],
-            -r.alert.severity.rank,
-            r.alert.source,
-            r.alert.tenant,
-            r.alert.sync_id,
-            r.alert.alertname,
-        )
+def by_urgency(alerts: Iterable[Alert]) -> list[Alert]:
+    """Critical before warning, then by source, tenant, sync and alert name: the order
+    within each state of `alert_states` (it changes only with the snapshot)."""
+    return sorted(
+        alerts, key=lambda a: (-a.severity.rank, a.source, a.tenant, a.sync_id, a.alertname)
     )
-    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStates:
+    """Alerts by their state now, each state's in `by_urgency` order. A page makes rows only
+    for those it shows: at 20,000 alerts, no object per alert per request."""
+
+    firing: Sequence[Alert]
+    suppressed: Sequence[Alert]
+    muted_by: Sequence[tuple[str, ...]]  # what mutes each of `suppressed`
+    pending: Sequence[Alert]
+
+    def _groups(self, state: str) -> list[tuple[str, Sequence[Alert]]]:
+        groups = {"firing": self.firing, "suppressed": self.suppressed, "pending": self.pending}
+        return [(s, groups[s]) for s in ALERT_STATES if not state or s == state]
+
+    def count(self, state: str = "") -> int:
+        return sum(len(alerts) for _, alerts in self._groups(state))
+
+    def rows(self, state: str, start: int, stop: int) -> list[AlertRow]:
+        """Rows `start` to `stop` of `state`'s alerts; of every state, firing first, for ""."""
+        out: list[AlertRow] = []
+        offset = 0
+        for s, alerts in self._groups(state):
+            lo, hi = max(start - offset, 0), min(stop - offset, len(alerts))
+            muted = s == "suppressed"
+            out += (
+                AlertRow(alerts[i], s, self.muted_by[i] if muted else ()) for i in range(lo, hi)
+            )
+            offset += len(alerts)
+        return out
+
+
+def alert_states(ordered: Iterable[Alert], muter: Muter, now: datetime) -> AlertStates:
+    """Every alert with its state now: a silence made a moment ago shows at once. Firing
+    first, then suppressed, then pending; within each, in `ordered`'s order (`by_urgency`)."""
+    firing: list[Alert] = []
+    suppressed: list[Alert] = []
+    muted_by: list[tuple[str, ...]] = []
+    pending: list[Alert] = []
+    for a in ordered:
+        if not a.firing:
+            pending.append(a)
+        elif muted := muter(a.labels, now):
+            suppressed.append(a)
+            muted_by.append(muted)
+        else:
+            firing.append(a)
+    return AlertStates(firing, suppressed, muted_by, pending)
 
 
 def silences_by_state(
