@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.browsing import cells, open_page
-from tests.conftest import Daemon, Keys, SimProcess, launch, require_tool, wait_until
-from tests.test_amapi import amtool
+from tests.conftest import Daemon, Keys, SimProcess, launch, wait_until
+from tests.test_amapi import amtool, amtool_path
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+__all__ = ["amtool_path"]  # the fixture, shared with tests/test_amapi.py
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "img"
 MAX_TABS = 400  # more Tab presses than any page here has stops: a bound, not a measure
@@ -193,11 +195,6 @@ def test_the_flow_works_with_the_keyboard_alone(page: Page) -> None:
 
 
 # --- writing: silences from the page (each test has a daemon of its own) -----------------
-
-
-@pytest.fixture
-def amtool_path() -> str:
-    return require_tool("amtool", "apt-get install prometheus-alertmanager")
 
 
 @pytest.fixture
