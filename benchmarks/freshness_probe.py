@@ -111,7 +111,7 @@ def measure(report: Report, keys: list[Key], steps: int) -> list[tuple[str, str]
     counts = classify(report, [], NOW, {})
     changed = one_percent_changed(counts, keys)
     snapshot = Snapshot(evaluations=tuple(report.evaluations), source_up=dict.fromkeys(keys, True))
-    overview = best(lambda: view.overview(snapshot, NOW), repeat=3)
+    overview = best(lambda: view.overview(view.index(snapshot), NOW, 50, 50), repeat=3)
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "state.db"
         history(path, keys, steps, rng)

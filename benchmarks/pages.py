@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from benchmarks.clients import Scrapers
+from syncwatch.simulator import rsa_keypair
 
 if TYPE_CHECKING:
     from benchmarks.harness import Cycle, Daemon
@@ -149,7 +150,11 @@ def load_run(d: Daemon, pairs: int, timeout: float, poll_interval: float) -> dic
     """
     quiet: list[Cycle] = []
     loaded: list[Cycle] = []
-    ok, errors, seconds, first, during = 0, [], [], [], []
+    ok = 0
+    errors: list[str] = []
+    seconds: list[float] = []
+    first: list[float] = []
+    during: list[float] = []
     n = len(d.wait_cycles(len(d.cycles) + 1, timeout))
     for _ in range(pairs):
         with Scrapers(d.url, ["/"] * CLIENTS, PAUSE, headers=BROWSER) as clients:
@@ -239,7 +244,7 @@ def _standalone(quick: bool, work: Path) -> dict[str, Any]:
     from benchmarks import harness  # noqa: PLC0415  # harness imports this module
 
     size = harness.QUICK if quick else harness.FULL
-    private, public = harness.rsa_keypair()
+    private, public = rsa_keypair()
     (work / "private.pem").write_bytes(private)
     (work / "public.pem").write_bytes(public)
     results: dict[str, Any] = {"size": "quick" if quick else "full"}
@@ -262,7 +267,7 @@ def _standalone(quick: bool, work: Path) -> dict[str, Any]:
 
 def table(rows: list[tuple[str, str, str, bool]], quick: bool) -> str:
     words = ("within", "over (indicative)") if quick else ("met", "NOT MET")
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True))
         + "  "

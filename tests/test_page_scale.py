@@ -21,9 +21,10 @@ from starlette.routing import Route
 from syncwatch.amapi import ApiContext
 from syncwatch.evaluate import Evaluation, SyncState
 from syncwatch.history_store import HistoryStore
-from syncwatch.lifecycle import Alert, AlertStatus
+from syncwatch.lifecycle import Alert
 from syncwatch.metrics import Snapshot
 from syncwatch.models import AlertName, Severity, Source
+from syncwatch.outbox import AlertStatus
 from syncwatch.silence_store import SilenceStore
 from syncwatch.silences import Matcher, Silence
 from syncwatch.web.forms import FormsContext, form_routes
