@@ -12,6 +12,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import operator
 import os
 import platform
@@ -801,6 +802,40 @@ def run(size: Size, work: Path) -> dict[str, Any]:
     return results
 
 
+PROFILE = HERE.parent / "docs" / "img" / "cycle-profile.svg"
+
+
+def profile_run(size: Size, work: Path, out: Path) -> None:
+    """py-spy's flame graph of one steady cycle of the fleet (and the idle time after it)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy: pip install -e '.[bench]'")
+    private, public = rsa_keypair()
+    (work / "private.pem").write_bytes(private)  # the daemon's signing_key_file
+    (work / "public.pem").write_bytes(public)
+    with simulator(work, size, orgs=size.orgs, users=size.users) as sim:
+        config = config_toml(
+            sim,
+            work,
+            orgs=sim.orgs,
+            users=sim.users,
+            poll_interval=size.poll_interval,
+            concurrency=size.concurrency,
+        )
+        with daemon(config, work) as d:
+            timeout = 120 + 30 * size.poll_interval * 3
+            d.wait_cycles(2, timeout)  # the first cycle mints every token: not a steady one
+            # From one cycle's end for an interval and a little: the next cycle, whole.
+            seconds = math.ceil(size.poll_interval) + 3
+            record = [spy, "record", f"--pid={d.proc.pid}", "--rate=100", "--nonblocking"]
+            record += ["--format=flamegraph", f"--output={out}", f"--duration={seconds}"]
+            done = subprocess.run(
+                record, capture_output=True, text=True, timeout=seconds + 60, check=False
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"py-spy failed (it needs ptrace): {done.stderr.strip()}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small fleet: checks the harness")
@@ -811,8 +846,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="results JSON (default: benchmarks/results.json; none with --quick)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only a py-spy flame graph of one steady cycle, to docs/img/cycle-profile.svg",
+    )
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
+    if args.profile:
+        work = Path(tempfile.mkdtemp(prefix="syncwatch-profile-"))
+        try:
+            profile_run(size, work, PROFILE)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"flame graph written to {PROFILE}")
+        return 0
     out = args.out or (None if args.quick else HERE / "results.json")
     work = Path(tempfile.mkdtemp(prefix="syncwatch-bench-"))
     started = time.monotonic()
