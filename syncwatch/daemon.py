@@ -284,8 +284,10 @@ class Daemon:
             notifications=len(result.batches),
             rows_written=result.rows_written,
             committed=committed,
+            cpu_seconds=round(time.process_time(), 3),  # the process's, all threads, so far
         )
         await asyncio.to_thread(self.indexed.prepare, self.telemetry.snapshot)  # if pages read
+        await asyncio.to_thread(self.telemetry.prepare)  # /metrics too, if it is scraped
 
     # --- the loop -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 import zlib
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -66,6 +67,8 @@ class Snapshot:
 class Telemetry:
     """The daemon's metrics: the snapshot, plus counters and histograms that only grow."""
 
+    SCRAPED = 600.0  # s since a scrape asked for a form of the page: it will be asked again
+
     def __init__(
         self,
         notifier_outcomes: Callable[[], Mapping[tuple[str, str], int]] = dict,
@@ -73,6 +76,8 @@ class Telemetry:
         notifier_names: Callable[[], Iterable[str]] = tuple,
         state_up: Callable[[], bool] = lambda: True,
         per_sync_series: PerSyncSeries = "all",
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # `*_created` series double the counters' cardinality for no alerting value.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -134,6 +139,9 @@ class Telemetry:
         self._fleet_lock = threading.Lock()  # one render per snapshot, however many scrapers
         self._fleet_page: tuple[Snapshot | None, FleetPage] = (None, FleetPage([]))
         self._fleet_mode = per_sync_series  # the mode _fleet_page was rendered in
+        self._clock = clock
+        # (openmetrics, gzip) → when a scraper last asked for the page in that form.
+        self._asked: dict[tuple[bool, bool], float] = {}
 
     def record(self, report: Report, alerts: Iterable[Alert], finished_at: float) -> None:
         """Fold one finished cycle in: counters grow, the snapshot is replaced."""
@@ -192,6 +200,7 @@ class Telemetry:
             _RENAMING_ESCAPES.sub("escaping=underscores", accept)
         )
         openmetrics = content_type.startswith("application/openmetrics-text")
+        self._asked[(openmetrics, gzip)] = self._clock()
         tail = encoder(self.registry).removesuffix(OPENMETRICS_EOF)
         if openmetrics:
             tail += OPENMETRICS_EOF
@@ -202,6 +211,21 @@ class Telemetry:
             prefix, compressor = page.compressed(openmetrics)
             rest = compressor.copy()
         return [prefix, rest.compress(tail) + rest.flush()], content_type
+
+    def prepare(self) -> list[tuple[bool, bool]]:
+        """Render the new snapshot's fleet part before a scraper asks, in each form asked
+        for in the last `SCRAPED` seconds: the first scrape after a cycle is then as quick
+        as the others (a large fleet's page takes seconds to build). Returns the forms
+        rendered, (openmetrics, gzip); nobody scraping: none, no work."""
+        now = self._clock()
+        asked = dict(self._asked)  # scrapes add to it from other threads
+        forms = sorted(form for form, at in asked.items() if now - at <= self.SCRAPED)
+        with self._fleet_lock:
+            for openmetrics, gzip in forms:
+                page = self._current_page()
+                if gzip:
+                    page.compressed(openmetrics)
+        return forms
 
     def _current_page(self) -> FleetPage:
         snapshot, page = self._fleet_page

@@ -226,3 +226,38 @@ def test_gzip_page_is_one_stream_of_the_same_page(
             line for line in plain.splitlines() if not any(v in line for v in strip)
         ]
         assert page.endswith(b"# EOF\n") is openmetrics
+
+
+def test_a_new_snapshot_is_rendered_ahead_in_the_forms_scraped_in_the_last_ten_minutes(
+    frozen_sim: SimulatorThread,
+) -> None:
+    import gzip
+
+    now = [0.0]
+    telemetry = Telemetry(notifier_names=lambda: ["console"], clock=lambda: now[0])
+    report = _report(frozen_sim)
+    telemetry.record(report, (), NOW.timestamp())
+    assert telemetry.prepare() == []  # never scraped: no work after a cycle
+
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    telemetry.render("text/plain")
+    telemetry.render_chunks(openmetrics, gzip=True)
+    telemetry.record(report, (), NOW.timestamp() + 60)  # the next cycle's snapshot
+    now[0] = Telemetry.SCRAPED
+    assert telemetry.prepare() == [(False, False), (True, True)]
+
+    # What the next scrapes get is the page of the new snapshot, as if built for them.
+    fresh = Telemetry(notifier_names=lambda: ["console"])
+    fresh.record(report, (), NOW.timestamp() + 60)
+    strip = [v.encode() for v in VARYING]
+
+    def stable(page: bytes) -> list[bytes]:
+        return [line for line in page.splitlines() if not any(v in line for v in strip)]
+
+    assert stable(telemetry.render("text/plain")[0]) == stable(fresh.render("text/plain")[0])
+    prepared = gzip.decompress(b"".join(telemetry.render_chunks(openmetrics, gzip=True)[0]))
+    assert stable(prepared) == stable(fresh.render(openmetrics)[0])
+
+    now[0] += Telemetry.SCRAPED + 1  # the scrapers went away: the next cycle renders nothing
+    telemetry.record(report, (), NOW.timestamp() + 120)
+    assert telemetry.prepare() == []

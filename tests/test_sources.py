@@ -504,6 +504,30 @@ def test_minted_token_is_cached_until_shortly_before_expiry(rsa_keys: Keys) -> N
     assert minter.token("u") != first
 
 
+def test_tokens_minted_together_are_renewed_over_many_cycles_never_late(rsa_keys: Keys) -> None:
+    """The first cycle mints every user's token; their renewals spread over the margin
+    before expiry (a 20 s cycle renews a few users, not all of them at once), and no token
+    is handed out within the margin of its expiry."""
+    users, cycle, start = 200, 20.0, 1_700_000_000.0
+    now = [start]
+    minter = TokenMinter(rsa_keys.private_pem.decode(), "p", 3600, clock=lambda: now[0])
+    held = {f"user-{i}": minter.token(f"user-{i}") for i in range(users)}
+    renewed_per_cycle = []
+    while now[0] < start + 2 * 3600:
+        now[0] += cycle
+        renewed = 0
+        for user, token in held.items():
+            fresh = minter.token(user)
+            claims = jwt.decode(fresh, options={"verify_signature": False})
+            assert claims["exp"] - now[0] >= minter.margin  # never late
+            renewed += fresh != token
+            held[user] = fresh
+        renewed_per_cycle.append(renewed)
+    assert sum(renewed_per_cycle) >= 2 * users  # each renewed twice in two hours...
+    # ...and spread: at most ~2 cycles' worth of the margin's share, where all would renew at once.
+    assert max(renewed_per_cycle) <= 2 * users * cycle / minter.margin
+
+
 def test_invalidate_forces_a_new_token(rsa_keys: Keys) -> None:
     now = [1_700_000_000.0]
     minter = TokenMinter(rsa_keys.private_pem.decode(), "p", 3600, clock=lambda: now[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -103,11 +104,13 @@ class TokenMinter:
         self._key = key
         self.audience = f"useparagon.com/{project_id}"
         self.ttl = int(ttl)
-        # Renew with a margin so a token never expires in flight.
+        # Renew with a margin so a token never expires in flight, and each user's token at
+        # its own point of the margin before that: tokens minted together (the first cycle
+        # mints every one) are renewed over many cycles, not all in one.
         self.margin = min(300, self.ttl // 10)
         self._clock = clock
         self.skew = 0.0  # our clock minus the upstream's, in seconds
-        self._cache: dict[str, tuple[str, int]] = {}
+        self._cache: dict[str, tuple[str, float]] = {}  # user → token, when to renew it
 
     def observe(self, skew: float | None) -> None:
         """The skew of the upstream's latest answer; None (no readable `Date`) keeps the last."""
@@ -117,12 +120,13 @@ class TokenMinter:
     def token(self, user_id: str) -> str:
         now = int(self._clock() - self.skew)
         cached = self._cache.get(user_id)
-        if cached is not None and cached[1] - self.margin > now:
+        if cached is not None and cached[1] > now:
             return cached[0]
         exp = now + self.ttl
         claims = {"sub": user_id, "aud": self.audience, "iat": now, "exp": exp}
         token = jwt.encode(claims, self._key, algorithm="RS256")
-        self._cache[user_id] = (token, exp)
+        spread = zlib.crc32(user_id.encode()) / 2**32  # the user's point, the same each time
+        self._cache[user_id] = (token, exp - self.margin * (1 + spread))
         return token
 
     def invalidate(self, user_id: str) -> None:
